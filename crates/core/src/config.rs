@@ -1,0 +1,1082 @@
+//! The deploy config: YAML in, a validated [`Config`] out.
+//!
+//! Parsing happens in two passes. serde reads the YAML into `raw` structs that reject unknown keys and
+//! wrong types (those errors carry `file:line:column`); [`validate`] then checks what the types cannot
+//! say (ports that differ, absolute paths, known placeholders) and names the offending field's path.
+
+use crate::error::Error;
+use crate::word::{is_var_name, Word};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Duration;
+
+/// The default config file name.
+pub const DEFAULT_CONFIG: &str = "bluegreen.yaml";
+
+/// The default start command template.
+pub const DEFAULT_START: &str = "java -jar {jar} --server.port={port}";
+
+/// Placeholders a start command may use.
+pub const START_PLACEHOLDERS: [&str; 5] = ["jar", "port", "slot", "host", "dir"];
+
+/// A validated deploy config.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// The app's name: used for file names, the lock and messages.
+    pub app: String,
+    /// Local path or glob of the artifact; exactly one file must match at exec time.
+    pub artifact: Word,
+    /// How to reach hosts.
+    pub ssh: Ssh,
+    /// The nginx host.
+    pub proxy: Proxy,
+    /// The app hosts.
+    pub servers: Vec<Server>,
+    /// The two slots' ports.
+    pub slots: Slots,
+    /// Remote directory holding one directory per slot.
+    pub deploy_dir: String,
+    /// The start command, split into literal text and placeholders.
+    pub start: Vec<StartPart>,
+    /// The start command as written.
+    pub start_template: String,
+    /// How a new instance is judged healthy.
+    pub health: Health,
+    /// How long to wait after the switch before stopping the old slot.
+    #[serde(with = "humantime_serde_compat")]
+    pub drain: Duration,
+    /// How the old instance is stopped.
+    pub stop: Stop,
+    /// How long the old slot keeps running after a switch (0: stop it at once).
+    #[serde(with = "humantime_serde_compat")]
+    pub retain: Duration,
+    /// Slack notifications.
+    pub slack: Option<Slack>,
+    /// Jenkins options for the rendered pipeline.
+    pub jenkins: Jenkins,
+}
+
+/// SSH settings shared by all hosts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ssh {
+    /// Remote user.
+    pub user: Word,
+    /// Remote port.
+    pub port: u16,
+    /// Jenkins credentials id of the SSH private key.
+    pub credentials_id: String,
+    /// Jenkins credentials id of a secret file holding known_hosts, if any.
+    pub known_hosts_credential: Option<String>,
+    /// Private key file for `exec` (None: use ssh-agent).
+    pub identity_file: Option<Word>,
+    /// known_hosts file.
+    pub known_hosts: Word,
+    /// What to do with host keys.
+    pub host_key_policy: HostKeyPolicy,
+    /// TCP connect timeout.
+    #[serde(with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
+    /// Timeout of any one SSH operation.
+    #[serde(with = "humantime_serde_compat")]
+    pub command_timeout: Duration,
+}
+
+/// How host keys are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeyPolicy {
+    /// Unknown and mismatched keys are refused (OpenSSH `StrictHostKeyChecking=yes`).
+    Strict,
+    /// Unknown keys are recorded, mismatched ones refused (`StrictHostKeyChecking=accept-new`).
+    AcceptNew,
+    /// No checking at all; warned about on every run (`StrictHostKeyChecking=no`).
+    Off,
+}
+
+/// The nginx host and its managed upstream file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Proxy {
+    /// SSH address.
+    pub host: Word,
+    /// SSH user (defaults to `ssh.user`).
+    pub user: Word,
+    /// SSH port (defaults to `ssh.port`).
+    pub port: u16,
+    /// The file holding the upstream's `server` lines, included from nginx's config.
+    pub upstream_file: String,
+    /// The upstream block's name (for messages and status).
+    pub upstream_name: String,
+    /// Whether file writes, test and reload need `sudo -n`.
+    pub sudo: bool,
+    /// The config test command, as words.
+    pub test_command: Vec<String>,
+    /// The reload command, as words.
+    pub reload_command: Vec<String>,
+    /// Directory on the proxy for the lock, the state file and the audit log.
+    pub state_dir: String,
+    /// A URL fetched through the proxy after the switch to confirm it, if any.
+    pub check_url: Option<Word>,
+}
+
+/// One app host.
+#[derive(Debug, Clone, Serialize)]
+pub struct Server {
+    /// SSH address.
+    pub host: Word,
+    /// The address nginx and the runner use to reach the app (defaults to `host`).
+    pub address: Word,
+    /// SSH user.
+    pub user: Word,
+    /// SSH port.
+    pub port: u16,
+}
+
+/// The two slots' ports.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Slots {
+    /// Blue's port.
+    pub blue: u16,
+    /// Green's port.
+    pub green: u16,
+}
+
+/// A piece of the start command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartPart {
+    /// Shell text written by the user.
+    Text(String),
+    /// `{jar}`, `{port}`, ...: replaced by a quoted value.
+    Placeholder(String),
+}
+
+/// Health checking of a new instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// Path on the app, starting with `/`.
+    pub path: String,
+    /// Expected HTTP status.
+    pub status: u16,
+    /// Text the body must contain, if any.
+    pub body: Option<String>,
+    /// Time between probes.
+    #[serde(with = "humantime_serde_compat")]
+    pub interval: Duration,
+    /// Timeout of one probe.
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// Overall deadline for an instance to turn healthy.
+    #[serde(with = "humantime_serde_compat")]
+    pub deadline: Duration,
+    /// Consecutive good probes needed.
+    pub successes: u32,
+    /// Where probes are sent from.
+    pub from: ProbeFrom,
+}
+
+/// Where health probes come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProbeFrom {
+    /// The machine running bluegreen (or the Jenkins agent).
+    Runner,
+    /// The app host itself, with curl over SSH.
+    Host,
+}
+
+/// How an instance is stopped.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stop {
+    /// Signal name without `SIG`.
+    pub signal: String,
+    /// How long to wait before SIGKILL.
+    #[serde(with = "humantime_serde_compat")]
+    pub grace: Duration,
+}
+
+/// Slack notifications.
+#[derive(Debug, Clone, Serialize)]
+pub struct Slack {
+    /// Channel.
+    pub channel: String,
+    /// Jenkins credentials id of the Slack token (rendered Jenkinsfile).
+    pub token_credential_id: Option<String>,
+    /// Environment variable holding an incoming-webhook URL (exec and the bash script).
+    pub webhook_env: String,
+}
+
+/// Options of the rendered Jenkinsfile.
+#[derive(Debug, Clone, Serialize)]
+pub struct Jenkins {
+    /// The branch that deploys.
+    pub branch: String,
+    /// A build command run before the deploy, if any.
+    pub build: Option<String>,
+    /// `tools { kind 'name' }` entries.
+    pub tools: Vec<(String, String)>,
+    /// Overall pipeline timeout.
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+}
+
+mod humantime_serde_compat {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+mod raw {
+    //! The YAML as serde sees it: every key known, every type checked.
+    use super::{HostKeyPolicy, ProbeFrom};
+    use serde::{Deserialize, Deserializer};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    /// A duration written as `500ms`, `5s`, `2m`.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Dur(pub Duration);
+
+    impl<'de> Deserialize<'de> for Dur {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Dur, D::Error> {
+            struct V;
+            impl serde::de::Visitor<'_> for V {
+                type Value = Dur;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a duration such as `500ms`, `5s` or `2m`")
+                }
+                fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Dur, E> {
+                    humantime::parse_duration(s.trim()).map(Dur).map_err(|e| {
+                        E::custom(format_args!(
+                            "invalid duration `{s}`: {e}; write it like `500ms`, `5s` or `2m`"
+                        ))
+                    })
+                }
+                fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Dur, E> {
+                    if n == 0 {
+                        return Ok(Dur(Duration::ZERO));
+                    }
+                    Err(E::custom(format_args!(
+                        "duration `{n}` has no unit; write `{n}s` or `{n}ms`"
+                    )))
+                }
+                fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Dur, E> {
+                    match u64::try_from(n) {
+                        Ok(n) => self.visit_u64(n),
+                        Err(_) => Err(E::custom(format_args!("duration `{n}` is negative"))),
+                    }
+                }
+                fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Dur, E> {
+                    Err(E::custom(format_args!(
+                        "duration `{n}` has no unit; write it like `1500ms`"
+                    )))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Config {
+        pub app: String,
+        pub artifact: String,
+        #[serde(default)]
+        pub ssh: Ssh,
+        pub proxy: Proxy,
+        pub servers: Vec<Server>,
+        #[serde(default)]
+        pub slots: Slots,
+        pub deploy_dir: String,
+        pub start: Option<String>,
+        #[serde(default)]
+        pub health: Health,
+        pub drain: Option<Dur>,
+        #[serde(default)]
+        pub stop: Stop,
+        pub retain: Option<Dur>,
+        pub slack: Option<Slack>,
+        #[serde(default)]
+        pub jenkins: Jenkins,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Ssh {
+        pub user: Option<String>,
+        pub port: Option<u16>,
+        pub credentials_id: Option<String>,
+        pub known_hosts_credential: Option<String>,
+        pub identity_file: Option<String>,
+        pub known_hosts: Option<String>,
+        pub host_key_policy: Option<HostKeyPolicy>,
+        pub connect_timeout: Option<Dur>,
+        pub command_timeout: Option<Dur>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Proxy {
+        pub host: String,
+        pub user: Option<String>,
+        pub port: Option<u16>,
+        pub upstream_file: String,
+        pub upstream_name: Option<String>,
+        #[serde(default)]
+        pub sudo: bool,
+        pub test_command: Option<String>,
+        pub reload_command: Option<String>,
+        pub state_dir: Option<String>,
+        pub check_url: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Server {
+        pub host: String,
+        pub address: Option<String>,
+        pub user: Option<String>,
+        pub port: Option<u16>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Slots {
+        pub blue: u16,
+        pub green: u16,
+    }
+
+    impl Default for Slots {
+        fn default() -> Slots {
+            Slots {
+                blue: 8080,
+                green: 8081,
+            }
+        }
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Health {
+        pub path: Option<String>,
+        pub status: Option<u16>,
+        pub body: Option<String>,
+        pub interval: Option<Dur>,
+        pub timeout: Option<Dur>,
+        pub deadline: Option<Dur>,
+        pub successes: Option<u32>,
+        pub from: Option<ProbeFrom>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Stop {
+        pub signal: Option<String>,
+        pub grace: Option<Dur>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Slack {
+        pub channel: String,
+        pub token_credential_id: Option<String>,
+        pub webhook_env: Option<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Jenkins {
+        pub branch: Option<String>,
+        pub build: Option<String>,
+        #[serde(default)]
+        pub tools: BTreeMap<String, String>,
+        pub timeout: Option<Dur>,
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates config text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, Error> {
+        if text.trim().is_empty() {
+            return Err(Error::Syntax {
+                file: file.to_string(),
+                line: 1,
+                column: 1,
+                message: "the config is empty".into(),
+                hint: Some("start from examples/sokdak.yaml".into()),
+            });
+        }
+        let raw: raw::Config = serde_yaml::from_str(text).map_err(|e| syntax_error(&e, file))?;
+        validate(raw, file)
+    }
+
+    /// Every environment variable the config refers to, with the field that refers to it.
+    pub fn env_refs(&self) -> Vec<(String, &Word)> {
+        let mut out: Vec<(String, &Word)> = vec![
+            ("artifact".into(), &self.artifact),
+            ("ssh.user".into(), &self.ssh.user),
+            ("ssh.known_hosts".into(), &self.ssh.known_hosts),
+            ("proxy.host".into(), &self.proxy.host),
+            ("proxy.user".into(), &self.proxy.user),
+        ];
+        if let Some(w) = &self.ssh.identity_file {
+            out.push(("ssh.identity_file".into(), w));
+        }
+        if let Some(w) = &self.proxy.check_url {
+            out.push(("proxy.check_url".into(), w));
+        }
+        for (i, s) in self.servers.iter().enumerate() {
+            out.push((format!("servers[{i}].host"), &s.host));
+            out.push((format!("servers[{i}].address"), &s.address));
+            out.push((format!("servers[{i}].user"), &s.user));
+        }
+        out.retain(|(_, w)| w.has_vars());
+        out
+    }
+
+    /// Checks that every `${VAR}` the config uses is set, using `lookup` (normally the environment).
+    ///
+    /// Host and user values are checked for the same characters validation allows in literal ones.
+    pub fn check_env(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<(), Error> {
+        for (field, word) in self.env_refs() {
+            for name in word.env_vars() {
+                let Some(value) = lookup(name) else {
+                    return Err(Error::MissingVariable {
+                        field,
+                        name: name.to_string(),
+                    });
+                };
+                let leaf = field.rsplit('.').next().unwrap_or_default();
+                let problem = match leaf {
+                    "host" | "address" => host_problem(&value),
+                    "user" => user_problem(&value),
+                    _ => value
+                        .contains(['\n', '\0'])
+                        .then(|| "contains a newline or NUL".to_string()),
+                };
+                if let Some(message) = problem {
+                    return Err(Error::BadVariable {
+                        field,
+                        name: name.to_string(),
+                        value,
+                        message,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Turns a serde_yaml error into `file:line:column: message`, with a "did you mean" hint for unknown
+/// keys and variants.
+fn syntax_error(e: &serde_yaml::Error, file: &str) -> Error {
+    let (line, column) = e
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((1, 1));
+    let full = e.to_string();
+    // serde_yaml appends " at line L column C"; the location is reported up front instead.
+    let message = match full.find(" at line ") {
+        Some(i) => full[..i].to_string(),
+        None => full,
+    };
+    let message = message.trim_start_matches(": ").to_string();
+    let hint = did_you_mean(&message);
+    Error::Syntax {
+        file: file.to_string(),
+        line,
+        column,
+        message,
+        hint,
+    }
+}
+
+/// For serde's "unknown field `x`, expected one of `a`, `b`" (and the same for variants), suggests the
+/// closest expected name.
+fn did_you_mean(message: &str) -> Option<String> {
+    let rest = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.split("unknown variant `").nth(1))?;
+    let (got, rest) = rest.split_once('`')?;
+    let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let best = expected
+        .iter()
+        .map(|cand| (strsim::damerau_levenshtein(got, cand), *cand))
+        .min()?;
+    if best.0 <= 3.max(got.len() / 3) {
+        Some(format!("did you mean `{}`?", best.1))
+    } else {
+        Some(format!("expected one of {}", expected.join(", ")))
+    }
+}
+
+/// Collects validation errors; only the first is reported, so fields are checked in file order.
+struct Check<'a> {
+    file: &'a str,
+}
+
+impl Check<'_> {
+    fn fail(&self, field: impl Into<String>, message: impl Into<String>) -> Error {
+        Error::Invalid {
+            file: self.file.to_string(),
+            field: field.into(),
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    fn fail_hint(
+        &self,
+        field: impl Into<String>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Error {
+        Error::Invalid {
+            file: self.file.to_string(),
+            field: field.into(),
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
+    }
+
+    /// A string field that may hold `${VAR}` references.
+    fn word(&self, field: &str, s: &str) -> Result<Word, Error> {
+        Word::parse_env(s).map_err(|bad| {
+            self.fail_hint(
+                field,
+                format!("`{}` is not a valid variable reference", bad.0),
+                "write `${NAME}` with NAME made of letters, digits and `_`",
+            )
+        })
+    }
+
+    /// A string field that must be literal.
+    fn literal(&self, field: &str, s: &str) -> Result<(), Error> {
+        if s.contains("${") {
+            return Err(self.fail_hint(
+                field,
+                format!("`{s}` refers to a variable, which this field does not allow"),
+                "variables are allowed in hosts, users, artifact, identity_file, known_hosts and check_url",
+            ));
+        }
+        Ok(())
+    }
+
+    fn absolute_path(&self, field: &str, s: &str) -> Result<(), Error> {
+        self.literal(field, s)?;
+        if !s.starts_with('/') {
+            return Err(self.fail_hint(
+                field,
+                format!("`{s}` is not an absolute path"),
+                "remote paths must start with `/`",
+            ));
+        }
+        if s.contains(['\n', '\r', '\0']) {
+            return Err(self.fail(field, "contains a line break or NUL"));
+        }
+        if s.split('/').any(|c| c == "..") {
+            return Err(self.fail(field, format!("`{s}` contains `..`")));
+        }
+        Ok(())
+    }
+
+    fn port(&self, field: &str, p: u16) -> Result<u16, Error> {
+        if p == 0 {
+            return Err(self.fail(field, "port 0 is not a valid port (1-65535)"));
+        }
+        Ok(p)
+    }
+
+    fn host(&self, field: &str, s: &str) -> Result<Word, Error> {
+        let w = self.word(field, s)?;
+        if let Some(lit) = w.as_literal() {
+            if let Some(problem) = host_problem(&lit) {
+                return Err(self.fail(field, format!("`{lit}` {problem}")));
+            }
+        } else {
+            for p in &w.0 {
+                if let crate::word::Part::Lit(l) = p {
+                    if !l.chars().all(host_char) {
+                        return Err(self.fail(
+                            field,
+                            format!(
+                                "`{s}` {}",
+                                "may contain only letters, digits, `.`, `-` and `:`"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(w)
+    }
+
+    fn user(&self, field: &str, s: &str) -> Result<Word, Error> {
+        let w = self.word(field, s)?;
+        if let Some(lit) = w.as_literal() {
+            if let Some(problem) = user_problem(&lit) {
+                return Err(self.fail(field, format!("`{lit}` {problem}")));
+            }
+        }
+        Ok(w)
+    }
+
+    /// A name that ends up in file names, Groovy and shell (credential ids, the app, channels).
+    fn name(&self, field: &str, s: &str, extra: &[char]) -> Result<(), Error> {
+        let ok = !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c) || extra.contains(&c));
+        if !ok || s.starts_with(['-', '.']) {
+            let allowed = extra.iter().map(|c| format!(", `{c}`")).collect::<String>();
+            return Err(self.fail(
+                field,
+                format!(
+                    "`{s}` may contain only letters, digits, `.`, `_`, `-`{allowed}, and must not start with `-` or `.`"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn command_words(&self, field: &str, s: &str) -> Result<Vec<String>, Error> {
+        let words: Vec<String> = s.split_whitespace().map(str::to_string).collect();
+        let ok = !words.is_empty()
+            && words.iter().all(|w| {
+                w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._/=:@+,-".contains(c))
+            });
+        if !ok {
+            return Err(self.fail_hint(
+                field,
+                format!(
+                    "`{s}` must be plain words (letters, digits, `._/=:@+,-`), no shell syntax"
+                ),
+                "it runs as a plain command (with `sudo -n` in front when proxy.sudo is true)",
+            ));
+        }
+        Ok(words)
+    }
+
+    fn positive(&self, field: &str, d: Duration) -> Result<Duration, Error> {
+        if d.is_zero() {
+            return Err(self.fail(field, "must be greater than 0"));
+        }
+        Ok(d)
+    }
+}
+
+fn host_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || ".-:".contains(c)
+}
+
+/// Why a host name or address is not acceptable, if it is not.
+pub fn host_problem(s: &str) -> Option<String> {
+    if s.is_empty() {
+        return Some("is empty".into());
+    }
+    if s.starts_with('-') || !s.chars().all(host_char) {
+        return Some("is not a host name or IP address (letters, digits, `.`, `-`, `:`)".into());
+    }
+    None
+}
+
+/// Why a user name is not acceptable, if it is not.
+pub fn user_problem(s: &str) -> Option<String> {
+    let ok = !s.is_empty()
+        && !s.starts_with('-')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    (!ok).then(|| "is not a valid user name (letters, digits, `.`, `_`, `-`)".into())
+}
+
+const SIGNALS: [&str; 7] = ["TERM", "INT", "QUIT", "HUP", "USR1", "USR2", "KILL"];
+
+fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
+    let c = Check { file };
+
+    c.name("app", &r.app, &[])?;
+    let artifact = c.word("artifact", &r.artifact)?;
+    if r.artifact.trim().is_empty() {
+        return Err(c.fail("artifact", "is empty"));
+    }
+
+    let user = c.user("ssh.user", r.ssh.user.as_deref().unwrap_or("deploy"))?;
+    let ssh_port = c.port("ssh.port", r.ssh.port.unwrap_or(22))?;
+    let credentials_id = r
+        .ssh
+        .credentials_id
+        .unwrap_or_else(|| format!("{}-ssh", r.app));
+    c.name("ssh.credentials_id", &credentials_id, &[])?;
+    if let Some(k) = &r.ssh.known_hosts_credential {
+        c.name("ssh.known_hosts_credential", k, &[])?;
+    }
+    let identity_file = r
+        .ssh
+        .identity_file
+        .as_deref()
+        .map(|s| c.word("ssh.identity_file", s))
+        .transpose()?;
+    let known_hosts = c.word(
+        "ssh.known_hosts",
+        r.ssh.known_hosts.as_deref().unwrap_or("~/.ssh/known_hosts"),
+    )?;
+    let ssh = Ssh {
+        user: user.clone(),
+        port: ssh_port,
+        credentials_id,
+        known_hosts_credential: r.ssh.known_hosts_credential,
+        identity_file,
+        known_hosts,
+        host_key_policy: r.ssh.host_key_policy.unwrap_or(HostKeyPolicy::Strict),
+        connect_timeout: c.positive(
+            "ssh.connect_timeout",
+            r.ssh
+                .connect_timeout
+                .map_or(Duration::from_secs(10), |d| d.0),
+        )?,
+        command_timeout: c.positive(
+            "ssh.command_timeout",
+            r.ssh
+                .command_timeout
+                .map_or(Duration::from_secs(60), |d| d.0),
+        )?,
+    };
+
+    let p = r.proxy;
+    let proxy_host = c.host("proxy.host", &p.host)?;
+    let proxy_user = match &p.user {
+        Some(u) => c.user("proxy.user", u)?,
+        None => user.clone(),
+    };
+    let proxy_port = c.port("proxy.port", p.port.unwrap_or(ssh_port))?;
+    c.absolute_path("proxy.upstream_file", &p.upstream_file)?;
+    let upstream_name = p.upstream_name.unwrap_or_else(|| r.app.clone());
+    c.name("proxy.upstream_name", &upstream_name, &[])?;
+    let test_command = c.command_words(
+        "proxy.test_command",
+        p.test_command.as_deref().unwrap_or("nginx -t"),
+    )?;
+    let reload_command = c.command_words(
+        "proxy.reload_command",
+        p.reload_command.as_deref().unwrap_or("nginx -s reload"),
+    )?;
+    let state_dir = p
+        .state_dir
+        .unwrap_or_else(|| format!("/var/lib/bluegreen/{}", r.app));
+    c.absolute_path("proxy.state_dir", &state_dir)?;
+    let check_url = match &p.check_url {
+        Some(u) => {
+            let w = c.word("proxy.check_url", u)?;
+            let lit = w.to_string();
+            if !(lit.starts_with("http://") || lit.starts_with("https://"))
+                || lit.contains(char::is_whitespace)
+            {
+                return Err(c.fail_hint(
+                    "proxy.check_url",
+                    format!("`{u}` is not an http(s) URL"),
+                    "for example `http://${NGINX_PRIVATE_IP}/actuator/health`",
+                ));
+            }
+            Some(w)
+        }
+        None => None,
+    };
+    let proxy = Proxy {
+        host: proxy_host,
+        user: proxy_user,
+        port: proxy_port,
+        upstream_file: p.upstream_file,
+        upstream_name,
+        sudo: p.sudo,
+        test_command,
+        reload_command,
+        state_dir,
+        check_url,
+    };
+
+    if r.servers.is_empty() {
+        return Err(c.fail_hint(
+            "servers",
+            "no app servers are listed",
+            "add at least one `- host: ...` entry",
+        ));
+    }
+    let mut servers: Vec<Server> = Vec::with_capacity(r.servers.len());
+    for (i, s) in r.servers.iter().enumerate() {
+        let host = c.host(&format!("servers[{i}].host"), &s.host)?;
+        let address = match &s.address {
+            Some(a) => c.host(&format!("servers[{i}].address"), a)?,
+            None => host.clone(),
+        };
+        let server = Server {
+            user: match &s.user {
+                Some(u) => c.user(&format!("servers[{i}].user"), u)?,
+                None => user.clone(),
+            },
+            port: c.port(&format!("servers[{i}].port"), s.port.unwrap_or(ssh_port))?,
+            host,
+            address,
+        };
+        if let Some(j) = servers
+            .iter()
+            .position(|o| o.host == server.host && o.port == server.port)
+        {
+            return Err(c.fail(
+                format!("servers[{i}].host"),
+                format!("`{}` is listed twice (also servers[{j}])", s.host),
+            ));
+        }
+        servers.push(server);
+    }
+
+    let slots = Slots {
+        blue: c.port("slots.blue", r.slots.blue)?,
+        green: c.port("slots.green", r.slots.green)?,
+    };
+    if slots.blue == slots.green {
+        return Err(c.fail_hint(
+            "slots.green",
+            format!("uses port {} like slots.blue", slots.green),
+            "the two slots run side by side on each host, so they need different ports",
+        ));
+    }
+    for (i, s) in servers.iter().enumerate() {
+        if s.port == slots.blue || s.port == slots.green {
+            return Err(c.fail(
+                format!("servers[{i}].port"),
+                format!("SSH port {} is also a slot port", s.port),
+            ));
+        }
+    }
+
+    c.absolute_path("deploy_dir", &r.deploy_dir)?;
+    let deploy_dir = r.deploy_dir.trim_end_matches('/').to_string();
+    if deploy_dir.is_empty() {
+        return Err(c.fail("deploy_dir", "must not be `/`"));
+    }
+
+    let start_template = r.start.unwrap_or_else(|| DEFAULT_START.to_string());
+    let start = parse_start(&c, &start_template)?;
+
+    let h = r.health;
+    let path = h.path.unwrap_or_else(|| "/actuator/health".into());
+    c.literal("health.path", &path)?;
+    if !path.starts_with('/') {
+        return Err(c.fail_hint(
+            "health.path",
+            format!("`{path}` does not start with `/`"),
+            format!("write `/{path}`"),
+        ));
+    }
+    if !path
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._~-?=&%+".contains(c))
+    {
+        return Err(c.fail(
+            "health.path",
+            format!("`{path}` contains characters that need URL encoding"),
+        ));
+    }
+    let status = h.status.unwrap_or(200);
+    if !(100..=599).contains(&status) {
+        return Err(c.fail(
+            "health.status",
+            format!("{status} is not an HTTP status (100-599)"),
+        ));
+    }
+    if let Some(b) = &h.body {
+        if b.is_empty() || b.contains(['\n', '\r', '\0']) {
+            return Err(c.fail(
+                "health.body",
+                "must be non-empty text on one line (it is matched as a fixed string)",
+            ));
+        }
+    }
+    let interval = c.positive(
+        "health.interval",
+        h.interval.map_or(Duration::from_millis(500), |d| d.0),
+    )?;
+    let timeout = c.positive(
+        "health.timeout",
+        h.timeout.map_or(Duration::from_secs(2), |d| d.0),
+    )?;
+    let deadline = c.positive(
+        "health.deadline",
+        h.deadline.map_or(Duration::from_secs(120), |d| d.0),
+    )?;
+    if timeout > deadline {
+        return Err(c.fail(
+            "health.timeout",
+            format!(
+                "{} is longer than health.deadline ({})",
+                humantime::format_duration(timeout),
+                humantime::format_duration(deadline)
+            ),
+        ));
+    }
+    let successes = h.successes.unwrap_or(1);
+    if successes == 0 {
+        return Err(c.fail("health.successes", "must be at least 1"));
+    }
+    let health = Health {
+        path,
+        status,
+        body: h.body,
+        interval,
+        timeout,
+        deadline,
+        successes,
+        from: h.from.unwrap_or(ProbeFrom::Runner),
+    };
+
+    let signal = r
+        .stop
+        .signal
+        .unwrap_or_else(|| "TERM".into())
+        .trim_start_matches("SIG")
+        .to_string();
+    if !SIGNALS.contains(&signal.as_str()) {
+        return Err(c.fail_hint(
+            "stop.signal",
+            format!("`{signal}` is not a supported signal"),
+            format!("use one of {}", SIGNALS.join(", ")),
+        ));
+    }
+    let stop = Stop {
+        signal,
+        grace: c.positive(
+            "stop.grace",
+            r.stop.grace.map_or(Duration::from_secs(30), |d| d.0),
+        )?,
+    };
+
+    let slack = match r.slack {
+        Some(s) => {
+            c.name(
+                "slack.channel",
+                s.channel.trim_start_matches(['#', '@']),
+                &[],
+            )?;
+            if let Some(t) = &s.token_credential_id {
+                c.name("slack.token_credential_id", t, &[])?;
+            }
+            let webhook_env = s
+                .webhook_env
+                .unwrap_or_else(|| "SLACK_WEBHOOK_URL".to_string());
+            if !is_var_name(&webhook_env) {
+                return Err(c.fail(
+                    "slack.webhook_env",
+                    format!("`{webhook_env}` is not an environment variable name"),
+                ));
+            }
+            Some(Slack {
+                channel: s.channel,
+                token_credential_id: s.token_credential_id,
+                webhook_env,
+            })
+        }
+        None => None,
+    };
+
+    let j = r.jenkins;
+    let branch = j.branch.unwrap_or_else(|| "main".into());
+    c.name("jenkins.branch", &branch, &['/'])?;
+    if let Some(b) = &j.build {
+        if b.trim().is_empty() || b.contains('\0') {
+            return Err(c.fail("jenkins.build", "is empty"));
+        }
+    }
+    let mut tools = Vec::new();
+    for (kind, name) in j.tools {
+        c.name(&format!("jenkins.tools.{kind}"), &kind, &[])?;
+        c.name(&format!("jenkins.tools.{kind}"), &name, &[])?;
+        tools.push((kind, name));
+    }
+    let jenkins = Jenkins {
+        branch,
+        build: j.build,
+        tools,
+        timeout: c.positive(
+            "jenkins.timeout",
+            j.timeout.map_or(Duration::from_secs(30 * 60), |d| d.0),
+        )?,
+    };
+    if jenkins.timeout.as_secs() < 60 {
+        return Err(c.fail("jenkins.timeout", "must be at least 1m"));
+    }
+
+    Ok(Config {
+        app: r.app,
+        artifact,
+        ssh,
+        proxy,
+        servers,
+        slots,
+        deploy_dir,
+        start,
+        start_template,
+        health,
+        drain: r.drain.map_or(Duration::from_secs(2), |d| d.0),
+        stop,
+        retain: r.retain.map_or(Duration::ZERO, |d| d.0),
+        slack,
+        jenkins,
+    })
+}
+
+fn parse_start(c: &Check<'_>, s: &str) -> Result<Vec<StartPart>, Error> {
+    if s.contains(['\n', '\r', '\0']) {
+        return Err(c.fail("start", "must be one line"));
+    }
+    let mut parts = Vec::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('{') {
+        if i > 0 {
+            parts.push(StartPart::Text(rest[..i].to_string()));
+        }
+        let Some(end) = rest[i..].find('}') else {
+            return Err(c.fail("start", format!("unclosed `{{` in `{s}`")));
+        };
+        let name = &rest[i + 1..i + end];
+        if !START_PLACEHOLDERS.contains(&name) {
+            let best = START_PLACEHOLDERS
+                .iter()
+                .min_by_key(|p| strsim::damerau_levenshtein(name, p))
+                .copied()
+                .unwrap_or("port");
+            return Err(c.fail_hint(
+                "start",
+                format!("unknown placeholder `{{{name}}}`"),
+                format!(
+                    "did you mean `{{{best}}}`? placeholders: {}",
+                    START_PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(" ")
+                ),
+            ));
+        }
+        parts.push(StartPart::Placeholder(name.to_string()));
+        rest = &rest[i + end + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(StartPart::Text(rest.to_string()));
+    }
+    if !parts.contains(&StartPart::Placeholder("port".into())) {
+        return Err(c.fail_hint(
+            "start",
+            "does not use `{port}`",
+            "the two slots differ only by port: pass it, e.g. `--server.port={port}`",
+        ));
+    }
+    Ok(parts)
+}

@@ -1,0 +1,190 @@
+//! What runs on a remote host: defined once, sent by both backends.
+//!
+//! Every remote step is a call of one function of [`LIBRARY`], a bash script. A backend runs
+//! `bash -s` on the host (see [`REMOTE_COMMAND`]) and writes the library followed by the call line on
+//! its standard input. `exec` builds that line with [`RemoteCall::call_line`]; the rendered script
+//! builds the same line at run time with `printf %q`. Since the library is the same text and both
+//! quote every argument for bash, the two backends cannot drift apart.
+
+use crate::word::{Var, Word};
+use serde::Serialize;
+
+/// The remote library: bash functions for every remote step.
+pub const LIBRARY: &str = include_str!("remote.sh");
+
+/// The command a backend runs on the host; the library and the call line go to its standard input.
+pub const REMOTE_COMMAND: &str = "bash -s";
+
+/// The library's functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteFn {
+    /// Take the deploy lock.
+    Lock,
+    /// Release the deploy lock.
+    Unlock,
+    /// Print the live slot.
+    Detect,
+    /// Create the slot's directory.
+    Prepare,
+    /// Check the uploaded artifact's sha256 and rename it into place.
+    Install,
+    /// Stop a slot's instance.
+    Stop,
+    /// Start a slot's instance.
+    Start,
+    /// One health probe from the host.
+    Probe,
+    /// Rewrite the upstream file, test and reload nginx.
+    Switch,
+    /// Wait for nginx workers from before the reload to exit.
+    Settle,
+    /// Write the state file.
+    Record,
+}
+
+impl RemoteFn {
+    /// The name `bg_main` dispatches on.
+    pub fn name(self) -> &'static str {
+        match self {
+            RemoteFn::Lock => "lock",
+            RemoteFn::Unlock => "unlock",
+            RemoteFn::Detect => "detect",
+            RemoteFn::Prepare => "prepare",
+            RemoteFn::Install => "install",
+            RemoteFn::Stop => "stop",
+            RemoteFn::Start => "start",
+            RemoteFn::Probe => "probe",
+            RemoteFn::Switch => "switch",
+            RemoteFn::Settle => "settle",
+            RemoteFn::Record => "record",
+        }
+    }
+}
+
+/// One call of a library function, with arguments that may refer to run-time values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemoteCall {
+    /// The function.
+    pub func: RemoteFn,
+    /// Its arguments.
+    pub args: Vec<Word>,
+}
+
+impl RemoteCall {
+    /// A call of `func` with `args`.
+    pub fn new(func: RemoteFn, args: Vec<Word>) -> RemoteCall {
+        RemoteCall { func, args }
+    }
+
+    /// The line that follows the library on the remote shell's standard input, with every argument
+    /// resolved by `lookup` and quoted for bash.
+    pub fn call_line<E>(
+        &self,
+        mut lookup: impl FnMut(&Var) -> Result<String, E>,
+    ) -> Result<String, E> {
+        let mut line = format!("bg_main {}", self.func.name());
+        for a in &self.args {
+            let value = a.resolve(&mut lookup)?;
+            line.push(' ');
+            line.push_str(&bash_quote(&value));
+        }
+        line.push('\n');
+        Ok(line)
+    }
+
+    /// The whole standard input for [`REMOTE_COMMAND`]: the library, then the call line.
+    pub fn stdin<E>(&self, lookup: impl FnMut(&Var) -> Result<String, E>) -> Result<String, E> {
+        let mut s = String::with_capacity(LIBRARY.len() + 256);
+        s.push_str(LIBRARY);
+        if !s.ends_with('\n') {
+            s.push('\n');
+        }
+        s.push_str(&self.call_line(lookup)?);
+        Ok(s)
+    }
+
+    /// The call as a person reads it: `start "/srv/app/${BG_TARGET_SLOT}" ...`.
+    pub fn display(&self) -> String {
+        let mut s = self.func.name().to_string();
+        for a in &self.args {
+            s.push(' ');
+            s.push_str(&a.to_bash());
+        }
+        s
+    }
+}
+
+/// Quotes `s` as one bash word: single quotes, with `'` written as `'\''`.
+///
+/// Kept next to the library because the call line must parse in bash exactly as `printf %q` output
+/// does in the rendered script.
+pub fn bash_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:=@,+%".contains(c))
+    {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::word::RuntimeVar;
+
+    #[test]
+    fn call_line_quotes_every_argument() {
+        let call = RemoteCall::new(
+            RemoteFn::Stop,
+            vec![
+                Word::lit("/srv/a b/").then_runtime(RuntimeVar::TargetSlot),
+                Word::lit("it's"),
+                Word::lit(""),
+            ],
+        );
+        let line: Result<String, ()> = call.call_line(|_| Ok("blue".to_string()));
+        assert_eq!(
+            line.unwrap(),
+            "bg_main stop '/srv/a b/blue' 'it'\\''s' ''\n"
+        );
+        assert_eq!(
+            call.display(),
+            "stop \"/srv/a b/${BG_TARGET_SLOT}\" \"it's\" \"\""
+        );
+    }
+
+    #[test]
+    fn library_dispatches_every_function() {
+        for f in [
+            RemoteFn::Lock,
+            RemoteFn::Unlock,
+            RemoteFn::Detect,
+            RemoteFn::Prepare,
+            RemoteFn::Install,
+            RemoteFn::Stop,
+            RemoteFn::Start,
+            RemoteFn::Probe,
+            RemoteFn::Switch,
+            RemoteFn::Settle,
+            RemoteFn::Record,
+        ] {
+            assert!(
+                LIBRARY.contains(&format!("\nbg_{}() {{", f.name())),
+                "bg_{} missing from the library",
+                f.name()
+            );
+        }
+    }
+}

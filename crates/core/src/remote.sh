@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# bluegreen remote library: what runs on a remote host for each step.
+#
+# Both backends send this text to `bash -s` on the host, followed by one line `bg_main FN ARGS...`
+# with every argument quoted for bash, so `bluegreen exec` and the rendered script run the very
+# same commands. Nothing here reads standard input: it is the channel the library arrives on.
+set -euo pipefail
+umask 022
+
+bg_die() {
+  printf 'bluegreen: %s\n' "$*" >&2
+  exit 1
+}
+
+# True when something listens on 127.0.0.1:PORT.
+bg_port_busy() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# bg_run SUDO CMD...: runs CMD, under `sudo -n` when SUDO is `yes`.
+bg_run() {
+  local sudo=$1
+  shift
+  if [ "$sudo" = yes ]; then
+    sudo -n -- "$@"
+  else
+    "$@"
+  fi
+}
+
+# lock STATE_DIR HOLDER MESSAGE: takes the deploy lock (an atomic mkdir) or fails naming its holder.
+bg_lock() {
+  local dir=$1 holder=$2 message=$3
+  mkdir -p -- "$dir"
+  if mkdir -- "$dir/lock" 2>/dev/null; then
+    printf 'holder=%s\ntime=%s\npid=%s\nmessage=%s\n' "$holder" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$$" "$message" >"$dir/lock/info.tmp"
+    mv -f -- "$dir/lock/info.tmp" "$dir/lock/info"
+    echo "lock taken by $holder"
+  else
+    local info=""
+    [ -f "$dir/lock/info" ] && info=$(tr '\n' ' ' <"$dir/lock/info")
+    bg_die "deploy lock $dir/lock is held: ${info:-no holder recorded}"
+  fi
+}
+
+# unlock STATE_DIR HOLDER: releases the lock if HOLDER holds it.
+bg_unlock() {
+  local dir=$1 holder=$2 current=""
+  [ -d "$dir/lock" ] || { echo "lock was not held"; return 0; }
+  [ -f "$dir/lock/info" ] && current=$(sed -n 's/^holder=//p' "$dir/lock/info")
+  if [ "$current" != "$holder" ]; then
+    bg_die "deploy lock is held by '$current', not by '$holder': left in place"
+  fi
+  rm -rf -- "$dir/lock"
+  echo "lock released"
+}
+
+# detect UPSTREAM_FILE BLUE_PORT GREEN_PORT: prints the live slot (blue, green or none).
+bg_detect() {
+  local file=$1 blue=$2 green=$3 ports
+  if [ ! -e "$file" ]; then
+    echo none
+    return 0
+  fi
+  ports=$(awk '$1 == "server" { a = $2; sub(/;.*/, "", a); n = split(a, p, ":"); print p[n] }' "$file" | sort -u | tr '\n' ' ')
+  case "$ports" in
+    "$blue ") echo blue ;;
+    "$green ") echo green ;;
+    "")
+      echo none ;;
+    *"$blue "*"$green "* | *"$green "*"$blue "*)
+      bg_die "$file sends traffic to both slots (ports: $ports); fix it by hand before deploying" ;;
+    *)
+      echo "bluegreen: $file points at no slot port (ports: $ports); treating this as a first deploy" >&2
+      echo none ;;
+  esac
+}
+
+# prepare SLOT_DIR: creates the slot's directory.
+bg_prepare() {
+  mkdir -p -- "$1"
+  df -Pk -- "$1" | awk 'NR == 2 { print "free_kib=" $4 }'
+}
+
+# install SLOT_DIR TMP_NAME JAR_NAME SHA256: checks an uploaded artifact, then renames it into place.
+bg_install() {
+  local dir=$1 tmp=$2 jar=$3 want=$4 got
+  got=$(sha256sum -- "$dir/$tmp" | awk '{ print $1 }')
+  if [ "$got" != "$want" ]; then
+    rm -f -- "$dir/$tmp"
+    bg_die "checksum mismatch for $dir/$tmp: expected $want, got $got"
+  fi
+  mv -f -- "$dir/$tmp" "$dir/$jar"
+  printf '%s\n' "$want" >"$dir/release.tmp"
+  mv -f -- "$dir/release.tmp" "$dir/release"
+  echo "installed $dir/$jar ($want)"
+}
+
+# The pid of the instance recorded in SLOT_DIR/app.pid, if it is alive and really ours
+# (its working directory is the slot's directory): a recycled pid is never signalled.
+bg_slot_pid() {
+  local dir=$1 pid
+  [ -f "$dir/app.pid" ] || return 1
+  pid=$(cat -- "$dir/app.pid")
+  case "$pid" in '' | *[!0-9]*) return 1 ;; esac
+  kill -0 "$pid" 2>/dev/null || return 1
+  [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$dir" ] || return 1
+  echo "$pid"
+}
+
+# stop SLOT_DIR PORT SIGNAL GRACE_SECS: stops the slot's instance (its whole process group):
+# SIGNAL, up to GRACE_SECS, then SIGKILL; then waits until PORT is free.
+bg_stop() {
+  local dir=$1 port=$2 signal=$3 grace=$4 pid waited=0
+  if ! pid=$(bg_slot_pid "$dir"); then
+    rm -f -- "$dir/app.pid"
+    echo "no instance running in $dir"
+  else
+    kill -s "$signal" -- "-$pid" 2>/dev/null || kill -s "$signal" "$pid" 2>/dev/null || true
+    while kill -0 -- "-$pid" 2>/dev/null; do
+      if [ "$waited" -ge $((grace * 10)) ]; then
+        echo "pid $pid still running after ${grace}s: sending SIGKILL"
+        kill -s KILL -- "-$pid" 2>/dev/null || true
+        break
+      fi
+      sleep 0.1
+      waited=$((waited + 1))
+    done
+    rm -f -- "$dir/app.pid"
+    echo "stopped pid $pid after $((waited / 10)).$((waited % 10))s"
+  fi
+  waited=0
+  while bg_port_busy "$port"; do
+    if [ "$waited" -ge 100 ]; then
+      bg_die "port $port is still in use after stopping $dir (another process holds it)"
+    fi
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+}
+
+# start SLOT_DIR SLOT PORT HOST JAR_NAME SIGNAL GRACE_SECS COMMAND: starts the slot's instance detached,
+# after stopping an instance still running in that slot (one retained from an earlier deploy).
+# COMMAND is shell text that refers to "$BG_JAR", "$BG_PORT", "$BG_SLOT", "$BG_HOST" and "$BG_DIR".
+bg_start() {
+  local dir=$1 slot=$2 port=$3 host=$4 jar=$5 signal=$6 grace=$7 command=$8 pid
+  if bg_slot_pid "$dir" >/dev/null; then
+    echo "slot $slot is still occupied: stopping it first"
+    bg_stop "$dir" "$port" "$signal" "$grace"
+  fi
+  if bg_port_busy "$port"; then
+    bg_die "port $port is in use by a process bluegreen did not start; not starting $slot"
+  fi
+  [ -f "$dir/$jar" ] || bg_die "$dir/$jar is missing"
+  cd -- "$dir"
+  export BG_JAR="$dir/$jar" BG_PORT="$port" BG_SLOT="$slot" BG_HOST="$host" BG_DIR="$dir"
+  printf '\n--- %s starting %s on port %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$slot" "$port" >>"$dir/app.log"
+  setsid bash -c "$command" </dev/null >>"$dir/app.log" 2>&1 &
+  pid=$!
+  printf '%s\n' "$pid" >"$dir/app.pid"
+  sleep 0.2
+  if ! kill -0 "$pid" 2>/dev/null; then
+    rm -f -- "$dir/app.pid"
+    tail -n 20 -- "$dir/app.log" >&2 || true
+    bg_die "the $slot instance exited at once (log: $dir/app.log)"
+  fi
+  echo "started $slot on port $port as pid $pid"
+}
+
+# probe URL STATUS BODY TIMEOUT_SECS: one health probe sent from this host; prints the status.
+bg_probe() {
+  local url=$1 want=$2 body=$3 timeout=$4 out code
+  out=$(mktemp)
+  code=$(curl -s -o "$out" -w '%{http_code}' --max-time "$timeout" -- "$url" || true)
+  if [ "$code" = "$want" ] && { [ -z "$body" ] || grep -qF -- "$body" "$out"; }; then
+    rm -f -- "$out"
+    echo "ok $code"
+  else
+    rm -f -- "$out"
+    echo "bad ${code:-000}"
+  fi
+}
+
+# switch UPSTREAM_FILE CONTENT SUDO TEST_CMD RELOAD_CMD: points nginx at new servers.
+# The new file is written beside the old one and renamed over it atomically; if the config test
+# fails, the previous file is put back and nginx is never reloaded.
+bg_switch() {
+  local file=$1 content=$2 sudo=$3 test_cmd=$4 reload_cmd=$5 out
+  local tmp="$file.bluegreen-new" prev="$file.bluegreen-prev"
+  local -a test_words reload_words
+  read -r -a test_words <<<"$test_cmd"
+  read -r -a reload_words <<<"$reload_cmd"
+  printf '%s' "$content" | bg_run "$sudo" tee -- "$tmp" >/dev/null
+  if [ -e "$file" ]; then
+    bg_run "$sudo" cp -p -- "$file" "$prev"
+  else
+    bg_run "$sudo" rm -f -- "$prev"
+  fi
+  bg_run "$sudo" mv -f -- "$tmp" "$file"
+  if ! out=$(bg_run "$sudo" "${test_words[@]}" 2>&1); then
+    if [ -e "$prev" ]; then bg_run "$sudo" mv -f -- "$prev" "$file"; else bg_run "$sudo" rm -f -- "$file"; fi
+    bg_die "'$test_cmd' failed, previous upstream file restored, nginx not reloaded: $out"
+  fi
+  if ! out=$(bg_run "$sudo" "${reload_words[@]}" 2>&1); then
+    if [ -e "$prev" ]; then bg_run "$sudo" mv -f -- "$prev" "$file"; else bg_run "$sudo" rm -f -- "$file"; fi
+    bg_die "'$reload_cmd' failed, previous upstream file restored: $out"
+  fi
+  echo "upstream switched and nginx reloaded"
+}
+
+# settle DEADLINE_SECS: waits until nginx workers from before the reload have exited (they may
+# still be sending requests to the old slot), or the deadline passes.
+bg_settle() {
+  local deadline=$1 waited=0
+  while pgrep -f 'nginx: worker process is shutting down' >/dev/null 2>&1; do
+    if [ "$waited" -ge $((deadline * 10)) ]; then
+      echo "old nginx workers still running after ${deadline}s"
+      return 0
+    fi
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+  echo "old nginx workers gone after $((waited / 10)).$((waited % 10))s"
+}
+
+# record STATE_DIR APP LIVE PREVIOUS RELEASE DEPLOYER: writes the state file atomically.
+bg_record() {
+  local dir=$1
+  mkdir -p -- "$dir"
+  printf 'app=%s\nlive=%s\nprevious=%s\nrelease=%s\ntime=%s\ndeployer=%s\n' \
+    "$2" "$3" "$4" "$5" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$6" >"$dir/state.tmp"
+  mv -f -- "$dir/state.tmp" "$dir/state"
+  echo "state recorded: live=$3 previous=$4"
+}
+
+bg_main() {
+  local fn=$1
+  shift
+  case "$fn" in
+    lock | unlock | detect | prepare | install | stop | start | probe | switch | settle | record)
+      "bg_$fn" "$@" ;;
+    *) bg_die "unknown remote function '$fn'" ;;
+  esac
+}
