@@ -115,28 +115,14 @@ impl RemoteCall {
     }
 }
 
-/// Quotes `s` as one bash word: single quotes, with `'` written as `'\''`.
-///
-/// Kept next to the library because the call line must parse in bash exactly as `printf %q` output
-/// does in the rendered script.
+/// Quotes `s` as one bash word, so that bash reads back exactly `s`.
 pub fn bash_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-./:=@,+%".contains(c))
-    {
-        return s.to_string();
+    // shlex quotes for POSIX shells, which bash parses the same way. It refuses only NUL, which no
+    // argument can hold (validation rejects it in the config and the environment cannot carry it).
+    match shlex::try_quote(s) {
+        Ok(q) => q.into_owned(),
+        Err(_) => shlex::try_quote(&s.replace('\0', "")).map_or_else(|_| "''".into(), |q| q.into_owned()),
     }
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
-    for c in s.chars() {
-        if c == '\'' {
-            out.push_str("'\\''");
-        } else {
-            out.push(c);
-        }
-    }
-    out.push('\'');
-    out
 }
 
 #[cfg(test)]
@@ -157,12 +143,38 @@ mod tests {
         let line: Result<String, ()> = call.call_line(|_| Ok("blue".to_string()));
         assert_eq!(
             line.unwrap(),
-            "bg_main stop '/srv/a b/blue' 'it'\\''s' ''\n"
+            "bg_main stop '/srv/a b/blue' \"it's\" ''\n"
         );
         assert_eq!(
             call.display(),
             "stop \"/srv/a b/${BG_TARGET_SLOT}\" \"it's\" \"\""
         );
+    }
+
+    #[test]
+    fn bash_reads_quoted_words_back_exactly() {
+        let hostile = [
+            "plain",
+            "",
+            "it's",
+            "\"double\"",
+            "$(touch /tmp/bg-pwned)",
+            "`id`",
+            "a; rm -rf /",
+            "line1\nline2",
+            "'''",
+            "back\\slash",
+            "${HOME}",
+            "tab\there é",
+        ];
+        for value in hostile {
+            let out = std::process::Command::new("bash")
+                .arg("-c")
+                .arg(format!("printf %s {}", bash_quote(value)))
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout), value);
+        }
     }
 
     #[test]

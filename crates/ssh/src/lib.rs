@@ -1,0 +1,1 @@
+//! Run a bluegreen plan over SSH.

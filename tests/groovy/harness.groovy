@@ -1,0 +1,1322 @@
+// Groovy 2.4 harness that evaluates a rendered declarative Jenkinsfile roughly the way Jenkins'
+// pipeline-model-definition plugin would, without Jenkins.  See the usage text below (--help).
+//
+// Exit codes: 0 evaluation ran (build result is in the JSON), 2 usage error, 3 compile error,
+// 4 structural (declarative validation) error.
+
+import groovy.json.JsonOutput
+import org.codehaus.groovy.control.CompilerConfiguration
+import org.codehaus.groovy.runtime.typehandling.DefaultTypeTransformation
+import java.nio.file.Files
+import java.nio.file.attribute.PosixFilePermission
+
+class StructuralError extends RuntimeException { StructuralError(String m) { super(m) } }
+class StepFailure extends RuntimeException { StepFailure(String m) { super(m) } }
+class AbortError extends RuntimeException { AbortError(String m) { super(m) } }
+class UsageError extends RuntimeException { UsageError(String m) { super(m) } }
+
+class Marker {
+    String name
+    Marker(String n) { name = n }
+    String toString() { name }
+}
+
+/** Base class of the compiled Jenkinsfile: every unresolved method call goes to the interpreter. */
+abstract class JenkinsfileScript extends Script {
+    def methodMissing(String name, args) { Interp.current.dispatch(name, args as Object[]) }
+    void println(Object o) { Interp.current.dispatch('echo', [o == null ? 'null' : o.toString()] as Object[]) }
+    void println() { Interp.current.dispatch('echo', [''] as Object[]) }
+    void print(Object o) { Interp.current.dispatch('echo', [o == null ? 'null' : o.toString()] as Object[]) }
+    def sleep(long t) { Interp.current.dispatch('sleep', [t] as Object[]) }
+}
+
+class PipelineBinding extends Binding {
+    Interp interp
+    Object getVariable(String name) {
+        def vars = getVariables()
+        if (vars.containsKey(name)) return vars.get(name)
+        switch (name) {
+            case 'env': return interp.envObj
+            case 'params': return interp.params
+            case 'currentBuild': return interp.currentBuild
+            case 'scm': return new Marker('scm')
+            case 'any': return new Marker('any')
+            case 'none': return new Marker('none')
+        }
+        def flat = interp.envFlat()
+        if (flat.containsKey(name)) return flat.get(name)
+        throw new MissingPropertyException(name, Binding)
+    }
+    void setVariable(String name, Object value) {
+        if (interp.ctx() == 'environment' && interp.envAssignTarget != null) {
+            interp.envAssignTarget.put(name, value == null ? null : value.toString())
+            if (interp.pendingCredUser != null) {
+                interp.envAssignTarget.put(name + '_USR', interp.pendingCredUser.user)
+                interp.envAssignTarget.put(name + '_PSW', interp.pendingCredUser.pass)
+                interp.pendingCredUser = null
+            }
+        } else {
+            super.setVariable(name, value)
+        }
+    }
+}
+
+class EnvObj extends GroovyObjectSupport {
+    Interp interp
+    Object getProperty(String n) { interp.envFlat().get(n) }
+    void setProperty(String n, Object v) { interp.envSetBase(n, v) }
+    Object getAt(String n) { interp.envFlat().get(n) }
+    void putAt(String n, Object v) { interp.envSetBase(n, v) }
+    Map getEnvironment() { new LinkedHashMap(interp.envFlat()) }
+    String toString() { 'env' }
+}
+
+class CurrentBuild extends GroovyObjectSupport {
+    Interp interp
+    Object getProperty(String n) {
+        switch (n) {
+            case 'result': return interp.explicitResult
+            case 'currentResult': return interp.buildResult
+            case 'durationString': return "${((System.currentTimeMillis() - interp.startMillis) / 1000) as long} sec and counting".toString()
+            case 'duration': return System.currentTimeMillis() - interp.startMillis
+            case 'displayName': return interp.displayName ?: "#${interp.envFlat().get('BUILD_NUMBER') ?: '1'}".toString()
+            case 'fullDisplayName': return "${interp.envFlat().get('JOB_NAME') ?: 'job'} ${getProperty('displayName')}".toString()
+            case 'description': return interp.description
+            case 'number': return (interp.envFlat().get('BUILD_NUMBER') ?: '1') as int
+            case 'id': return interp.envFlat().get('BUILD_NUMBER') ?: '1'
+            case 'absoluteUrl': return interp.envFlat().get('BUILD_URL')
+            case 'projectName': return interp.envFlat().get('JOB_NAME')
+            case 'previousBuild': return interp.previousResult == null ? null : [result: interp.previousResult, currentResult: interp.previousResult]
+            case 'changeSets': return []
+            case 'buildCauses': return []
+        }
+        throw new MissingPropertyException(n, CurrentBuild)
+    }
+    void setProperty(String n, Object v) {
+        switch (n) {
+            case 'result': interp.setResult(v?.toString()); interp.explicitResult = interp.buildResult; return
+            case 'displayName': interp.displayName = v?.toString(); return
+            case 'description': interp.description = v?.toString(); return
+        }
+        throw new ReadOnlyPropertyException(n, CurrentBuild)
+    }
+    String toString() { 'currentBuild' }
+}
+
+class Cond {
+    String type
+    Object arg
+    Map named = [:]
+    Closure expr
+    List<Cond> children = []
+}
+
+class StageModel {
+    String name
+    StageModel parent
+    Map seen = [:]
+    Map agent
+    Closure envClosure
+    Map tools = [:]
+    Map options = [:]
+    List<Cond> when
+    Map whenFlags = [:]
+    Map input
+    Closure steps
+    List<StageModel> stages
+    List<StageModel> parallel
+    Map post = [:]
+    boolean failFast = false
+}
+
+class PipelineModel {
+    Map seen = [:]
+    Map agent
+    Closure envClosure
+    Map tools = [:]
+    Map options = [:]
+    List parameters = []
+    List triggers = []
+    List<StageModel> stages
+    Map post = [:]
+}
+
+class Frame {
+    String kind
+    Object data
+    Frame(String k, Object d) { kind = k; data = d }
+}
+
+class StageFrame {
+    StageModel model
+    Map entry
+    String result = 'SUCCESS'
+}
+
+class Interp {
+    static Interp current
+
+    static final List POST_CONDITIONS = ['always', 'changed', 'fixed', 'regression', 'aborted', 'failure', 'success',
+                                         'unstable', 'unsuccessful', 'cleanup']
+    static final List RESULT_ORDER = ['SUCCESS', 'UNSTABLE', 'FAILURE', 'NOT_BUILT', 'ABORTED']
+    static final List PIPELINE_SECTIONS = ['agent', 'tools', 'options', 'parameters', 'environment', 'stages', 'post',
+                                           'triggers', 'libraries']
+    static final List STAGE_SECTIONS = ['agent', 'environment', 'tools', 'options', 'when', 'input', 'steps', 'stages',
+                                        'parallel', 'matrix', 'post', 'failFast']
+    static final List OPTIONS = ['buildDiscarder', 'checkoutToSubdirectory', 'disableConcurrentBuilds',
+                                 'disableRestartFromStage', 'disableResume', 'durabilityHint', 'newContainerPerStage',
+                                 'overrideIndexTriggers', 'parallelsAlwaysFailFast', 'preserveStashes', 'quietPeriod',
+                                 'retry', 'skipDefaultCheckout', 'skipStagesAfterUnstable', 'timeout', 'timestamps',
+                                 'ansiColor', 'lock', 'copyArtifactPermission', 'rateLimitBuilds', 'githubProjectProperty']
+    static final List PARAM_TYPES = ['booleanParam', 'string', 'choice', 'text', 'password', 'credentials', 'run', 'file']
+    static final List WHEN_CONDS = ['branch', 'expression', 'environment', 'equals', 'not', 'anyOf', 'allOf',
+                                    'buildingTag', 'tag', 'changeRequest', 'changeset', 'changelog', 'triggeredBy',
+                                    'isRestartedRun']
+    static final List WHEN_FLAGS = ['beforeAgent', 'beforeInput', 'beforeOptions']
+    // descriptor-like helpers usable as arguments inside steps (credential bindings, parameter definitions, ...)
+    static final List STEP_CONTEXTS = ['steps', 'script', 'postCond', 'block', 'environment', 'top', 'expression']
+    // steps that need a workspace (a node): fail like Jenkins "Required context class hudson.FilePath is missing"
+    static final List NODE_STEPS = ['sh', 'bat', 'writeFile', 'readFile', 'fileExists', 'dir', 'checkout', 'git',
+                                    'deleteDir', 'cleanWs', 'archiveArtifacts', 'junit', 'stash', 'unstash', 'pwd']
+    // recorded no-op steps (dry or run)
+    static final List NOOP_STEPS = ['checkout', 'git', 'junit', 'archiveArtifacts', 'stash', 'unstash', 'deleteDir',
+                                    'cleanWs', 'milestone', 'build', 'mail', 'emailext', 'properties', 'sleep',
+                                    'libraryResource', 'publishHTML', 'recordIssues', 'addBadge', 'cleanupWs']
+    static final List KNOWN_STEPS = ['sh', 'echo', 'error', 'input', 'timeout', 'slackSend', 'writeFile', 'readFile',
+                                     'fileExists', 'dir', 'withCredentials', 'script', 'withEnv', 'retry', 'catchError',
+                                     'warnError', 'unstable', 'sshagent', 'lock', 'node', 'parallel', 'isUnix', 'pwd',
+                                     'tool', 'timestamps', 'ansiColor', 'waitUntil', 'stage'] + NOOP_STEPS
+
+    // ---- configuration
+    boolean runMode = false
+    Map<String, String> initialEnv = [:]
+    Map<String, String> creds = [:]
+    Map<String, String> credUsers = [:]
+    Map<String, String> credPass = [:]
+    boolean dummyCreds = false
+    Map<String, String> cliParams = [:]
+    boolean firstBuild = false
+    File workspace = new File('.').canonicalFile
+    String abortAtStage
+    String inputAction = 'proceed'
+    String previousResult
+    List<List> mockSh = []
+    List<String> failSh = []
+    boolean quiet = false
+
+    // ---- state
+    PipelineBinding binding
+    EnvObj envObj
+    CurrentBuild currentBuild
+    Map params = [:]
+    List<Frame> stack = []
+    Map<String, String> envBase = [:]
+    List<Map<String, String>> envLayers = []
+    Map envAssignTarget
+    String buildResult = 'SUCCESS'
+    String explicitResult
+    String displayName
+    String description
+    long startMillis = System.currentTimeMillis()
+    boolean halted = false
+    boolean nodeAvailable = false
+    boolean pipelineSeen = false
+    List<StageFrame> stageStack = []
+    List<String> dirStack = []
+    Set<String> stageNames = new HashSet<String>()
+    Map<String, String> virtualFiles = [:]
+    File tmpDir
+
+    // ---- records
+    List stagesOut = []
+    List shOut = []
+    List slackOut = []
+    List echoOut = []
+    List credentialsOut = []
+    List credentialBindingsOut = []
+    List inputOut = []
+    List postOut = []
+    List stepsOut = []
+    List errorsOut = []
+    List filesOut = []
+    Map agentOut
+    Map optionsOut = [:]
+    List parametersOut = []
+    Map toolsOut = [:]
+    List triggersOut = []
+
+    // ================================================================ helpers
+    String ctx() { stack ? stack[-1].kind : 'top' }
+    Frame frame() { stack ? stack[-1] : null }
+
+    def withFrame(String kind, Object data, Closure c) {
+        stack << new Frame(kind, data)
+        try { return c.call() } finally { stack.remove(stack.size() - 1) }
+    }
+
+    void log(String s) { if (!quiet) System.err.println("[harness] " + s) }
+
+    static List splitArgs(Object[] args) {
+        Map named = [:]
+        List pos = []
+        Closure body = null
+        int n = args == null ? 0 : args.length
+        for (int i = 0; i < n; i++) {
+            def a = args[i]
+            if (i == 0 && a instanceof Map) named = (Map) a
+            else if (i == n - 1 && a instanceof Closure) body = (Closure) a
+            else pos << a
+        }
+        [named, pos, body]
+    }
+
+    static Object plain(Object v) {
+        if (v == null || v instanceof Boolean || v instanceof Number) return v
+        if (v instanceof CharSequence) return v.toString()
+        if (v instanceof Map) {
+            def m = [:]
+            v.each { k, x -> m[k.toString()] = plain(x) }
+            return m
+        }
+        if (v instanceof Collection || v instanceof Object[]) return v.collect { plain(it) }
+        if (v instanceof Closure) return '<closure>'
+        return v.toString()
+    }
+
+    Map<String, String> envFlat() {
+        Map<String, String> m = new LinkedHashMap<String, String>(envBase)
+        envLayers.each { layer -> layer.each { k, v -> if (v == null) m.remove(k) else m.put(k, v) } }
+        m
+    }
+
+    void envSetBase(String n, Object v) {
+        if (v == null) envBase.remove(n) else envBase.put(n, v.toString())
+    }
+
+    def withEnvLayer(Map<String, String> layer, Closure c) {
+        envLayers << layer
+        try { return c.call() } finally { envLayers.remove(envLayers.size() - 1) }
+    }
+
+    static int rank(String r) { int i = RESULT_ORDER.indexOf(r); i < 0 ? 0 : i }
+    static String worst(String a, String b) { rank(a) >= rank(b) ? a : b }
+
+    void setResult(String r) {
+        if (r == null) return
+        r = r.toUpperCase()
+        if (!RESULT_ORDER.contains(r)) throw new StepFailure("Invalid result: ${r}")
+        buildResult = worst(buildResult, r)
+    }
+
+    String curStageName() { stageStack ? stageStack[-1].model.name : null }
+
+    void setStageResult(String r) {
+        if (stageStack) stageStack[-1].result = worst(stageStack[-1].result, r)
+    }
+
+    File cwd() {
+        File f = workspace
+        dirStack.each { d -> f = new File(d).isAbsolute() ? new File(d) : new File(f, d) }
+        f
+    }
+
+    File resolve(String p) { new File(p).isAbsolute() ? new File(p) : new File(cwd(), p) }
+
+    void requireNode(String step) {
+        if (!nodeAvailable) {
+            throw new StepFailure("Required context class hudson.FilePath is missing (step '${step}' in stage " +
+                    "'${curStageName()}'). Perhaps you forgot to surround the code with a step that provides this, " +
+                    "such as: node")
+        }
+    }
+
+    // ================================================================ dispatch
+    Object dispatch(String name, Object[] args) {
+        // closures stored in the script binding (e.g. `deploy = { ... }` at top level) behave like methods
+        def bv = binding.getVariables()
+        if (bv.containsKey(name) && bv.get(name) instanceof Closure) return ((Closure) bv.get(name)).call(args)
+        String k = ctx()
+        switch (k) {
+            case 'pipeline': return pipelineSection(name, args)
+            case 'stages': case 'parallelStages': return stagesSection(k, name, args)
+            case 'stage': return stageSection(name, args)
+            case 'agent': return agentEntry(name, args)
+            case 'tools': return toolEntry(name, args)
+            case 'options': case 'stageOptions': return optionEntry(name, args)
+            case 'parameters': case 'inputParameters': return parameterEntry(name, args)
+            case 'triggers': return triggerEntry(name, args)
+            case 'libraries': return null
+            case 'when': case 'anyOf': case 'allOf': case 'not': return whenEntry(name, args)
+            case 'post': return postEntry(name, args)
+            case 'inputDirective': return inputDirectiveEntry(name, args)
+            case 'environment':
+                if (name == 'credentials') return envCredentials(args)
+                return step(name, args)
+            default:
+                return step(name, args)
+        }
+    }
+
+    void dup(Map seen, String section, String where) {
+        if (seen.containsKey(section)) throw new StructuralError("Multiple occurrences of the ${section} section in ${where}")
+        seen[section] = true
+    }
+
+    String describeMisplaced(String name, String where) {
+        if (KNOWN_STEPS.contains(name) || NOOP_STEPS.contains(name))
+            return "Step '${name}' is not allowed directly in ${where}: steps must be inside a stage's steps { } block " +
+                    "(or script { } / a post condition)"
+        return "Unknown section or directive '${name}' in ${where}"
+    }
+
+    // ---------------------------------------------------------------- top level
+    Object topPipeline(Object[] args) {
+        def (Map named, List pos, Closure body) = splitArgs(args)
+        if (pipelineSeen) throw new StructuralError("Only one pipeline { } block is allowed")
+        if (body == null) throw new StructuralError("pipeline requires a closure block")
+        pipelineSeen = true
+        PipelineModel pm = new PipelineModel()
+        try {
+            withFrame('pipeline', pm) { body.call() }
+        } catch (StructuralError e) {
+            throw e
+        } catch (Throwable e) {
+            // Jenkins validates the pipeline block statically; anything that blows up while reading the
+            // declarative model (unknown identifiers like `agent anyy`, ...) is a validation error here.
+            throw new StructuralError("Invalid pipeline definition: ${msg(e)}")
+        }
+        if (pm.agent == null) throw new StructuralError("Missing required section 'agent' in pipeline")
+        if (pm.stages == null) throw new StructuralError("Missing required section 'stages' in pipeline")
+        if (pm.stages.isEmpty()) throw new StructuralError("No stages specified in pipeline")
+        runPipeline(pm)
+        return null
+    }
+
+    Object pipelineSection(String name, Object[] args) {
+        PipelineModel pm = (PipelineModel) frame().data
+        def (Map named, List pos, Closure body) = splitArgs(args)
+        if (PIPELINE_SECTIONS.contains(name)) dup(pm.seen, name, 'pipeline')
+        switch (name) {
+            case 'agent': pm.agent = parseAgent(named, pos, body); return null
+            case 'tools': needBody(name, body); withFrame('tools', pm.tools) { body.call() }; return null
+            case 'options': needBody(name, body); withFrame('options', pm.options) { body.call() }; return null
+            case 'parameters': needBody(name, body); withFrame('parameters', pm.parameters) { body.call() }; return null
+            case 'triggers': needBody(name, body); withFrame('triggers', pm.triggers) { body.call() }; return null
+            case 'libraries': needBody(name, body); withFrame('libraries', null) { body.call() }; return null
+            case 'environment': needBody(name, body); pm.envClosure = body; return null
+            case 'stages':
+                needBody(name, body)
+                pm.stages = []
+                withFrame('stages', [list: pm.stages, parent: null]) { body.call() }
+                return null
+            case 'post': needBody(name, body); withFrame('post', pm.post) { body.call() }; return null
+            case 'when': throw new StructuralError("'when' is only allowed inside a stage, not directly in pipeline")
+            case 'stage': throw new StructuralError("stage('${pos ? pos[0] : ''}') must be inside a stages { } block, not directly in pipeline")
+            case 'steps': throw new StructuralError("'steps' is only allowed inside a stage, not directly in pipeline")
+            case 'pipeline': throw new StructuralError("Nested pipeline { } block")
+        }
+        throw new StructuralError(describeMisplaced(name, 'pipeline'))
+    }
+
+    void needBody(String name, Closure body) {
+        if (body == null) throw new StructuralError("Section '${name}' requires a { } block")
+    }
+
+    Map parseAgent(Map named, List pos, Closure body) {
+        if (body != null) {
+            Map a = [type: 'custom']
+            withFrame('agent', a) { body.call() }
+            return a
+        }
+        if (pos.size() == 1 && pos[0] instanceof Marker && ((Marker) pos[0]).name in ['any', 'none'])
+            return [type: ((Marker) pos[0]).name]
+        throw new StructuralError("Invalid agent type specified: ${pos ? pos[0] : named}. Must be one of [any, none] or a { } block")
+    }
+
+    Object agentEntry(String name, Object[] args) {
+        Map a = (Map) frame().data
+        def (Map named, List pos, Closure body) = splitArgs(args)
+        if (STEP_CONTEXTS.contains(name) || KNOWN_STEPS.contains(name) && !(name in ['node', 'dir']))
+            throw new StructuralError(describeMisplaced(name, 'agent'))
+        if (body != null) {
+            Map sub = [:]
+            withFrame('agent', sub) { body.call() }
+            a[name] = sub
+            if (a.type == 'custom') a.type = name
+        } else {
+            a[name] = pos ? plain(pos[0]) : plain(named)
+            if (a.type == 'custom' && name in ['label', 'docker', 'dockerfile', 'kubernetes']) a.type = name
+        }
+        return null
+    }
+
+    Object toolEntry(String name, Object[] args) {
+        def (Map named, List pos, Closure body) = splitArgs(args)
+        if (body != null || pos.size() != 1 || KNOWN_STEPS.contains(name))
+            throw new StructuralError("Invalid tools entry '${name}': expected `toolType 'name'`")
+        ((Map) frame().data)[name] = plain(pos[0])
+        return null
+    }
+
+    Object optionEntry(String name, Object[] args) {
+        def (Map named, List pos, Closure body) = splitArgs(args)
+        if (name == 'logRotator') return [logRotator: plain(named)]
+        if (!OPTIONS.contains(name)) throw new StructuralError("Invalid option type \"${name}\" in options { }")
+        if (body != null) throw new StructuralError("Option '${name}' does not take a block inside options { }")
+        Map opts = (Map) frame().data
+        def v
+        if (name == 'buildDiscarder') v = pos ? plain(pos[0]) : plain(named)
+        else if (pos) v = [value: plain(pos.size() == 1 ? pos[0] : pos)] + plain(named)
+        else v = plain(named)
+        opts[name] = v
+        return null
+    }
+
+    Object parameterEntry(String name, Object[] args) {
+        def (Map named, List pos, Closure body) = splitArgs(args)
+        if (!PARAM_TYPES.contains(name)) throw new StructuralError("Invalid parameter type \"${name}\" in parameters { }")
+        Map p = paramDescriptor(name, named)
+        if (p.name == null) throw new StructuralError("Parameter of type ${name} is missing its 'name'")
+        ((List) frame().data) << p
+        return null
+    }
+
+    Map paramDescriptor(String type, Map named) {
+        Map p = [type: type] + (Map) plain(named)
+        if (type == 'choice') {
+            def ch = named.choices
+            if (ch instanceof CharSequence) ch = ch.toString().split('\n') as List
+            p.choices = plain(ch ?: [])
+        }
+        return p
+    }
+
+    Object triggerEntry(String name, Object[] args) {
+        def (Map named, List pos, Closure body) = splitArgs(args)
+        ((List) frame().data) << [type: name, args: plain(pos ? pos : named)]
+        return null
+    }
+
+    // ---------------------------------------------------------------- stages / stage
+    Object stagesSection(String kind, String name, Object[] args) {
+        Map d = (Map) frame().data
+        def (Map named, List pos, Closure body) = splitArgs(args)
+        String where = kind == 'stages' ? 'stages { }' : 'parallel { }'
+        if (name == 'when') throw new StructuralError("'when' is only allowed inside a stage, not directly in ${where}")
+        if (name != 'stage') {
+            if (KNOWN_STEPS.contains(name) || NOOP_STEPS.contains(name))
+                throw new StructuralError("Step '${name}' is not allowed directly in ${where}: expected stage('name') { ... }")
+            throw new StructuralError("Expected a stage in ${where}, found '${name}'")
+        }
+        if (pos.size() != 1 || body == null) throw new StructuralError("stage requires a name and a { } block: stage('name') { ... }")
+        StageModel st = new StageModel(name: pos[0]?.toString(), parent: (StageModel) d.parent)
+        if (!stageNames.add(st.name)) throw new StructuralError("Duplicate stage name: \"${st.name}\"")
+        withFrame('stage', st) { body.call() }
+        int n = (st.steps != null ? 1 : 0) + (st.stages != null ? 1 : 0) + (st.parallel != null ? 1 : 0)
+        if (n == 0) throw new StructuralError("Stage \"${st.name}\" has no steps, stages or parallel: exactly one of them is required")
+        if (n > 1) throw new StructuralError("Stage \"${st.name}\" has more than one of steps, stages, parallel: only one may be used")
+        if (st.stages != null && st.stages.isEmpty()) throw new StructuralError("No stages specified in nested stages of \"${st.name}\"")
+        if (st.parallel != null && st.parallel.isEmpty()) throw new StructuralError("No stages specified in parallel of \"${st.name}\"")
+        ((List) d.list) << st
+        return null
+    }
+
+    Object stageSection(String name, Object[] args) {
+        StageModel st = (StageModel) frame().data
+        def (Map named, List pos, Closure body) = splitArgs(args)
+        String where = "stage \"${st.name}\""
+        if (STAGE_SECTIONS.contains(name)) dup(st.seen, name, where)
+        switch (name) {
+            case 'agent': st.agent = parseAgent(named, pos, body); return null
+            case 'tools': needBody(name, body); withFrame('tools', st.tools) { body.call() }; return null
+            case 'options': needBody(name, body); withFrame('stageOptions', st.options) { body.call() }; return null
+            case 'environment': needBody(name, body); st.envClosure = body; return null
+            case 'when':
+                needBody(name, body)
+                st.when = []
+                withFrame('when', [list: st.when, flags: st.whenFlags]) { body.call() }
+                if (st.when.isEmpty()) throw new StructuralError("Empty when closure in ${where}: at least one condition is required")
+                return null
+            case 'input':
+                if (body != null) {
+                    st.input = [message: null, ok: null, parameters: []]
+                    withFrame('inputDirective', st.input) { body.call() }
+                } else st.input = (Map) plain(named)
+                if (!st.input.message) throw new StructuralError("input directive in ${where} requires a message")
+                return null
+            case 'steps': needBody(name, body); st.steps = body; return null
+            case 'stages':
+                needBody(name, body)
+                st.stages = []
+                withFrame('stages', [list: st.stages, parent: st]) { body.call() }
+                return null
+            case 'parallel':
+                needBody(name, body)
+                st.parallel = []
+                withFrame('parallelStages', [list: st.parallel, parent: st]) { body.call() }
+                return null
+            case 'matrix': throw new StructuralError("matrix in ${where} is not supported by this harness")
+            case 'post': needBody(name, body); withFrame('post', st.post) { body.call() }; return null
+            case 'failFast': st.failFast = pos ? DefaultTypeTransformation.castToBoolean(pos[0]) : true; return null
+            case 'stage': throw new StructuralError("stage('${pos ? pos[0] : ''}') directly inside ${where}: nested stages must be inside stages { } or parallel { }")
+        }
+        if (name == 'script')
+            throw new StructuralError("'script' is not allowed directly in ${where}: it must be inside steps { }")
+        if (KNOWN_STEPS.contains(name) || NOOP_STEPS.contains(name))
+            throw new StructuralError("Unknown stage section \"${name}\" in ${where}. Steps in a stage must be in a 'steps' block")
+        throw new StructuralError("Unknown stage section \"${name}\" in ${where}")
+    }
+
+    Object inputDirectiveEntry(String name, Object[] args) {
+        Map inp = (Map) frame().data
+        def (Map named, List pos, Closure body) = splitArgs(args)
+        if (name == 'parameters') {
+            needBody(name, body)
+            withFrame('inputParameters', inp.parameters) { body.call() }
+            return null
+        }
+        if (!(name in ['message', 'ok', 'id', 'submitter', 'submitterParameter']))
+            throw new StructuralError("Invalid input directive option '${name}'")
+        inp[name] = plain(pos ? pos[0] : named)
+        return null
+    }
+
+    // ---------------------------------------------------------------- when
+    Object whenEntry(String name, Object[] args) {
+        Map d = (Map) frame().data
+        String k = ctx()
+        def (Map named, List pos, Closure body) = splitArgs(args)
+        if (WHEN_FLAGS.contains(name)) {
+            if (k != 'when') throw new StructuralError("'${name}' is only allowed directly in when { }")
+            d.flags[name] = pos ? DefaultTypeTransformation.castToBoolean(pos[0]) : true
+            return null
+        }
+        if (!WHEN_CONDS.contains(name)) {
+            if (KNOWN_STEPS.contains(name)) throw new StructuralError("Step '${name}' is not allowed in when { }: use expression { }")
+            throw new StructuralError("Unknown when condition '${name}'")
+        }
+        Cond c = new Cond(type: name, named: named)
+        if (name in ['not', 'anyOf', 'allOf']) {
+            needBody(name, body)
+            Map sub = [list: c.children, flags: [:]]
+            withFrame(name, sub) { body.call() }
+            if (c.children.isEmpty()) throw new StructuralError("Empty ${name} { } in when")
+            if (name == 'not' && c.children.size() != 1) throw new StructuralError("not { } in when must contain exactly one condition")
+        } else if (name == 'expression') {
+            if (body == null) throw new StructuralError("expression in when requires a { } block")
+            c.expr = body
+        } else {
+            c.arg = pos ? pos[0] : (named.pattern ?: named.value)
+        }
+        ((List) d.list) << c
+        return null
+    }
+
+    boolean globMatch(String pattern, String value, String comparator) {
+        if (value == null || pattern == null) return false
+        comparator = (comparator ?: 'GLOB').toUpperCase()
+        if (comparator == 'EQUALS') return pattern == value
+        if (comparator == 'REGEXP') return value ==~ pattern
+        StringBuilder re = new StringBuilder()
+        int i = 0
+        while (i < pattern.length()) {
+            char ch = pattern.charAt(i)
+            if (ch == '*' as char) {
+                if (i + 1 < pattern.length() && pattern.charAt(i + 1) == '*' as char) { re.append('.*'); i++ }
+                else re.append('[^/]*')
+            } else if (ch == '?' as char) re.append('[^/]')
+            else re.append(java.util.regex.Pattern.quote(String.valueOf(ch)))
+            i++
+        }
+        return value ==~ re.toString()
+    }
+
+    boolean evalCond(Cond c) {
+        Map<String, String> env = envFlat()
+        switch (c.type) {
+            case 'branch':
+                return globMatch(c.arg?.toString(), env.get('BRANCH_NAME'), c.named.comparator?.toString())
+            case 'expression':
+                def r = withFrame('expression', null) { c.expr.call() }
+                return DefaultTypeTransformation.castToBoolean(r)
+            case 'environment':
+                def actual = env.get(c.named.name?.toString())
+                def expected = c.named.value?.toString()
+                if (c.named.ignoreCase) return actual != null && actual.equalsIgnoreCase(expected)
+                return actual == expected
+            case 'equals':
+                def a = c.named.actual
+                if (a instanceof Closure) a = a.call()
+                def e = c.named.expected
+                return (e instanceof CharSequence ? e.toString() : e) == (a instanceof CharSequence ? a.toString() : a)
+            case 'not': return !evalCond(c.children[0])
+            case 'anyOf': return c.children.any { evalCond(it) }
+            case 'allOf': return c.children.every { evalCond(it) }
+            case 'buildingTag': return env.get('TAG_NAME') != null
+            case 'tag': return c.arg == null ? env.get('TAG_NAME') != null : globMatch(c.arg.toString(), env.get('TAG_NAME'), c.named.comparator?.toString())
+            case 'changeRequest': return env.get('CHANGE_ID') != null
+            default: return false   // changeset, changelog, triggeredBy, isRestartedRun: no SCM/causes here
+        }
+    }
+
+    // ---------------------------------------------------------------- post
+    Object postEntry(String name, Object[] args) {
+        Map post = (Map) frame().data
+        def (Map named, List pos, Closure body) = splitArgs(args)
+        if (!POST_CONDITIONS.contains(name))
+            throw new StructuralError("Invalid condition \"${name}\" in post - valid conditions are ${POST_CONDITIONS}")
+        if (body == null) throw new StructuralError("post condition '${name}' requires a { } block")
+        if (post.containsKey(name)) throw new StructuralError("Duplicate post condition '${name}'")
+        post[name] = body
+        return null
+    }
+
+    boolean postMet(String c, String res) {
+        String prev = previousResult
+        switch (c) {
+            case 'always': case 'cleanup': return true
+            case 'changed': return prev != null && prev != res
+            case 'fixed': return prev != null && res == 'SUCCESS' && prev in ['FAILURE', 'UNSTABLE']
+            case 'regression': return prev == 'SUCCESS' && res in ['FAILURE', 'UNSTABLE', 'ABORTED']
+            case 'aborted': return res == 'ABORTED'
+            case 'failure': return res == 'FAILURE'
+            case 'success': return res == 'SUCCESS'
+            case 'unstable': return res == 'UNSTABLE'
+            case 'unsuccessful': return res != 'SUCCESS'
+        }
+        return false
+    }
+
+    void runPost(Map post, String scope, Closure resultNow) {
+        POST_CONDITIONS.each { String c ->
+            Closure body = (Closure) post[c]
+            if (body == null) return
+            String res = resultNow.call()
+            if (!postMet(c, res)) return
+            log("post ${scope}: ${c}")
+            postOut << [scope: scope, condition: c]
+            try {
+                withFrame('postCond', c) { body.call() }
+            } catch (StructuralError e) {
+                throw e
+            } catch (AbortError e) {
+                setResult('ABORTED'); setStageResult('ABORTED'); errorsOut << [stage: curStageName(), post: c, message: e.message]
+            } catch (Throwable e) {
+                setResult('FAILURE'); setStageResult('FAILURE'); errorsOut << [stage: curStageName(), post: c, message: msg(e)]
+                log("post ${scope} ${c} failed: ${msg(e)}")
+            }
+        }
+    }
+
+    static String msg(Throwable e) {
+        if (e instanceof StepFailure || e instanceof AbortError) return e.message
+        return "${e.class.name}: ${e.message}".toString()
+    }
+
+    // ================================================================ execution
+    void runPipeline(PipelineModel pm) {
+        agentOut = pm.agent
+        optionsOut = (Map) plain(pm.options)
+        parametersOut = (List) plain(pm.parameters)
+        toolsOut = (Map) plain(pm.tools)
+        triggersOut = (List) plain(pm.triggers)
+        // params: declared defaults (unless first build) overridden by --param; booleans parsed
+        Map p = [:]
+        pm.parameters.each { Map d ->
+            if (firstBuild) return
+            def dv = d.defaultValue
+            if (d.type == 'booleanParam') dv = dv == null ? false : DefaultTypeTransformation.castToBoolean(dv)
+            else if (d.type == 'choice') dv = d.choices ? d.choices[0] : null
+            else if (dv == null && d.type in ['string', 'text', 'password']) dv = ''
+            p[d.name] = dv
+        }
+        cliParams.each { k, v ->
+            def decl = pm.parameters.find { it.name == k }
+            if ((decl == null || decl.type == 'booleanParam') && (v == 'true' || v == 'false')) p[k] = (v == 'true')
+            else p[k] = v
+        }
+        params = Collections.unmodifiableMap(p)
+        nodeAvailable = pm.agent.type != 'none'
+        Map<String, String> topEnv = [:]
+        withEnvLayer(topEnv) {
+            try {
+                if (pm.envClosure != null) evalEnvironment(pm.envClosure, topEnv)
+                runStages(pm.stages, null)
+            } catch (StructuralError e) {
+                throw e
+            } catch (AbortError e) {
+                setResult('ABORTED'); halted = true; errorsOut << [stage: null, message: e.message]
+            } catch (Throwable e) {
+                setResult('FAILURE'); halted = true; errorsOut << [stage: null, message: msg(e)]
+            }
+            runPost(pm.post, 'pipeline') { buildResult }
+        }
+    }
+
+    void evalEnvironment(Closure c, Map<String, String> target) {
+        Map old = envAssignTarget
+        envAssignTarget = target
+        try { withFrame('environment', target) { c.call() } } finally { envAssignTarget = old }
+    }
+
+    String runStages(List<StageModel> list, StageModel parent) {
+        String worstStatus = 'success'
+        list.each { StageModel st ->
+            String s = halted ? skipStage(st, parent, abortedSeen ? 'aborted earlier' : 'earlier failure') : runStage(st, parent)
+            if (s in ['failed', 'aborted'] && worstStatus != 'aborted') worstStatus = s
+            else if (s == 'unstable' && worstStatus == 'success') worstStatus = s
+        }
+        return worstStatus
+    }
+
+    boolean abortedSeen = false
+
+    String skipStage(StageModel st, StageModel parent, String reason) {
+        stagesOut << [name: st.name, status: 'skipped', parent: parent?.name, reason: reason]
+        log("stage ${st.name}: skipped (${reason})")
+        (st.stages ?: []).each { skipStage(it, st, 'parent skipped') }
+        (st.parallel ?: []).each { skipStage(it, st, 'parent skipped') }
+        return 'skipped'
+    }
+
+    String runStage(StageModel st, StageModel parent) {
+        Map entry = [name: st.name, status: 'running', parent: parent?.name]
+        if (st.options) entry.options = plain(st.options)
+        if (st.agent) entry.agent = st.agent
+        stagesOut << entry
+        log("stage ${st.name}")
+        StageFrame sf = new StageFrame(model: st, entry: entry)
+        stageStack << sf
+        boolean savedNode = nodeAvailable
+        Map<String, String> layer = [:]
+        envLayers << layer
+        boolean skipped = false
+        try {
+            boolean whenFirst = st.whenFlags.beforeAgent || st.whenFlags.beforeInput || st.whenFlags.beforeOptions
+            if (st.when != null && whenFirst && !st.when.every { evalCond(it) }) {
+                skipped = true
+            } else {
+                if (st.agent != null) nodeAvailable = st.agent.type != 'none'
+                if (st.envClosure != null) evalEnvironment(st.envClosure, layer)
+                if (st.input != null) doInput((Map) st.input)
+                if (st.when != null && !whenFirst && !st.when.every { evalCond(it) }) skipped = true
+            }
+            if (skipped) {
+                entry.status = 'skipped'
+                entry.reason = 'when'
+                log("stage ${st.name}: skipped due to when conditional")
+                (st.stages ?: []).each { skipStage(it, st, 'parent skipped') }
+                (st.parallel ?: []).each { skipStage(it, st, 'parent skipped') }
+                return 'skipped'
+            }
+            if (abortAtStage != null && abortAtStage == st.name) throw new AbortError("Simulated abort/timeout at stage '${st.name}'")
+            if (st.steps != null) {
+                withFrame('steps', st) { st.steps.call() }
+            } else if (st.stages != null) {
+                String s = runStages(st.stages, st)
+                if (s == 'failed') sf.result = worst(sf.result, 'FAILURE')
+                else if (s == 'aborted') sf.result = worst(sf.result, 'ABORTED')
+                else if (s == 'unstable') sf.result = worst(sf.result, 'UNSTABLE')
+            } else {
+                runParallel(st, sf)
+            }
+        } catch (StructuralError e) {
+            throw e
+        } catch (AbortError e) {
+            sf.result = 'ABORTED'; setResult('ABORTED'); halted = true; abortedSeen = true
+            errorsOut << [stage: st.name, message: e.message]
+            log("stage ${st.name}: aborted: ${e.message}")
+        } catch (Throwable e) {
+            sf.result = worst(sf.result, 'FAILURE'); setResult('FAILURE'); halted = true
+            errorsOut << [stage: st.name, message: msg(e)]
+            log("stage ${st.name}: failed: ${msg(e)}")
+        } finally {
+            try {
+                if (!skipped) {
+                    runPost(st.post, st.name) { worst(sf.result, buildResult) }
+                    if (rank(sf.result) >= rank('FAILURE') && !halted) halted = true
+                    entry.status = statusOf(sf.result)
+                }
+            } finally {
+                envLayers.remove(envLayers.size() - 1)
+                nodeAvailable = savedNode
+                stageStack.remove(stageStack.size() - 1)
+            }
+        }
+        return entry.status
+    }
+
+    static String statusOf(String r) {
+        switch (r) {
+            case 'SUCCESS': return 'success'
+            case 'UNSTABLE': return 'unstable'
+            case 'ABORTED': return 'aborted'
+            default: return 'failed'
+        }
+    }
+
+    void runParallel(StageModel st, StageFrame sf) {
+        boolean failFast = st.failFast || optionsOut.containsKey('parallelsAlwaysFailFast')
+        boolean anyFailed = false
+        boolean anyAborted = false
+        st.parallel.each { StageModel b ->
+            if (failFast && (anyFailed || anyAborted)) { skipStage(b, st, 'failFast'); return }
+            halted = false
+            String s = runStage(b, st)
+            if (s == 'failed') anyFailed = true
+            if (s == 'aborted') anyAborted = true
+            if (s == 'unstable') sf.result = worst(sf.result, 'UNSTABLE')
+        }
+        halted = anyFailed || anyAborted
+        if (anyAborted) sf.result = worst(sf.result, 'ABORTED')
+        else if (anyFailed) sf.result = worst(sf.result, 'FAILURE')
+    }
+
+    // ================================================================ steps
+    Object step(String name, Object[] args) {
+        String k = ctx()
+        def (Map named, List pos, Closure body) = splitArgs(args)
+        if (k == 'top' && name == 'pipeline') return topPipeline(args)
+        if (name in ['pipeline', 'agent', 'stages', 'steps', 'post', 'when', 'options', 'tools', 'parameters',
+                     'environment', 'triggers']) {
+            throw new StructuralError("'${name}' is a declarative section and cannot be used inside ${k == 'top' ? 'the script outside pipeline' : k} (stage ${curStageName()})")
+        }
+        stepsOut << [name: name, stage: curStageName()]
+        if (NODE_STEPS.contains(name)) requireNode(name)
+        switch (name) {
+            case 'echo':
+                String m = (pos ? pos[0] : named.message)?.toString()
+                echoOut << m
+                if (!quiet) System.err.println("[echo] " + m)
+                return null
+            case 'error':
+                throw new StepFailure((pos ? pos[0] : named.message)?.toString())
+            case 'sh': return shStep(named, pos)
+            case 'bat': throw new StepFailure("bat is not supported on this (Unix) harness")
+            case 'script':
+                if (body == null) throw new StructuralError("script requires a { } block")
+                return withFrame('script', null) { body.call() }
+            case 'slackSend':
+                Map m = (Map) plain(named)
+                if (pos && !named) m = [message: plain(pos[0])]
+                m.stage = curStageName()
+                slackOut << m
+                log("slackSend ${m.channel ?: ''} ${m.color ?: ''}: ${m.message}")
+                return [threadId: 'harness-thread', channelId: m.channel, ts: '0']
+            case 'input': return doInput(pos && !named ? [message: plain(pos[0])] : named)
+            case 'timeout':
+                if (body == null) throw new StepFailure("timeout step requires a body")
+                return withFrame('block', 'timeout') { body.call() }
+            case 'writeFile':
+                String f = (named.file ?: (pos ? pos[0] : null))?.toString()
+                String text = named.text?.toString()
+                if (f == null || text == null) throw new StepFailure("writeFile requires file: and text:")
+                filesOut << [file: f, stage: curStageName(), length: text.length()]
+                if (runMode) {
+                    File out = resolve(f)
+                    out.parentFile?.mkdirs()
+                    out.setText(text, (named.encoding ?: 'UTF-8').toString())
+                } else virtualFiles[resolve(f).path] = text
+                return null
+            case 'readFile':
+                String f = (named.file ?: (pos ? pos[0] : null))?.toString()
+                if (f == null) throw new StepFailure("readFile requires a file")
+                File rf = resolve(f)
+                if (!runMode && virtualFiles.containsKey(rf.path)) return virtualFiles[rf.path]
+                if (!rf.isFile()) throw new StepFailure("java.nio.file.NoSuchFileException: ${rf.path}")
+                return rf.getText((named.encoding ?: 'UTF-8').toString())
+            case 'fileExists':
+                String f = (named.file ?: (pos ? pos[0] : null))?.toString()
+                File rf = resolve(f ?: '.')
+                return (!runMode && virtualFiles.containsKey(rf.path)) || rf.exists()
+            case 'dir':
+                String d = (named.path ?: (pos ? pos[0] : null))?.toString()
+                if (d == null || body == null) throw new StepFailure("dir requires a path and a body")
+                dirStack << d
+                try {
+                    if (runMode) cwd().mkdirs()
+                    return withFrame('block', 'dir') { body.call() }
+                } finally { dirStack.remove(dirStack.size() - 1) }
+            case 'pwd': return cwd().path
+            case 'isUnix': return true
+            case 'tool': return "/harness/tools/${pos ? pos[0] : named.name}".toString()
+            case 'withCredentials':
+                if (body == null || !pos || !(pos[0] instanceof List)) throw new StepFailure("withCredentials requires a list of bindings and a body")
+                return withCredentials((List) pos[0], body)
+            case 'withEnv':
+                if (body == null || !pos) throw new StepFailure("withEnv requires a list and a body")
+                Map<String, String> layer = [:]
+                ((List) pos[0]).each { String kv = it.toString(); int i = kv.indexOf('='); if (i > 0) layer[kv.substring(0, i)] = kv.substring(i + 1) }
+                return withEnvLayer(layer) { withFrame('block', 'withEnv') { body.call() } }
+            case 'sshagent':
+                List ids = (List) (named.credentials ?: (pos ? pos[0] : []))
+                ids.each { String id = it.toString(); lookupCred(id); credentialsOut << id }
+                if (body == null) throw new StepFailure("sshagent requires a body")
+                return withFrame('block', 'sshagent') { body.call() }
+            case 'lock': case 'node': case 'timestamps': case 'ansiColor': case 'stage':
+                if (body == null) throw new StepFailure("${name} requires a body")
+                boolean saved = nodeAvailable
+                if (name == 'node') nodeAvailable = true
+                try { return withFrame('block', name) { body.call() } } finally { nodeAvailable = saved }
+            case 'retry':
+                int n = ((pos ? pos[0] : named.count) ?: 1) as int
+                for (int i = 1; ; i++) {
+                    try { return withFrame('block', 'retry') { body.call() } }
+                    catch (StructuralError e) { throw e }
+                    catch (AbortError e) { throw e }
+                    catch (Throwable e) { if (i >= n) throw e; log("retry ${i}/${n} after: ${msg(e)}") }
+                }
+            case 'catchError': case 'warnError':
+                String br = name == 'warnError' ? 'UNSTABLE' : (named.buildResult ?: 'FAILURE').toString()
+                String sr = name == 'warnError' ? 'UNSTABLE' : (named.stageResult ?: br).toString()
+                try { return withFrame('block', name) { body.call() } }
+                catch (StructuralError e) { throw e }
+                catch (AbortError e) { throw e }
+                catch (Throwable e) {
+                    errorsOut << [stage: curStageName(), message: msg(e), caught: name]
+                    if (br && br != 'null') setResult(br)
+                    if (sr && sr != 'null') setStageResult(sr)
+                    return null
+                }
+            case 'unstable':
+                setResult('UNSTABLE'); setStageResult('UNSTABLE')
+                errorsOut << [stage: curStageName(), message: (pos ? pos[0] : named.message)?.toString(), unstable: true]
+                return null
+            case 'waitUntil':
+                for (int i = 0; i < 100; i++) { if (DefaultTypeTransformation.castToBoolean(withFrame('block', 'waitUntil') { body.call() })) return null }
+                throw new StepFailure("waitUntil: condition never became true (harness gives up after 100 tries)")
+            case 'parallel':
+                Map branches = named ?: [:]
+                boolean ff = DefaultTypeTransformation.castToBoolean(branches.failFast)
+                Throwable first = null
+                branches.each { bn, bc ->
+                    if (bn == 'failFast' || !(bc instanceof Closure)) return
+                    if (ff && first != null) return
+                    try { withFrame('block', 'parallel') { ((Closure) bc).call() } }
+                    catch (StructuralError e) { throw e }
+                    catch (Throwable e) { if (first == null) first = e }
+                }
+                if (first != null) throw first
+                return null
+            // descriptors (used as arguments)
+            case 'sshUserPrivateKey': case 'usernamePassword': case 'usernameColonPassword': case 'certificate':
+                return [binding: name] + named
+            case 'file': case 'string':
+                if (named.containsKey('credentialsId')) return [binding: name] + named
+                return paramDescriptor(name, named)
+            case 'booleanParam': case 'choice': case 'text': case 'password':
+                return paramDescriptor(name, named)
+            case 'logRotator': return [logRotator: plain(named)]
+            case 'buildDiscarder': case 'disableConcurrentBuilds': case 'pipelineTriggers': case 'cron':
+                return [(name): plain(pos ?: named)]
+        }
+        if (NOOP_STEPS.contains(name)) {
+            log("step ${name} (recorded, not executed)")
+            if (body != null) return withFrame('block', name) { body.call() }
+            return null
+        }
+        throw new StepFailure("No such DSL method '${name}' found among steps known to the harness")
+    }
+
+    Object shStep(Map named, List pos) {
+        def scriptV = pos ? pos[0] : named.script
+        if (scriptV == null) throw new StepFailure("sh: missing script")
+        String script = scriptV.toString()
+        boolean rs = DefaultTypeTransformation.castToBoolean(named.returnStdout)
+        boolean rst = DefaultTypeTransformation.castToBoolean(named.returnStatus)
+        Map rec = [stage: curStageName(), script: script, label: named.label?.toString(), returnStdout: rs, returnStatus: rst]
+        shOut << rec
+        log("sh${rec.label ? ' (' + rec.label + ')' : ''}${runMode ? '' : ' [dry]'}: " + script.readLines().take(1).join('') + (script.readLines().size() > 1 ? ' ...' : ''))
+        int exit = 0
+        String out = ''
+        if (!runMode) {
+            if (failSh.any { script =~ it }) exit = 1
+            def m = mockSh.find { script =~ it[0] }
+            if (m != null) out = m[1]
+        } else {
+            def r = execSh(script, rs)
+            exit = r[0]; out = r[1]
+        }
+        rec.exitCode = exit
+        if (rst) return exit
+        if (exit != 0) throw new StepFailure("script returned exit code ${exit}")
+        return rs ? out : null
+    }
+
+    List execSh(String script, boolean capture) {
+        File d = new File(tmpDir, "durable-${UUID.randomUUID().toString().substring(0, 8)}")
+        d.mkdirs()
+        File f = new File(d, 'script.sh')
+        f.setText(script, 'UTF-8')
+        List<String> cmd
+        if (script.startsWith('#!')) {
+            f.setExecutable(true, true)
+            cmd = [f.absolutePath]
+        } else {
+            cmd = ['sh', '-xe', f.absolutePath]
+        }
+        File wd = cwd()
+        if (!wd.isDirectory()) throw new StepFailure("working directory does not exist: ${wd}")
+        ProcessBuilder pb = new ProcessBuilder(cmd)
+        pb.directory(wd)
+        Map<String, String> penv = pb.environment()
+        envFlat().each { k, v -> penv.put(k, v) }
+        Process p = pb.start()
+        p.outputStream.close()
+        ByteArrayOutputStream captured = new ByteArrayOutputStream()
+        String tag = "[sh ${curStageName() ?: '-'}] "
+        Thread tOut = Thread.start {
+            if (capture) captured << p.inputStream
+            else p.inputStream.eachLine('UTF-8') { System.err.println(tag + it) }
+        }
+        Thread tErr = Thread.start { p.errorStream.eachLine('UTF-8') { System.err.println(tag + it) } }
+        int rc = p.waitFor()
+        tOut.join(); tErr.join()
+        d.deleteDir()
+        return [rc, new String(captured.toByteArray(), 'UTF-8')]
+    }
+
+    Object doInput(Map named) {
+        Map rec = [stage: curStageName(), message: plain(named.message), ok: plain(named.ok), id: plain(named.id),
+                   submitter: plain(named.submitter), parameters: plain(named.parameters ?: []), action: inputAction]
+        inputOut << rec
+        log("input: ${rec.message} -> ${inputAction}")
+        if (inputAction == 'abort') throw new AbortError("Rejected by user (input '${rec.message}')")
+        List ps = (List) (named.parameters ?: [])
+        if (ps.isEmpty()) return null
+        Map vals = [:]
+        ps.each { Map pd ->
+            def v = pd.defaultValue
+            if (pd.type == 'choice') v = pd.choices ? pd.choices[0] : null
+            if (pd.type == 'booleanParam') v = v == null ? false : DefaultTypeTransformation.castToBoolean(v)
+            vals[pd.name] = v
+        }
+        return vals.size() == 1 ? vals.values().iterator().next() : vals
+    }
+
+    // ---------------------------------------------------------------- credentials
+    String lookupCred(String id) {
+        if (creds.containsKey(id)) return creds[id]
+        if (dummyCreds) {
+            File f = new File(tmpDir, "dummy-cred-${id}")
+            f.text = "dummy-secret-for-${id}\n"
+            creds[id] = f.path
+            return f.path
+        }
+        throw new StepFailure("Could not find credentials entry with ID '${id}'")
+    }
+
+    File secretCopy(String id) {
+        File src = new File(lookupCred(id))
+        File d = new File(tmpDir, "secretFiles-${UUID.randomUUID()}")
+        d.mkdirs()
+        File f = new File(d, src.name)
+        Files.copy(src.toPath(), f.toPath())
+        Files.setPosixFilePermissions(f.toPath(), [PosixFilePermission.OWNER_READ] as Set)
+        f
+    }
+
+    Object withCredentials(List bindings, Closure body) {
+        Map<String, String> layer = [:]
+        List<File> temps = []
+        try {
+            bindings.each { b ->
+                if (!(b instanceof Map) || !((Map) b).binding) throw new StepFailure("withCredentials: invalid binding ${b}")
+                Map m = (Map) b
+                String id = m.credentialsId?.toString()
+                if (!id) throw new StepFailure("withCredentials: ${m.binding} requires credentialsId")
+                switch (m.binding) {
+                    case 'sshUserPrivateKey':
+                        if (!m.keyFileVariable) throw new StepFailure("sshUserPrivateKey requires keyFileVariable")
+                        File f = secretCopy(id); temps << f
+                        layer[m.keyFileVariable.toString()] = f.path
+                        if (m.usernameVariable) layer[m.usernameVariable.toString()] = credUsers[id] ?: 'jenkins'
+                        if (m.passphraseVariable) layer[m.passphraseVariable.toString()] = credPass[id] ?: ''
+                        break
+                    case 'file':
+                        if (!m.variable) throw new StepFailure("file binding requires variable")
+                        File f = secretCopy(id); temps << f
+                        layer[m.variable.toString()] = f.path
+                        break
+                    case 'string':
+                        if (!m.variable) throw new StepFailure("string binding requires variable")
+                        layer[m.variable.toString()] = new File(lookupCred(id)).getText('UTF-8').replaceAll(/\r?\n\z/, '')
+                        break
+                    case 'usernamePassword':
+                        layer[m.usernameVariable.toString()] = credUsers[id] ?: 'jenkins'
+                        layer[m.passwordVariable.toString()] = new File(lookupCred(id)).getText('UTF-8').replaceAll(/\r?\n\z/, '')
+                        break
+                    case 'usernameColonPassword':
+                        layer[m.variable.toString()] = (credUsers[id] ?: 'jenkins') + ':' + new File(lookupCred(id)).getText('UTF-8').replaceAll(/\r?\n\z/, '')
+                        break
+                    default:
+                        throw new StepFailure("withCredentials: unsupported binding ${m.binding}")
+                }
+                credentialsOut << id
+                credentialBindingsOut << [id: id, type: m.binding, stage: curStageName(),
+                                          variables: (Map) plain(m.findAll { k, v -> k.toString().endsWith('Variable') || k == 'variable' })]
+            }
+            return withEnvLayer(layer) { withFrame('block', 'withCredentials') { body.call() } }
+        } finally {
+            temps.each { File f -> f.setWritable(true); f.delete(); f.parentFile.delete() }
+        }
+    }
+
+    Object envCredentials(Object[] args) {
+        def (Map named, List pos, Closure body) = splitArgs(args)
+        String id = pos ? pos[0].toString() : null
+        if (id == null) throw new StepFailure("credentials() requires an id")
+        File f = secretCopy(id)   // kept until the end of the run (tmpDir is removed)
+        credentialsOut << id
+        credentialBindingsOut << [id: id, type: 'environment', stage: curStageName()]
+        if (credUsers.containsKey(id)) {
+            // the variable name being assigned is unknown here; _USR/_PSW are added by the assignment hook below
+            pendingCredUser = [user: credUsers[id], pass: credPass[id] ?: '']
+        }
+        return f.path
+    }
+    Map pendingCredUser
+
+    Map resultJson() {
+        [result: buildResult, stages: stagesOut, sh: shOut, slack: slackOut, echo: echoOut,
+         credentials: credentialsOut, credentialBindings: credentialBindingsOut, options: optionsOut,
+         parameters: parametersOut, params: plain(params), tools: toolsOut, agent: agentOut, triggers: triggersOut,
+         input: inputOut, post: postOut, steps: stepsOut, errors: errorsOut, files: filesOut,
+         env: envBase, run: runMode]
+    }
+}
+
+// ==================================================================== main
+def usage = '''\
+usage: groovy tests/groovy/harness.groovy [options] Jenkinsfile
+  --run                   execute sh steps (default: record only; sh returns "" / 0)
+  --env K=V               initial env var (repeatable); nothing else is inherited into `env`
+  --cred ID=PATH          credential file for ID (repeatable)
+  --cred-user ID=NAME     username for sshUserPrivateKey/usernamePassword ID (default jenkins)
+  --cred-pass ID=PASS     passphrase bound to passphraseVariable (default empty)
+  --dummy-creds           unknown credential ids bind to a dummy secret instead of failing
+  --param K=V             build parameter (repeatable); true/false become booleans
+  --first-build           do not apply declared parameter defaults (params only from --param)
+  --workspace DIR         working directory for sh / file steps (default: current dir)
+  --abort-at-stage NAME   simulate an abort/timeout when stage NAME starts (result ABORTED)
+  --input proceed|abort   answer to input steps (default proceed)
+  --previous-result R     result of the "previous build" (for changed/fixed/regression)
+  --mock-sh REGEX=OUT     dry mode: sh whose script matches REGEX returns OUT as stdout
+  --fail-sh REGEX         dry mode: sh whose script matches REGEX exits 1
+  --result-file FILE      write the JSON result to FILE
+  --quiet                 less logging on stderr
+exit: 0 evaluated (see result), 2 usage, 3 compile error, 4 structural error
+'''
+
+Interp interp = new Interp()
+String resultFile = null
+String jenkinsfile = null
+int code = 0
+
+def kv = { String opt, String v ->
+    if (v == null) throw new UsageError("${opt} requires a value")
+    int i = v.indexOf('=')
+    if (i <= 0) throw new UsageError("${opt} expects K=V, got '${v}'")
+    [v.substring(0, i), v.substring(i + 1)]
+}
+
+def writeResult = { Map m ->
+    if (resultFile != null) new File(resultFile).setText(JsonOutput.prettyPrint(JsonOutput.toJson(Interp.plain(m))), 'UTF-8')
+}
+
+try {
+    List<String> a = (args as List<String>)
+    int i = 0
+    def next = { String opt -> if (i + 1 >= a.size()) throw new UsageError("${opt} requires a value"); a[++i] }
+    while (i < a.size()) {
+        String o = a[i]
+        switch (o) {
+            case '--run': interp.runMode = true; break
+            case '--env': def (k, v) = kv(o, next(o)); interp.initialEnv[k] = v; break
+            case '--cred':
+                def (k, v) = kv(o, next(o))
+                if (!new File(v).isFile()) throw new UsageError("--cred ${k}: file not found: ${v}")
+                interp.creds[k] = new File(v).absolutePath; break
+            case '--cred-user': def (k, v) = kv(o, next(o)); interp.credUsers[k] = v; break
+            case '--cred-pass': def (k, v) = kv(o, next(o)); interp.credPass[k] = v; break
+            case '--dummy-creds': interp.dummyCreds = true; break
+            case '--param': def (k, v) = kv(o, next(o)); interp.cliParams[k] = v; break
+            case '--first-build': interp.firstBuild = true; break
+            case '--workspace':
+                File w = new File(next(o))
+                if (!w.isDirectory()) throw new UsageError("--workspace: not a directory: ${w}")
+                interp.workspace = w.canonicalFile; break
+            case '--abort-at-stage': interp.abortAtStage = next(o); break
+            case '--input':
+                interp.inputAction = next(o)
+                if (!(interp.inputAction in ['proceed', 'abort'])) throw new UsageError("--input must be proceed or abort")
+                break
+            case '--previous-result':
+                interp.previousResult = next(o).toUpperCase()
+                if (!(interp.previousResult in Interp.RESULT_ORDER)) throw new UsageError("--previous-result must be one of ${Interp.RESULT_ORDER}")
+                break
+            case '--mock-sh': def (k, v) = kv(o, next(o)); interp.mockSh << [k, v]; break
+            case '--fail-sh': interp.failSh << next(o); break
+            case '--result-file': resultFile = next(o); break
+            case '--quiet': interp.quiet = true; break
+            case '-h': case '--help': System.out.print(usage); System.exit(0); break
+            default:
+                if (o.startsWith('-')) throw new UsageError("unknown option ${o}")
+                if (jenkinsfile != null) throw new UsageError("only one Jenkinsfile may be given")
+                jenkinsfile = o
+        }
+        i++
+    }
+    if (jenkinsfile == null) throw new UsageError("missing Jenkinsfile argument")
+    if (!new File(jenkinsfile).isFile()) throw new UsageError("Jenkinsfile not found: ${jenkinsfile}")
+} catch (UsageError e) {
+    System.err.println("harness: ${e.message}")
+    System.err.print(usage)
+    System.exit(2)
+}
+
+String text = new File(jenkinsfile).getText('UTF-8')
+PipelineBinding binding = new PipelineBinding(interp: interp)
+interp.binding = binding
+interp.envObj = new EnvObj(interp: interp)
+interp.currentBuild = new CurrentBuild(interp: interp)
+interp.envBase.putAll(interp.initialEnv)
+Interp.current = interp
+
+CompilerConfiguration cfg = new CompilerConfiguration()
+cfg.scriptBaseClass = JenkinsfileScript.name
+GroovyShell shell = new GroovyShell(this.class.classLoader, binding, cfg)
+Script script
+try {
+    script = shell.parse(text, 'WorkflowScript')
+} catch (Throwable e) {
+    System.err.println("harness: compile error:\n${e.message}")
+    writeResult([result: null, error: [kind: 'compile', message: e.message]])
+    System.out.println("COMPILE ERROR")
+    System.exit(3)
+}
+
+interp.tmpDir = Files.createTempDirectory('jenkins-harness').toFile()
+try {
+    try {
+        script.run()
+        if (!interp.pipelineSeen) throw new StructuralError("No pipeline { } block found")
+    } catch (StructuralError e) {
+        throw e
+    } catch (AbortError e) {
+        interp.setResult('ABORTED'); interp.errorsOut << [stage: null, message: e.message]
+    } catch (Throwable e) {
+        interp.setResult('FAILURE'); interp.errorsOut << [stage: null, message: Interp.msg(e)]
+    }
+    writeResult(interp.resultJson())
+    System.out.println("RESULT: ${interp.buildResult}")
+} catch (StructuralError e) {
+    System.err.println("harness: structural error: ${e.message}")
+    writeResult([result: null, error: [kind: 'structure', message: e.message]])
+    System.out.println("STRUCTURAL ERROR: ${e.message}")
+    code = 4
+} finally {
+    interp.tmpDir.eachFileRecurse { it.setWritable(true) }
+    interp.tmpDir.deleteDir()
+}
+System.exit(code)
