@@ -1,1 +1,174 @@
-fn main() {}
+//! The `bluegreen` command line: thin glue between the config, the plan and the backends.
+//!
+//! Every command returns a `Result`; `main` alone prints errors and picks the exit code:
+//! 0 success, 1 a failed deploy or a stale rendered file, 2 bad input (config, usage), with nothing
+//! touched on any host.
+
+use bluegreen_core::{Config, Plan};
+use bluegreen_render::Format;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "bluegreen",
+    version,
+    about = "Zero-downtime blue-green deploys over SSH, or rendered as a Jenkinsfile or bash script"
+)]
+struct Cli {
+    /// The deploy config.
+    #[arg(short, long, global = true, default_value = bluegreen_core::config::DEFAULT_CONFIG)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the config; exit 0 when it is good, 2 when it is not.
+    Check,
+    /// Print the plan: every phase and step, with the remote commands.
+    Plan {
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Render the plan as a bash script or a Jenkinsfile.
+    Render {
+        /// What to render.
+        format: RenderFormat,
+        /// Write to this file instead of standard output.
+        #[arg(short, long, conflicts_with = "check")]
+        output: Option<PathBuf>,
+        /// Exit 1 with a diff when this file differs from what would be rendered now.
+        #[arg(long, value_name = "FILE")]
+        check: Option<PathBuf>,
+    },
+    /// Run the plan over SSH.
+    Exec {
+        /// Show the remote commands as they run.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RenderFormat {
+    /// A standalone bash script.
+    Script,
+    /// A declarative Jenkinsfile.
+    Jenkinsfile,
+}
+
+/// Errors the CLI reports, each with its exit code.
+enum Failure {
+    /// Bad input: exit 2.
+    Input(String),
+    /// A failed run or a stale file: exit 1.
+    Run(String),
+}
+
+impl From<bluegreen_core::Error> for Failure {
+    fn from(e: bluegreen_core::Error) -> Failure {
+        Failure::Input(e.to_string())
+    }
+}
+
+impl From<bluegreen_render::Error> for Failure {
+    fn from(e: bluegreen_render::Error) -> Failure {
+        match e {
+            bluegreen_render::Error::TooLong { .. } => Failure::Input(e.to_string()),
+            _ => Failure::Run(e.to_string()),
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<(Config, Plan), Failure> {
+    let config = Config::load(path)?;
+    let plan = Plan::new(&config);
+    Ok((config, plan))
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let source = cli.config.display().to_string();
+    match cli.command {
+        Command::Check => {
+            let (_, plan) = load(&cli.config)?;
+            println!(
+                "{source}: ok ({} app host(s), {} phases)",
+                plan.servers.len(),
+                plan.phases.len()
+            );
+        }
+        Command::Plan { json } => {
+            let (_, plan) = load(&cli.config)?;
+            if json {
+                print!("{}", plan.to_json());
+            } else {
+                print!("{plan}");
+            }
+        }
+        Command::Render {
+            format,
+            output,
+            check,
+        } => {
+            let (_, plan) = load(&cli.config)?;
+            let format = match format {
+                RenderFormat::Script => Format::Script,
+                RenderFormat::Jenkinsfile => Format::Jenkinsfile,
+            };
+            let text = bluegreen_render::render(&plan, format, &source)?;
+            if let Some(path) = check {
+                bluegreen_render::check(&text, &path)?;
+                println!("{}: up to date", path.display());
+            } else if let Some(path) = output {
+                std::fs::write(&path, &text)
+                    .map_err(|e| Failure::Run(format!("cannot write `{}`: {e}", path.display())))?;
+                if format == Format::Script {
+                    make_executable(&path)?;
+                }
+            } else {
+                print!("{text}");
+            }
+        }
+        Command::Exec { verbose } => exec::run(&cli.config, verbose)?,
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn make_executable(path: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| Failure::Run(format!("cannot make `{}` executable: {e}", path.display())))
+}
+
+#[cfg(not(unix))]
+fn make_executable(_: &Path) -> Result<(), Failure> {
+    Ok(())
+}
+
+mod exec;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Input(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -121,7 +121,9 @@ pub fn bash_quote(s: &str) -> String {
     // argument can hold (validation rejects it in the config and the environment cannot carry it).
     match shlex::try_quote(s) {
         Ok(q) => q.into_owned(),
-        Err(_) => shlex::try_quote(&s.replace('\0', "")).map_or_else(|_| "''".into(), |q| q.into_owned()),
+        Err(_) => {
+            shlex::try_quote(&s.replace('\0', "")).map_or_else(|_| "''".into(), |q| q.into_owned())
+        }
     }
 }
 
@@ -141,10 +143,7 @@ mod tests {
             ],
         );
         let line: Result<String, ()> = call.call_line(|_| Ok("blue".to_string()));
-        assert_eq!(
-            line.unwrap(),
-            "bg_main stop '/srv/a b/blue' \"it's\" ''\n"
-        );
+        assert_eq!(line.unwrap(), "bg_main stop '/srv/a b/blue' \"it's\" ''\n");
         assert_eq!(
             call.display(),
             "stop \"/srv/a b/${BG_TARGET_SLOT}\" \"it's\" \"\""

@@ -1,1 +1,497 @@
-//! render
+//! Renders a bluegreen [`Plan`] as a standalone bash script or a Jenkins declarative pipeline.
+//!
+//! Both outputs come from askama templates in the workspace's `templates/` folder. Each template is
+//! fed a view struct built here from the plan; the remote commands inside come from the core crate's
+//! remote library, the same text `bluegreen exec` sends, so the rendered script and `exec` cannot
+//! drift apart.
+//!
+//! ```
+//! let yaml = r#"
+//! app: shop
+//! artifact: build/libs/*.jar
+//! proxy: { host: 10.0.0.5, upstream_file: /etc/nginx/shop-upstream.conf }
+//! servers: [ { host: 10.0.0.11 } ]
+//! deploy_dir: /srv/shop
+//! "#;
+//! let config = bluegreen_core::Config::parse(yaml, "bluegreen.yaml").unwrap();
+//! let plan = bluegreen_core::Plan::new(&config);
+//! let script = bluegreen_render::script(&plan, "bluegreen.yaml").unwrap();
+//! assert!(script.starts_with("#!/bin/bash\n"));
+//! ```
+
+use askama::Template;
+use bluegreen_core::config::{HostKeyPolicy, ProbeFrom};
+use bluegreen_core::plan::{Host, PhaseKind, RemoteStep, Step, When};
+use bluegreen_core::remote::{RemoteCall, LIBRARY, REMOTE_COMMAND};
+use bluegreen_core::{Plan, Word};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Groovy 2.4 refuses string literals longer than this many UTF-16 code units.
+pub const GROOVY_MAX_LITERAL: usize = 65_535;
+
+/// The heredoc terminator the Jenkinsfile uses to write the deploy script.
+const SCRIPT_EOF: &str = "BLUEGREEN_SCRIPT_EOF";
+
+/// What can go wrong while rendering or checking a rendered file.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A template failed to render.
+    #[error("rendering {what} failed: {source}")]
+    Template {
+        /// Which output.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: askama::Error,
+    },
+    /// The deploy script is too long for one Groovy string literal.
+    #[error("the deploy script is {len} characters long; a Groovy string literal holds at most {GROOVY_MAX_LITERAL}")]
+    TooLong {
+        /// Its length in UTF-16 code units.
+        len: usize,
+    },
+    /// The file on disk could not be read.
+    #[error("cannot read `{}`: {source}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file on disk differs from what would be rendered now.
+    #[error("`{}` is stale: run the render command with `-o` to update it\n{diff}", path.display())]
+    Stale {
+        /// The file.
+        path: std::path::PathBuf,
+        /// A unified diff from the file to the fresh output.
+        diff: String,
+    },
+}
+
+/// The two outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A standalone bash script.
+    Script,
+    /// A declarative Jenkinsfile.
+    Jenkinsfile,
+}
+
+/// Renders `plan` in `format`; `source` names the config in the header.
+pub fn render(plan: &Plan, format: Format, source: &str) -> Result<String, Error> {
+    match format {
+        Format::Script => script(plan, source),
+        Format::Jenkinsfile => jenkinsfile(plan, source),
+    }
+}
+
+/// Compares `fresh` with the file at `path`; [`Error::Stale`] carries a diff when they differ.
+pub fn check(fresh: &str, path: &Path) -> Result<(), Error> {
+    let on_disk = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if on_disk == fresh {
+        return Ok(());
+    }
+    let diff = similar::TextDiff::from_lines(on_disk.as_str(), fresh)
+        .unified_diff()
+        .context_radius(3)
+        .header(&path.display().to_string(), "rendered now")
+        .to_string();
+    Err(Error::Stale {
+        path: path.to_path_buf(),
+        diff,
+    })
+}
+
+/// Template-facing view of the deploy script.
+#[derive(Template)]
+#[template(path = "deploy.sh", escape = "none")]
+struct ScriptView {
+    app: String,
+    source: String,
+    app_q: String,
+    blue: u16,
+    green: u16,
+    host_key_policy: &'static str,
+    connect_timeout: u64,
+    host_ids: String,
+    app_host_ids: String,
+    library: &'static str,
+    env_checks: String,
+    artifact: String,
+    host_lines: String,
+    known_hosts: String,
+    identity_file: String,
+    remote_command: &'static str,
+    webhook_ref: String,
+    slack_channel: String,
+    phases: String,
+    abort_cases: String,
+    phase_names: String,
+    phase_alternatives: String,
+}
+
+/// Renders the standalone bash script.
+pub fn script(plan: &Plan, source: &str) -> Result<String, Error> {
+    let hosts: Vec<&Host> = std::iter::once(&plan.proxy)
+        .chain(plan.servers.iter())
+        .collect();
+    let mut host_lines = String::new();
+    for h in &hosts {
+        let _ = writeln!(
+            host_lines,
+            "  BG_ADDR[{id}]={addr}\n  BG_USER[{id}]={user}\n  BG_PORT[{id}]={port}",
+            id = h.id,
+            addr = h.address.to_bash(),
+            user = h.user.to_bash(),
+            port = h.port
+        );
+    }
+    let env_checks = plan
+        .env
+        .iter()
+        .map(|e| format!("{} {}", e.name, e.field))
+        .collect::<Vec<_>>()
+        .join("\n");
+
+    let mut phases = String::new();
+    let mut abort_cases = String::new();
+    for phase in &plan.phases {
+        let name = phase.kind.name();
+        if phase.parallel && phase.steps.len() > 1 {
+            let mut fns = Vec::new();
+            for step in &phase.steps {
+                let f = format!("bg_{name}_{}", step.host().unwrap_or("all"));
+                let _ = writeln!(phases, "{f}() {{");
+                for line in step_lines(step, plan) {
+                    let _ = writeln!(phases, "  {line}");
+                }
+                phases.push_str("}\n\n");
+                fns.push(f);
+            }
+            let _ = writeln!(
+                phases,
+                "bg_phase_{name}() {{\n  bg_parallel {}\n}}\n",
+                fns.join(" ")
+            );
+        } else {
+            let _ = writeln!(phases, "bg_phase_{name}() {{");
+            for step in &phase.steps {
+                for line in step_lines(step, plan) {
+                    let _ = writeln!(phases, "  {line}");
+                }
+            }
+            if phase.steps.is_empty() {
+                phases.push_str("  :\n");
+            }
+            phases.push_str("}\n\n");
+        }
+        if !phase.on_failure.is_empty() {
+            let _ = writeln!(abort_cases, "    {name})");
+            for step in &phase.on_failure {
+                for line in step_lines(step, plan) {
+                    let _ = writeln!(abort_cases, "      {line} || undo_failed=1");
+                }
+            }
+            abort_cases.push_str("      ;;\n");
+        }
+    }
+    abort_cases.push_str("    *) bg_log \"nothing to undo after phase $BG_PHASE\" ;;");
+
+    let names: Vec<&str> = plan.phases.iter().map(|p| p.kind.name()).collect();
+    let view = ScriptView {
+        app: plan.app.clone(),
+        source: source.to_string(),
+        app_q: Word::lit(&plan.app).to_bash(),
+        blue: plan.slots.blue,
+        green: plan.slots.green,
+        host_key_policy: match plan.ssh.host_key_policy {
+            HostKeyPolicy::Strict => "strict",
+            HostKeyPolicy::AcceptNew => "accept-new",
+            HostKeyPolicy::Off => "off",
+        },
+        connect_timeout: plan.ssh.connect_timeout_secs,
+        host_ids: hosts
+            .iter()
+            .map(|h| h.id.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        app_host_ids: plan
+            .servers
+            .iter()
+            .map(|h| h.id.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        library: LIBRARY.trim_end(),
+        env_checks,
+        artifact: plan.artifact.to_bash(),
+        host_lines: host_lines.trim_end().to_string(),
+        known_hosts: plan.ssh.known_hosts.to_bash(),
+        identity_file: plan
+            .ssh
+            .identity_file
+            .as_ref()
+            .map_or_else(|| "\"\"".to_string(), Word::to_bash),
+        remote_command: REMOTE_COMMAND,
+        webhook_ref: match &plan.slack {
+            Some(s) => format!("${{{}:-}}", s.webhook_env),
+            None => "\"\"".to_string(),
+        },
+        slack_channel: Word::lit(plan.slack.as_ref().map_or("", |s| s.channel.as_str())).to_bash(),
+        phases: phases.trim_end().to_string(),
+        abort_cases,
+        phase_names: names.join(" "),
+        phase_alternatives: names.join(" | "),
+    };
+    let mut out = view.render().map_err(|source| Error::Template {
+        what: "the deploy script",
+        source,
+    })?;
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// `bg_on HOST FN ARGS...` for a remote call.
+fn on(host: &str, call: &RemoteCall) -> String {
+    let mut s = format!("bg_on {host} {}", call.func.name());
+    for a in &call.args {
+        s.push(' ');
+        s.push_str(&a.to_bash());
+    }
+    s
+}
+
+fn guard(when: When, line: String) -> String {
+    match when {
+        When::Always => line,
+        When::LiveExists => format!("[ \"$BG_LIVE_SLOT\" = none ] || {line}"),
+    }
+}
+
+/// The bash lines for one step; each line is one command, so `abort` can try each on its own.
+fn step_lines(step: &Step, plan: &Plan) -> Vec<String> {
+    let remote = |s: &RemoteStep| guard(s.when, on(&s.host, &s.call));
+    match step {
+        Step::Lock(s) | Step::Start(s) | Step::Record(s) | Step::Stop(s) | Step::Unlock(s) => {
+            vec![remote(s)]
+        }
+        Step::Detect(s) => {
+            let mut line = format!("BG_LIVE_SLOT=$(bg_remote {} {}", s.host, s.call.func.name());
+            for a in &s.call.args {
+                line.push(' ');
+                line.push_str(&a.to_bash());
+            }
+            line.push(')');
+            vec![line, "bg_select_slots".into()]
+        }
+        Step::Copy(c) => {
+            let dest = c.dir.clone().then_lit("/").then_lit(&c.tmp_name);
+            vec![
+                on(&c.host, &c.prepare),
+                format!("bg_upload {} {}", c.host, dest.to_bash()),
+                on(&c.host, &c.install),
+            ]
+        }
+        Step::Health(h) => {
+            let mut line = format!(
+                "bg_health {} {} {} {} {} {} {} {}",
+                h.host,
+                h.url.to_bash(),
+                h.status,
+                Word::lit(h.body.clone().unwrap_or_default()).to_bash(),
+                h.interval_ms,
+                h.timeout_ms,
+                h.deadline_ms,
+                h.successes
+            );
+            if h.from == ProbeFrom::Host {
+                for a in &h.probe.args {
+                    line.push(' ');
+                    line.push_str(&a.to_bash());
+                }
+            }
+            vec![line]
+        }
+        Step::Switch(s) => {
+            let mut lines = vec![
+                guard(s.when, on(&s.host, &s.call)),
+                guard(s.when, on(&s.host, &s.settle)),
+            ];
+            if let Some(url) = &s.check_url {
+                lines.push(guard(
+                    s.when,
+                    format!("bg_check_url {} {}", url.to_bash(), s.check_status),
+                ));
+            }
+            lines
+        }
+        Step::Drain(d) => vec![
+            format!("bg_log \"draining for {}ms\"", d.millis),
+            format!("sleep {}", secs(d.millis)),
+        ],
+        Step::Retain(r) => vec![guard(
+            When::LiveExists,
+            format!(
+                "bg_log \"[{}] keeping the $BG_LIVE_SLOT slot running for {}s (rollback window)\"",
+                r.host, r.seconds
+            ),
+        )],
+        Step::Notify(_) => {
+            let _ = plan;
+            vec!["bg_notify succeeded".into()]
+        }
+    }
+}
+
+fn secs(millis: u64) -> String {
+    format!("{}.{:03}", millis / 1000, millis % 1000)
+}
+
+/// Escapes text for a Groovy `'''...'''` literal: `\` → `\\`, `'` → `\'`, CR → `\r`. `$` needs
+/// nothing, since single-quoted Groovy strings do not interpolate.
+pub fn groovy_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + s.len() / 16);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A Groovy single-quoted string literal.
+pub fn groovy_str(s: &str) -> String {
+    format!("'{}'", groovy_escape(s).replace('\n', "\\n"))
+}
+
+struct StageView {
+    title: &'static str,
+    script: String,
+}
+
+struct SlackView {
+    channel: String,
+    token: String,
+    prefix: String,
+}
+
+/// Template-facing view of the Jenkinsfile.
+#[derive(Template)]
+#[template(path = "Jenkinsfile", escape = "none")]
+struct JenkinsView {
+    app: String,
+    source: String,
+    tools: Vec<String>,
+    timeout_minutes: u64,
+    build: Option<String>,
+    branches: String,
+    credentials: String,
+    stages: Vec<StageView>,
+    abort_script: String,
+    slack: Option<SlackView>,
+}
+
+/// Renders the declarative Jenkinsfile.
+pub fn jenkinsfile(plan: &Plan, source: &str) -> Result<String, Error> {
+    let script = script(plan, source)?;
+    let len = script.encode_utf16().count();
+    if len + 200 > GROOVY_MAX_LITERAL {
+        return Err(Error::TooLong { len });
+    }
+    let branch = &plan.jenkins.branch;
+    let branches = [
+        branch.clone(),
+        format!("origin/{branch}"),
+        format!("refs/heads/{branch}"),
+    ]
+    .iter()
+    .map(|b| groovy_str(b))
+    .collect::<Vec<_>>()
+    .join(", ");
+    let mut credentials = format!(
+        "sshUserPrivateKey(credentialsId: {}, keyFileVariable: 'BG_SSH_KEY')",
+        groovy_str(&plan.ssh.credentials_id)
+    );
+    if let Some(k) = &plan.ssh.known_hosts_credential {
+        let _ = write!(
+            credentials,
+            ", file(credentialsId: {}, variable: 'BG_KNOWN_HOSTS')",
+            groovy_str(k)
+        );
+    }
+    let stages = plan
+        .phases
+        .iter()
+        .map(|p| {
+            let body = if p.kind == PhaseKind::Prepare {
+                format!(
+                    "set -euo pipefail\nmkdir -p .bluegreen\ncat >.bluegreen/deploy.sh <<'{SCRIPT_EOF}'\n{script}{SCRIPT_EOF}\nexec bash .bluegreen/deploy.sh {}",
+                    p.kind.name()
+                )
+            } else {
+                format!("exec bash .bluegreen/deploy.sh {}", p.kind.name())
+            };
+            StageView {
+                title: p.kind.title(),
+                script: groovy_escape(&body),
+            }
+        })
+        .collect();
+    let abort_script = groovy_escape(
+        "if [ -f .bluegreen/deploy.sh ]; then\n  bash .bluegreen/deploy.sh abort\nelse\n  echo 'bluegreen: no deploy to undo'\nfi",
+    );
+    let view = JenkinsView {
+        app: plan.app.clone(),
+        source: source.to_string(),
+        tools: plan
+            .jenkins
+            .tools
+            .iter()
+            .map(|(k, v)| format!("{k} {}", groovy_str(v)))
+            .collect(),
+        timeout_minutes: plan.jenkins.timeout.as_secs().div_ceil(60),
+        build: plan.jenkins.build.as_ref().map(|b| groovy_escape(b)),
+        branches,
+        credentials,
+        stages,
+        abort_script,
+        slack: plan.slack.as_ref().map(|s| SlackView {
+            channel: groovy_str(&s.channel),
+            token: s
+                .token_credential_id
+                .as_ref()
+                .map(|t| format!("tokenCredentialId: {}, ", groovy_str(t)))
+                .unwrap_or_default(),
+            prefix: groovy_str(&format!("{}: ", plan.app)),
+        }),
+    };
+    let mut out = view.render().map_err(|source| Error::Template {
+        what: "the Jenkinsfile",
+        source,
+    })?;
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groovy_escape_handles_backslash_quote_and_cr() {
+        assert_eq!(groovy_escape(r"a\b'c$d"), r"a\\b\'c$d");
+        assert_eq!(groovy_escape("x\r\ny"), "x\\r\ny");
+        assert_eq!(groovy_str("it's\n"), r"'it\'s\n'");
+    }
+}

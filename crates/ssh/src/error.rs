@@ -1,0 +1,374 @@
+//! The one error type of the SSH backend.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What is wrong with a host key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKeyProblem {
+    /// The host has no key in the known_hosts file (refused by `host_key_policy: strict`).
+    Unknown,
+    /// The host's key differs from the one recorded in the known_hosts file.
+    Mismatch,
+}
+
+/// Everything that can make a deploy fail.
+///
+/// Messages are lowercase, without a trailing period, and name the host (`proxy`, `app1`, ...) and the
+/// step where there is one. No message ever holds the key passphrase or the Slack webhook URL.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An environment variable the config refers to is missing or holds an unacceptable value.
+    #[error(transparent)]
+    Env(#[from] bluegreen_core::Error),
+
+    /// The artifact glob matched no file, or more than one.
+    #[error("artifact `{pattern}` {}", artifact_problem(matches))]
+    Artifact {
+        /// The pattern, with variables resolved.
+        pattern: String,
+        /// The files it matched (0 or more than 1).
+        matches: Vec<PathBuf>,
+    },
+
+    /// A local file could not be read or written.
+    #[error("{what} `{}`: {source}", path.display())]
+    Io {
+        /// What was being done, e.g. `cannot read artifact`.
+        what: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The TCP connection or the SSH handshake failed.
+    #[error("{host}: cannot connect to {addr}: {message}")]
+    Connect {
+        /// Host id.
+        host: String,
+        /// `address:port`.
+        addr: String,
+        /// Why.
+        message: String,
+    },
+
+    /// The host key is unknown (strict policy) or does not match the known_hosts file.
+    #[error("{}", host_key_message(host, addr, *port, key_type, file, *kind))]
+    HostKey {
+        /// Host id.
+        host: String,
+        /// The address as written in the config (the name known_hosts records).
+        addr: String,
+        /// SSH port.
+        port: u16,
+        /// Key type, e.g. `ssh-ed25519`.
+        key_type: String,
+        /// The known_hosts file.
+        file: PathBuf,
+        /// Unknown or mismatch.
+        kind: HostKeyProblem,
+    },
+
+    /// Authentication was refused or impossible.
+    #[error("{host}: authentication as `{user}` failed: {message}")]
+    Auth {
+        /// Host id.
+        host: String,
+        /// SSH user.
+        user: String,
+        /// What was tried and why it failed.
+        message: String,
+    },
+
+    /// An SSH operation (channel, SFTP, timeout) failed during a step.
+    #[error("{host}: {step}: ssh error: {message}")]
+    Ssh {
+        /// Host id.
+        host: String,
+        /// Step name.
+        step: String,
+        /// Why.
+        message: String,
+    },
+
+    /// A remote call exited with a non-zero status.
+    #[error("{host}: {step} failed (exit {status}){}", stderr_suffix(stderr))]
+    Remote {
+        /// Host id.
+        host: String,
+        /// Step name.
+        step: String,
+        /// Exit status.
+        status: i32,
+        /// The last lines of its standard error.
+        stderr: String,
+    },
+
+    /// The live slot read from the proxy made no sense.
+    #[error("{host}: detect printed `{output}`, expected blue, green or none")]
+    Detect {
+        /// Host id.
+        host: String,
+        /// What it printed.
+        output: String,
+    },
+
+    /// A new instance did not turn healthy before the deadline.
+    #[error("{host}: not healthy after {}s at {url}: last probe: {last}", secs(deadline))]
+    Health {
+        /// Host id.
+        host: String,
+        /// The URL probed.
+        url: String,
+        /// The last probe's outcome.
+        last: String,
+        /// The deadline.
+        deadline: Duration,
+    },
+
+    /// The proxy switch failed; nginx keeps the previous upstream.
+    #[error("{host}: switch failed (exit {status}), traffic left on the previous slot{}", stderr_suffix(stderr))]
+    Switch {
+        /// Host id (the proxy).
+        host: String,
+        /// Exit status.
+        status: i32,
+        /// The last lines of its standard error.
+        stderr: String,
+    },
+
+    /// The request through the proxy after the switch did not answer as expected.
+    #[error("{host}: check after the switch failed: GET {url} expected {expected}, last: {last}")]
+    Check {
+        /// Host id (the proxy).
+        host: String,
+        /// The URL.
+        url: String,
+        /// Expected status.
+        expected: u16,
+        /// What the last try got.
+        last: String,
+    },
+
+    /// The deploy was interrupted (Ctrl-C).
+    #[error("interrupted during {phase}: {outcome}")]
+    Interrupted {
+        /// The phase that was running.
+        phase: String,
+        /// Where traffic and instances were left.
+        outcome: String,
+    },
+
+    /// A value the backend computes was needed before it was known (a bug in the plan).
+    #[error("{step}: `{name}` is not known yet")]
+    Runtime {
+        /// Step name.
+        step: String,
+        /// The variable's shell name.
+        name: String,
+    },
+}
+
+impl Error {
+    /// The host the error is about, if any.
+    pub fn host(&self) -> Option<&str> {
+        match self {
+            Error::Connect { host, .. }
+            | Error::HostKey { host, .. }
+            | Error::Auth { host, .. }
+            | Error::Ssh { host, .. }
+            | Error::Remote { host, .. }
+            | Error::Detect { host, .. }
+            | Error::Health { host, .. }
+            | Error::Switch { host, .. }
+            | Error::Check { host, .. } => Some(host),
+            _ => None,
+        }
+    }
+}
+
+fn secs(d: &Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.0}")
+    } else {
+        format!("{s:.1}")
+    }
+}
+
+fn artifact_problem(matches: &[PathBuf]) -> String {
+    if matches.is_empty() {
+        "matched no file (build it first, or fix `artifact` in the config)".into()
+    } else {
+        let names: Vec<String> = matches.iter().map(|p| p.display().to_string()).collect();
+        format!(
+            "matched {} files, expected exactly one: {} (make the pattern more specific or remove old builds)",
+            matches.len(),
+            names.join(", ")
+        )
+    }
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    let s = stderr.trim();
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!(": {s}")
+    }
+}
+
+/// The name known_hosts records for `addr:port`: plain for port 22, `[addr]:port` otherwise.
+pub(crate) fn known_hosts_name(addr: &str, port: u16) -> String {
+    if port == 22 {
+        addr.to_string()
+    } else {
+        format!("[{addr}]:{port}")
+    }
+}
+
+fn host_key_message(
+    host: &str,
+    addr: &str,
+    port: u16,
+    key_type: &str,
+    file: &std::path::Path,
+    kind: HostKeyProblem,
+) -> String {
+    let name = known_hosts_name(addr, port);
+    let file = file.display();
+    match kind {
+        HostKeyProblem::Unknown => format!(
+            "{host}: host key of {name} ({key_type}) is not in {file} and ssh.host_key_policy is strict; \
+             check the key out of band, then add it with `ssh-keyscan -p {port} -t {key_type} {addr} >> {file}` \
+             (or set host_key_policy: accept-new)"
+        ),
+        HostKeyProblem::Mismatch => format!(
+            "{host}: host key of {name} ({key_type}) does not match the one recorded in {file}: someone may be \
+             intercepting the connection, or the host was reinstalled; if you know why the key changed, remove the \
+             old entry with `ssh-keygen -R '{name}' -f {file}` and add the new one"
+        ),
+    }
+}
+
+/// A short description of a duration for messages and events: `850ms`, `1.23s`, `2m05s`.
+pub(crate) fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.2}s", d.as_secs_f64())
+    } else {
+        let s = d.as_secs();
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
+/// Keeps the last `n` non-empty lines of `text`.
+pub(crate) fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = lines.len().saturating_sub(n);
+    lines[start..].join("\n")
+}
+
+/// Wraps an `ssh2::Error` without exposing anything but libssh2's message.
+pub(crate) struct SshMsg<'a>(pub &'a ssh2::Error);
+
+impl fmt::Display for SshMsg<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = self.0;
+        if matches!(e.code(), ssh2::ErrorCode::Session(-9)) {
+            // LIBSSH2_ERROR_TIMEOUT
+            write!(f, "timed out (ssh.command_timeout)")
+        } else {
+            write!(f, "{}", e.message())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hk(port: u16, kind: HostKeyProblem) -> Error {
+        Error::HostKey {
+            host: "app1".into(),
+            addr: "10.0.0.11".into(),
+            port,
+            key_type: "ssh-ed25519".into(),
+            file: "/home/ci/.ssh/known_hosts".into(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn mismatch_names_host_key_type_and_file() {
+        let m = hk(22, HostKeyProblem::Mismatch).to_string();
+        assert!(m.starts_with("app1: host key of 10.0.0.11 (ssh-ed25519) does not match"));
+        assert!(m.contains("ssh-keygen -R '10.0.0.11' -f /home/ci/.ssh/known_hosts"));
+        assert!(!m.ends_with('.'));
+        let m = hk(2222, HostKeyProblem::Mismatch).to_string();
+        assert!(m.contains("ssh-keygen -R '[10.0.0.11]:2222' -f /home/ci/.ssh/known_hosts"));
+    }
+
+    #[test]
+    fn unknown_key_says_how_to_add_it() {
+        let m = hk(2222, HostKeyProblem::Unknown).to_string();
+        assert!(m.contains("[10.0.0.11]:2222 (ssh-ed25519) is not in /home/ci/.ssh/known_hosts"));
+        assert!(m.contains("ssh-keyscan -p 2222 -t ssh-ed25519 10.0.0.11 >> /home/ci/.ssh/known_hosts"));
+    }
+
+    #[test]
+    fn artifact_messages() {
+        let none = Error::Artifact {
+            pattern: "build/*.jar".into(),
+            matches: vec![],
+        };
+        assert_eq!(
+            none.to_string(),
+            "artifact `build/*.jar` matched no file (build it first, or fix `artifact` in the config)"
+        );
+        let two = Error::Artifact {
+            pattern: "build/*.jar".into(),
+            matches: vec!["build/a.jar".into(), "build/b.jar".into()],
+        };
+        assert!(two
+            .to_string()
+            .contains("matched 2 files, expected exactly one: build/a.jar, build/b.jar"));
+    }
+
+    #[test]
+    fn remote_and_health_messages() {
+        let e = Error::Remote {
+            host: "proxy".into(),
+            step: "lock".into(),
+            status: 1,
+            stderr: "bluegreen: deploy lock /x/lock is held: holder=a@b\n".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "proxy: lock failed (exit 1): bluegreen: deploy lock /x/lock is held: holder=a@b"
+        );
+        let e = Error::Health {
+            host: "app2".into(),
+            url: "http://10.0.0.12:8081/actuator/health".into(),
+            last: "503 Service Unavailable".into(),
+            deadline: Duration::from_secs(120),
+        };
+        assert_eq!(
+            e.to_string(),
+            "app2: not healthy after 120s at http://10.0.0.12:8081/actuator/health: last probe: 503 Service Unavailable"
+        );
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(human(Duration::from_millis(850)), "850ms");
+        assert_eq!(human(Duration::from_millis(1234)), "1.23s");
+        assert_eq!(human(Duration::from_secs(125)), "2m05s");
+        assert_eq!(last_lines("a\n\nb\nc\nd\n", 2), "c\nd");
+    }
+}
