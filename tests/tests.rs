@@ -1,1 +1,14 @@
+//! Integration tests of the `bluegreen` binary, one test binary for the whole suite.
+//!
+//! - `config_errors`: bad configs, each with its exact message and exit code 2.
+//! - `render`: rendered examples are current, pass `bash -n` and shellcheck, compile under Groovy 2.4
+//!   and evaluate in the declarative-pipeline harness (`tests/groovy/harness.groovy`).
+//! - `hostile`: values with quotes, `$()`, backticks, newlines ... are rejected or rendered inert.
+//!
+//! Tests that need an outside tool (shellcheck, groovy, bash) fail, never skip, when it is missing:
+//! `.ci/run` installs them.
 
+mod config_errors;
+mod hostile;
+mod render;
+mod util;

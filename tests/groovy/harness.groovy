@@ -75,7 +75,7 @@ class CurrentBuild extends GroovyObjectSupport {
     Interp interp
     Object getProperty(String n) {
         switch (n) {
-            case 'result': return interp.explicitResult
+            case 'result': return (interp.explicitResult == null && interp.buildResult == 'SUCCESS') ? null : interp.buildResult
             case 'currentResult': return interp.buildResult
             case 'durationString': return "${((System.currentTimeMillis() - interp.startMillis) / 1000) as long} sec and counting".toString()
             case 'duration': return System.currentTimeMillis() - interp.startMillis

@@ -507,7 +507,8 @@ fn syntax_error(e: &serde_yaml::Error, file: &str) -> Error {
 /// closest expected name.
 fn did_you_mean(message: &str) -> Option<String> {
     let rest = message
-        .strip_prefix("unknown field `")
+        .split("unknown field `")
+        .nth(1)
         .or_else(|| message.split("unknown variant `").nth(1))?;
     let (got, rest) = rest.split_once('`')?;
     let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();

@@ -117,7 +117,10 @@ pub enum Error {
     },
 
     /// A new instance did not turn healthy before the deadline.
-    #[error("{host}: not healthy after {}s at {url}: last probe: {last}", secs(deadline))]
+    #[error(
+        "{host}: not healthy after {}s at {url}: last probe: {last}",
+        secs(deadline)
+    )]
     Health {
         /// Host id.
         host: String,
@@ -130,7 +133,10 @@ pub enum Error {
     },
 
     /// The proxy switch failed; nginx keeps the previous upstream.
-    #[error("{host}: switch failed (exit {status}), traffic left on the previous slot{}", stderr_suffix(stderr))]
+    #[error(
+        "{host}: switch failed (exit {status}), traffic left on the previous slot{}",
+        stderr_suffix(stderr)
+    )]
     Switch {
         /// Host id (the proxy).
         host: String,
@@ -318,7 +324,9 @@ mod tests {
     fn unknown_key_says_how_to_add_it() {
         let m = hk(2222, HostKeyProblem::Unknown).to_string();
         assert!(m.contains("[10.0.0.11]:2222 (ssh-ed25519) is not in /home/ci/.ssh/known_hosts"));
-        assert!(m.contains("ssh-keyscan -p 2222 -t ssh-ed25519 10.0.0.11 >> /home/ci/.ssh/known_hosts"));
+        assert!(
+            m.contains("ssh-keyscan -p 2222 -t ssh-ed25519 10.0.0.11 >> /home/ci/.ssh/known_hosts")
+        );
     }
 
     #[test]

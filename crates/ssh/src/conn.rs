@@ -1,0 +1,550 @@
+//! SSH connections: one libssh2 session per host, owned by its own worker thread.
+//!
+//! A libssh2 `Session` serializes every call behind one lock, so a slow call on one host must not hold
+//! up another: each host gets a thread that connects, checks the host key, authenticates, then runs
+//! the jobs it is sent (remote calls, uploads) one after another.
+
+use crate::error::{known_hosts_name, Error, HostKeyProblem, SshMsg};
+use bluegreen_core::config::HostKeyPolicy;
+use bluegreen_core::remote::REMOTE_COMMAND;
+use sha2::{Digest, Sha256};
+use ssh2::{CheckResult, HostKeyType, KnownHostFileKind, Session};
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// SFTP write size: a multiple of libssh2's 30,000-byte packet payload, about 1 MiB.
+pub(crate) const CHUNK: usize = 30_000 * 35;
+
+/// Serializes changes to known_hosts files between host threads.
+static KNOWN_HOSTS_WRITE: Mutex<()> = Mutex::new(());
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// Host id.
+    pub id: String,
+    /// Address as written (resolved), also the known_hosts name.
+    pub addr: String,
+    /// SSH port.
+    pub port: u16,
+    /// SSH user.
+    pub user: String,
+}
+
+/// Settings shared by every connection.
+pub(crate) struct Settings {
+    pub known_hosts: PathBuf,
+    pub policy: HostKeyPolicy,
+    pub identity: Option<PathBuf>,
+    /// Never shown anywhere.
+    pub passphrase: Option<String>,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+}
+
+/// What a successful connection reports.
+#[derive(Debug)]
+pub(crate) struct Connected {
+    /// `key type, how the key was checked; how we authenticated`.
+    pub message: String,
+    /// A warning to show (host key checking off, key added).
+    pub warning: Option<String>,
+}
+
+/// The result of one remote call.
+#[derive(Debug, Clone)]
+pub(crate) struct Output {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+type Job = Box<dyn FnOnce(&Session) + Send>;
+
+/// A host's worker thread.
+pub(crate) struct Worker {
+    pub id: String,
+    tx: Option<Sender<Job>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Starts a thread that connects to `target`; the receiver gets the outcome of the connection.
+    pub fn spawn(
+        target: Target,
+        settings: Arc<Settings>,
+    ) -> (Worker, Receiver<Result<Connected, Error>>) {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let (ctx, crx) = mpsc::channel();
+        let id = target.id.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("bluegreen-{}", target.id))
+            .spawn(move || {
+                let sess = match connect(&target, &settings) {
+                    Ok((sess, info)) => {
+                        let _ = ctx.send(Ok(info));
+                        sess
+                    }
+                    Err(e) => {
+                        let _ = ctx.send(Err(e));
+                        return;
+                    }
+                };
+                for job in rx {
+                    job(&sess);
+                }
+                let _ = sess.disconnect(None, "deploy finished", None);
+            })
+            .ok();
+        (
+            Worker {
+                id,
+                tx: Some(tx),
+                handle,
+            },
+            crx,
+        )
+    }
+
+    /// Runs `f` on the host's session and waits for its result.
+    pub fn run<T: Send + 'static>(
+        &self,
+        step: &str,
+        f: impl FnOnce(&Session) -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        let (rtx, rrx) = mpsc::channel();
+        let gone = || Error::Ssh {
+            host: self.id.clone(),
+            step: step.to_string(),
+            message: "the connection is gone".into(),
+        };
+        self.tx
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(Box::new(move |s: &Session| {
+                let _ = rtx.send(f(s));
+            }))
+            .map_err(|_| gone())?;
+        rrx.recv().map_err(|_| gone())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn connect_err(t: &Target, message: impl Into<String>) -> Error {
+    Error::Connect {
+        host: t.id.clone(),
+        addr: format!("{}:{}", t.addr, t.port),
+        message: message.into(),
+    }
+}
+
+fn millis_u32(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
+}
+
+/// Connects, checks the host key and authenticates.
+pub(crate) fn connect(t: &Target, s: &Settings) -> Result<(Session, Connected), Error> {
+    let addrs: Vec<_> = (t.addr.as_str(), t.port)
+        .to_socket_addrs()
+        .map_err(|e| connect_err(t, format!("cannot resolve the address: {e}")))?
+        .collect();
+    let mut last = String::from("the address resolves to nothing");
+    let mut tcp = None;
+    for a in &addrs {
+        match TcpStream::connect_timeout(a, s.connect_timeout) {
+            Ok(c) => {
+                tcp = Some(c);
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                last = format!(
+                    "no answer within {}s (ssh.connect_timeout)",
+                    s.connect_timeout.as_secs()
+                );
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    let tcp = tcp.ok_or_else(|| connect_err(t, last))?;
+    let _ = tcp.set_nodelay(true);
+    let mut sess = Session::new().map_err(|e| connect_err(t, SshMsg(&e).to_string()))?;
+    // The handshake is bounded by the connect timeout, everything after it by the command timeout.
+    sess.set_timeout(millis_u32(s.connect_timeout));
+    sess.set_tcp_stream(tcp);
+    sess.handshake()
+        .map_err(|e| connect_err(t, format!("ssh handshake failed: {}", SshMsg(&e))))?;
+    sess.set_timeout(millis_u32(s.command_timeout));
+    sess.set_keepalive(true, 15);
+    let (key_note, warning) = check_host_key(&sess, t, s)?;
+    let auth_note = authenticate(&sess, t, s)?;
+    Ok((
+        sess,
+        Connected {
+            message: format!("{}@{}:{} ({key_note}, {auth_note})", t.user, t.addr, t.port),
+            warning,
+        },
+    ))
+}
+
+/// The OpenSSH name of a host key type.
+pub(crate) fn key_type_name(t: HostKeyType) -> &'static str {
+    match t {
+        HostKeyType::Rsa => "ssh-rsa",
+        HostKeyType::Dss => "ssh-dss",
+        HostKeyType::Ecdsa256 => "ecdsa-sha2-nistp256",
+        HostKeyType::Ecdsa384 => "ecdsa-sha2-nistp384",
+        HostKeyType::Ecdsa521 => "ecdsa-sha2-nistp521",
+        HostKeyType::Ed25519 => "ssh-ed25519",
+        HostKeyType::Unknown => "unknown",
+    }
+}
+
+/// `SHA256:...` as OpenSSH prints it.
+pub(crate) fn fingerprint(key: &[u8]) -> String {
+    format!("SHA256:{}", base64_nopad(&Sha256::digest(key)))
+}
+
+fn base64_nopad(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(char::from(T[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+/// Reads a known_hosts file into libssh2 line by line, so that a line it cannot parse (a
+/// certificate authority, a key type it does not know) does not hide the others.
+fn load_known_hosts(sess: &Session, t: &Target, file: &Path) -> Result<ssh2::KnownHosts, Error> {
+    let mut kh = sess
+        .known_hosts()
+        .map_err(|e| connect_err(t, format!("cannot check the host key: {}", SshMsg(&e))))?;
+    match std::fs::read_to_string(file) {
+        Ok(text) => {
+            for line in text.lines() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let _ = kh.read_str(line, KnownHostFileKind::OpenSSH);
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(Error::Io {
+                what: "cannot read known_hosts file".into(),
+                path: file.to_path_buf(),
+                source,
+            })
+        }
+    }
+    Ok(kh)
+}
+
+/// Applies the host key policy. Returns a note for the connect event and a warning, if any.
+fn check_host_key(
+    sess: &Session,
+    t: &Target,
+    s: &Settings,
+) -> Result<(String, Option<String>), Error> {
+    let (key, ktype) = sess
+        .host_key()
+        .ok_or_else(|| connect_err(t, "the server sent no host key"))?;
+    let type_name = key_type_name(ktype);
+    let fp = fingerprint(key);
+    if s.policy == HostKeyPolicy::Off {
+        return Ok((
+            format!("{type_name} key not checked"),
+            Some(format!(
+                "host key checking is off (ssh.host_key_policy: off): {type_name} key {fp} accepted unverified"
+            )),
+        ));
+    }
+    let problem = |kind| Error::HostKey {
+        host: t.id.clone(),
+        addr: t.addr.clone(),
+        port: t.port,
+        key_type: type_name.to_string(),
+        file: s.known_hosts.clone(),
+        kind,
+    };
+    let check = |kh: &ssh2::KnownHosts| kh.check_port(&t.addr, t.port, key);
+    match check(&load_known_hosts(sess, t, &s.known_hosts)?) {
+        CheckResult::Match => Ok((format!("{type_name} key known"), None)),
+        CheckResult::Mismatch => Err(problem(HostKeyProblem::Mismatch)),
+        CheckResult::Failure => Err(connect_err(t, "libssh2 could not check the host key")),
+        CheckResult::NotFound if s.policy == HostKeyPolicy::Strict => {
+            Err(problem(HostKeyProblem::Unknown))
+        }
+        CheckResult::NotFound => {
+            let _guard = KNOWN_HOSTS_WRITE
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Another thread may have added it (two host ids, one address) while we waited.
+            match check(&load_known_hosts(sess, t, &s.known_hosts)?) {
+                CheckResult::Match => return Ok((format!("{type_name} key known"), None)),
+                CheckResult::Mismatch => return Err(problem(HostKeyProblem::Mismatch)),
+                _ => {}
+            }
+            let name = known_hosts_name(&t.addr, t.port);
+            let line = known_hosts_line(sess, &name, key, ktype).map_err(|e| {
+                connect_err(t, format!("cannot record the host key: {}", SshMsg(&e)))
+            })?;
+            append_line(&s.known_hosts, &line).map_err(|source| Error::Io {
+                what: "cannot add the host key to".into(),
+                path: s.known_hosts.clone(),
+                source,
+            })?;
+            Ok((
+                format!("{type_name} key added"),
+                Some(format!(
+                    "added {type_name} key {fp} of {name} to {} (host_key_policy: accept-new)",
+                    s.known_hosts.display()
+                )),
+            ))
+        }
+    }
+}
+
+fn known_hosts_line(
+    sess: &Session,
+    name: &str,
+    key: &[u8],
+    ktype: HostKeyType,
+) -> Result<String, ssh2::Error> {
+    let mut kh = sess.known_hosts()?;
+    kh.add(name, key, "", ktype.into())?;
+    let hosts = kh.hosts()?;
+    let first = hosts
+        .first()
+        .ok_or_else(|| ssh2::Error::from_errno(ssh2::ErrorCode::Session(-1)))?;
+    kh.write_string(first, KnownHostFileKind::OpenSSH)
+}
+
+fn append_line(file: &Path, line: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+    }
+    let needs_newline = std::fs::read(file)
+        .map(|b| !b.is_empty() && !b.ends_with(b"\n"))
+        .unwrap_or(false);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(file)?;
+    let mut text = String::new();
+    if needs_newline {
+        text.push('\n');
+    }
+    text.push_str(line.trim_end());
+    text.push('\n');
+    f.write_all(text.as_bytes())
+}
+
+/// Authenticates with the identity file, or with every identity of ssh-agent.
+fn authenticate(sess: &Session, t: &Target, s: &Settings) -> Result<String, Error> {
+    let fail = |message: String| Error::Auth {
+        host: t.id.clone(),
+        user: t.user.clone(),
+        message,
+    };
+    if let Some(path) = &s.identity {
+        if !path.exists() {
+            return Err(fail(format!(
+                "identity file {} does not exist (ssh.identity_file)",
+                path.display()
+            )));
+        }
+        return match sess.userauth_pubkey_file(&t.user, None, path, s.passphrase.as_deref()) {
+            Ok(()) if sess.authenticated() => Ok(format!("key {}", path.display())),
+            Ok(()) => Err(fail(format!("key {} was not accepted", path.display()))),
+            Err(e) => {
+                let hint = if s.passphrase.is_none() {
+                    " (if the key has a passphrase, set BLUEGREEN_SSH_PASSPHRASE)"
+                } else {
+                    ""
+                };
+                Err(fail(format!(
+                    "key {} was refused: {}{hint}",
+                    path.display(),
+                    SshMsg(&e)
+                )))
+            }
+        };
+    }
+    let mut agent = sess
+        .agent()
+        .map_err(|e| fail(format!("cannot use ssh-agent: {}", SshMsg(&e))))?;
+    agent.connect().map_err(|e| {
+        fail(format!(
+            "no ssh.identity_file is configured and ssh-agent is not reachable ({}; is SSH_AUTH_SOCK set?)",
+            SshMsg(&e)
+        ))
+    })?;
+    agent
+        .list_identities()
+        .map_err(|e| fail(format!("cannot list ssh-agent identities: {}", SshMsg(&e))))?;
+    let ids = agent
+        .identities()
+        .map_err(|e| fail(format!("cannot list ssh-agent identities: {}", SshMsg(&e))))?;
+    if ids.is_empty() {
+        return Err(fail("ssh-agent holds no identities (ssh-add one)".into()));
+    }
+    for id in &ids {
+        if agent.userauth(&t.user, id).is_ok() && sess.authenticated() {
+            let _ = agent.disconnect();
+            return Ok(format!("ssh-agent key {}", id.comment()));
+        }
+    }
+    let _ = agent.disconnect();
+    Err(fail(format!(
+        "none of the {} ssh-agent identities was accepted",
+        ids.len()
+    )))
+}
+
+/// Runs [`REMOTE_COMMAND`] with `stdin` (the library and the call line) and collects its output.
+pub(crate) fn exec(sess: &Session, stdin: &str) -> Result<Output, String> {
+    let e = |e: ssh2::Error| SshMsg(&e).to_string();
+    let mut ch = sess.channel_session().map_err(e)?;
+    ch.exec(REMOTE_COMMAND).map_err(e)?;
+    ch.write_all(stdin.as_bytes())
+        .map_err(|e| format!("cannot send the call: {e}"))?;
+    ch.send_eof().map_err(e)?;
+    // The library prints little, far less than the channel window, so reading one stream to its end
+    // and then the other cannot deadlock.
+    let mut stdout = Vec::new();
+    ch.read_to_end(&mut stdout)
+        .map_err(|e| format!("reading output: {e}"))?;
+    let mut stderr = Vec::new();
+    ch.stderr()
+        .read_to_end(&mut stderr)
+        .map_err(|e| format!("reading errors: {e}"))?;
+    ch.wait_eof().map_err(e)?;
+    ch.close().map_err(e)?;
+    ch.wait_close().map_err(e)?;
+    let mut status = ch.exit_status().map_err(e)?;
+    let mut stderr = String::from_utf8_lossy(&stderr).into_owned();
+    if let Ok(sig) = ch.exit_signal() {
+        if let Some(name) = sig.exit_signal {
+            status = -1;
+            stderr.push_str(&format!("\nkilled by SIG{name}"));
+        }
+    }
+    Ok(Output {
+        status,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr,
+    })
+}
+
+/// Uploads `local` to `remote` over SFTP in [`CHUNK`]-sized writes, never holding more than one
+/// chunk in memory. Stops early when `stop` turns true. Returns bytes sent and time taken.
+pub(crate) fn upload(
+    sess: &Session,
+    local: &Path,
+    remote: &Path,
+    stop: &dyn Fn() -> bool,
+) -> Result<(u64, Duration), String> {
+    let e = |e: ssh2::Error| SshMsg(&e).to_string();
+    let t0 = Instant::now();
+    let mut src = std::fs::File::open(local)
+        .map_err(|err| format!("cannot read {}: {err}", local.display()))?;
+    let sftp = sess.sftp().map_err(|err| format!("sftp: {}", e(err)))?;
+    let mut dst = sftp
+        .create(remote)
+        .map_err(|err| format!("cannot create {}: {}", remote.display(), e(err)))?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut sent = 0u64;
+    loop {
+        if stop() {
+            return Err("upload cancelled".into());
+        }
+        let n = read_full(&mut src, &mut buf)
+            .map_err(|err| format!("cannot read {}: {err}", local.display()))?;
+        if n == 0 {
+            break;
+        }
+        dst.write_all(&buf[..n])
+            .map_err(|err| format!("writing {}: {err}", remote.display()))?;
+        sent += n as u64;
+    }
+    dst.close()
+        .map_err(|err| format!("closing {}: {}", remote.display(), e(err)))?;
+    Ok((sent, t0.elapsed()))
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Whether a stop was requested.
+pub(crate) fn flag(f: &AtomicBool) -> bool {
+    f.load(Ordering::SeqCst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_known_vectors() {
+        assert_eq!(base64_nopad(b""), "");
+        assert_eq!(base64_nopad(b"f"), "Zg");
+        assert_eq!(base64_nopad(b"fo"), "Zm8");
+        assert_eq!(base64_nopad(b"foo"), "Zm9v");
+        assert_eq!(base64_nopad(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn appends_known_hosts_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sub/known_hosts");
+        append_line(&file, "a ssh-ed25519 AAAA").unwrap();
+        std::fs::write(&file, "a ssh-ed25519 AAAA").unwrap();
+        append_line(&file, "[b]:2222 ssh-ed25519 BBBB\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "a ssh-ed25519 AAAA\n[b]:2222 ssh-ed25519 BBBB\n"
+        );
+    }
+}

@@ -1,0 +1,117 @@
+//! HTTP from the runner: health probes, the check through the proxy, Slack notifications.
+
+use std::time::Duration;
+
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        // What the app answers is what counts: the host-side probe (curl) does not follow redirects.
+        .max_redirects(0)
+        .build()
+        .into()
+}
+
+/// One GET: Ok when the status (and body text, if given) are as expected, else what was seen.
+pub(crate) fn probe(
+    url: &str,
+    status: u16,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut resp = agent(timeout).get(url).call().map_err(|e| e.to_string())?;
+    let got = resp.status().as_u16();
+    let text = resp
+        .body_mut()
+        .with_config()
+        .limit(1 << 20)
+        .read_to_string()
+        .unwrap_or_default();
+    if got != status {
+        let snippet: String = text.trim().chars().take(80).collect();
+        return Err(if snippet.is_empty() {
+            format!("status {got}")
+        } else {
+            format!("status {got}: {snippet}")
+        });
+    }
+    if let Some(want) = body.filter(|b| !b.is_empty()) {
+        if !text.contains(want) {
+            return Err(format!(
+                "status {got} but the body does not contain {want:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The JSON of a Slack incoming-webhook message.
+pub(crate) fn slack_payload(channel: &str, text: &str) -> String {
+    serde_json::json!({ "channel": channel, "text": text }).to_string()
+}
+
+/// Posts to a Slack incoming webhook. The error never contains the URL.
+pub(crate) fn post_slack(url: &str, payload: &str) -> Result<(), String> {
+    let resp = agent(Duration::from_secs(10))
+        .post(url)
+        .header("Content-Type", "application/json")
+        .send(payload);
+    match resp {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("the webhook answered {}", r.status().as_u16())),
+        Err(e) => Err(scrub(&e.to_string(), url)),
+    }
+}
+
+/// Removes a secret URL (and its path, which holds the token) from a message.
+pub(crate) fn scrub(message: &str, url: &str) -> String {
+    let mut m = message.replace(url, "<webhook>");
+    if let Some(rest) = url.split("://").nth(1) {
+        if let Some(i) = rest.find('/') {
+            let path = &rest[i..];
+            if path.len() > 1 {
+                m = m.replace(path, "/<redacted>");
+            }
+        }
+    }
+    format!("cannot post to the webhook: {m}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_is_json() {
+        let p = slack_payload("#deploys", "shop: \"ok\"");
+        let v: serde_json::Value = serde_json::from_str(&p).unwrap();
+        assert_eq!(v["channel"], "#deploys");
+        assert_eq!(v["text"], "shop: \"ok\"");
+    }
+
+    #[test]
+    fn scrub_hides_the_webhook() {
+        let url = "https://hooks.slack.com/services/T000/B000/SECRET";
+        let m = scrub(&format!("bad uri {url} / /services/T000/B000/SECRET"), url);
+        assert!(!m.contains("SECRET"), "{m}");
+    }
+
+    #[test]
+    fn unreachable_webhook_error_has_no_url() {
+        let url = "http://127.0.0.1:9/services/T/B/SECRET";
+        let e = post_slack(url, "{}").unwrap_err();
+        assert!(!e.contains("SECRET"), "{e}");
+    }
+
+    #[test]
+    fn probe_reports_connection_errors() {
+        let e = probe(
+            "http://127.0.0.1:9/health",
+            200,
+            None,
+            Duration::from_millis(500),
+        )
+        .unwrap_err();
+        assert!(!e.is_empty());
+    }
+}

@@ -1,0 +1,888 @@
+//! The runner: phases in order, steps on their hosts, clean-up on failure.
+
+use crate::conn::{self, flag, Connected, Output, Settings, Target, Worker};
+use crate::error::{human, last_lines, Error};
+use crate::event::{Event, Status, LOCAL};
+use crate::http;
+use crate::runtime::{
+    clean_deployer, default_deployer, find_artifact, lookup, resolve, sha256_file, Env, Live,
+    Runtime,
+};
+use crate::{short, ExecOptions, Summary, PASSPHRASE_ENV};
+use bluegreen_core::config::{ProbeFrom, Slack};
+use bluegreen_core::plan::{
+    CopyStep, DrainStep, HealthStep, NotifyStep, RemoteStep, RetainStep, SwitchStep, When,
+};
+use bluegreen_core::{PhaseKind, Plan, RemoteCall, Step};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often a long step reports that it is still waiting.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+enum Msg {
+    Event(Event),
+    Done(Result<(), Error>),
+}
+
+/// What a step thread reports through.
+struct Em {
+    tx: Sender<Msg>,
+    phase: PhaseKind,
+    cleanup: bool,
+    /// Set when another step of the same parallel group failed.
+    abort: Arc<AtomicBool>,
+}
+
+impl Em {
+    fn send(&self, mut e: Event) {
+        e.cleanup = self.cleanup;
+        let _ = self.tx.send(Msg::Event(e));
+    }
+
+    fn event(&self, host: &str, step: &str, status: Status) -> Event {
+        Event::new(host, self.phase.name(), step, status)
+    }
+}
+
+/// How a step ended, when it did not fail.
+struct Done {
+    status: Status,
+    message: String,
+}
+
+impl Done {
+    fn ok(message: impl Into<String>) -> Done {
+        Done {
+            status: Status::Ok,
+            message: message.into(),
+        }
+    }
+
+    fn skip(message: impl Into<String>) -> Done {
+        Done {
+            status: Status::Skipped,
+            message: message.into(),
+        }
+    }
+
+    fn warn(message: impl Into<String>) -> Done {
+        Done {
+            status: Status::Warning,
+            message: message.into(),
+        }
+    }
+}
+
+struct Ctx<'a> {
+    plan: &'a Plan,
+    opts: &'a ExecOptions,
+    env: Env,
+    rt: Mutex<Runtime>,
+    workers: HashMap<String, Worker>,
+    artifact: PathBuf,
+    size: u64,
+    locked: AtomicBool,
+    started: Instant,
+}
+
+pub(crate) fn deploy(
+    plan: &Plan,
+    opts: &ExecOptions,
+    out: &mut dyn FnMut(&Event),
+) -> Result<Summary, Error> {
+    let started = Instant::now();
+    let env = Env::resolve(&plan.env, &*opts.env)?;
+
+    let t = Instant::now();
+    let pattern = env.word(&plan.artifact, "artifact")?;
+    let artifact = find_artifact(&pattern)?;
+    let (release, size) = sha256_file(&artifact)?;
+    out(&Event::new(LOCAL, "prepare", "artifact", Status::Ok)
+        .took(t.elapsed())
+        .msg(format!(
+            "{} ({}, sha256 {})",
+            artifact.display(),
+            mib(size),
+            short(&release)
+        )));
+    let deployer = match &opts.deployer {
+        Some(d) => clean_deployer(d),
+        None => default_deployer(&*opts.env),
+    };
+    let rt = Runtime {
+        slots: plan.slots,
+        live: None,
+        release: release.clone(),
+        deployer: deployer.clone(),
+    };
+
+    let t = Instant::now();
+    let workers = match connect_all(plan, &env, opts, out) {
+        Ok(w) => w,
+        Err(e) => {
+            notify_failure(plan, opts, &rt, "connect", started.elapsed(), &e, out);
+            return Err(e);
+        }
+    };
+    let connect = t.elapsed();
+
+    let ctx = Ctx {
+        plan,
+        opts,
+        env,
+        rt: Mutex::new(rt),
+        workers,
+        artifact: artifact.clone(),
+        size,
+        locked: AtomicBool::new(false),
+        started,
+    };
+    let mut phases = Vec::new();
+    for phase in &plan.phases {
+        let t = Instant::now();
+        let steps: Vec<&Step> = phase.steps.iter().collect();
+        let result = if flag(&opts.interrupt) {
+            Err(ctx.interrupted(phase.kind))
+        } else {
+            ctx.run_steps(phase.kind, &steps, phase.parallel, false, out)
+        };
+        phases.push((phase.kind, t.elapsed()));
+        if let Err(e) = result {
+            // Only release a lock this deploy took: a failed `lock` means someone else holds it.
+            let cleanup: Vec<&Step> = phase
+                .on_failure
+                .iter()
+                .filter(|s| !matches!(s, Step::Unlock(_)) || ctx.locked.load(Ordering::SeqCst))
+                .collect();
+            if !cleanup.is_empty() {
+                let names: Vec<String> = cleanup
+                    .iter()
+                    .map(|s| match s.host() {
+                        Some(h) => format!("{} {h}", s.name()),
+                        None => s.name().to_string(),
+                    })
+                    .collect();
+                out(
+                    &Event::new(LOCAL, phase.kind.name(), "cleanup", Status::Started).msg(format!(
+                        "{} failed: {}",
+                        phase.kind.name(),
+                        names.join(", ")
+                    )),
+                );
+                let _ = ctx.run_steps(phase.kind, &cleanup, false, true, out);
+            }
+            let rt = ctx.rt();
+            notify_failure(
+                plan,
+                opts,
+                &rt,
+                phase.kind.name(),
+                started.elapsed(),
+                &e,
+                out,
+            );
+            return Err(e);
+        }
+    }
+    let rt = ctx.rt();
+    let live = rt.live.unwrap_or(Live::None);
+    Ok(Summary {
+        app: plan.app.clone(),
+        target: live.target().to_string(),
+        previous: live.name().to_string(),
+        release,
+        artifact,
+        artifact_bytes: size,
+        deployer,
+        connect,
+        phases,
+        total: started.elapsed(),
+    })
+}
+
+/// Connects to the proxy and every app host at once.
+fn connect_all(
+    plan: &Plan,
+    env: &Env,
+    opts: &ExecOptions,
+    out: &mut dyn FnMut(&Event),
+) -> Result<HashMap<String, Worker>, Error> {
+    let settings = Arc::new(Settings {
+        known_hosts: PathBuf::from(env.word(&plan.ssh.known_hosts, "ssh.known_hosts")?),
+        policy: plan.ssh.host_key_policy,
+        identity: plan
+            .ssh
+            .identity_file
+            .as_ref()
+            .map(|w| env.word(w, "ssh.identity_file"))
+            .transpose()?
+            .map(PathBuf::from),
+        passphrase: (opts.env)(PASSPHRASE_ENV).filter(|p| !p.is_empty()),
+        connect_timeout: Duration::from_secs(plan.ssh.connect_timeout_secs.max(1)),
+        command_timeout: Duration::from_secs(plan.ssh.command_timeout_secs.max(1)),
+    });
+    let mut targets = Vec::new();
+    for (h, field) in std::iter::once((&plan.proxy, "proxy".to_string())).chain(
+        plan.servers
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h, format!("servers[{i}]"))),
+    ) {
+        targets.push(Target {
+            id: h.id.clone(),
+            addr: env.word(&h.address, &format!("{field}.host"))?,
+            port: h.port,
+            user: env.word(&h.user, &format!("{field}.user"))?,
+        });
+    }
+    let t = Instant::now();
+    let pending: Vec<(Worker, Receiver<Result<Connected, Error>>)> = targets
+        .into_iter()
+        .map(|t| Worker::spawn(t, settings.clone()))
+        .collect();
+    let mut workers = HashMap::new();
+    let mut first_err = None;
+    for (w, rx) in pending {
+        let result = rx.recv().unwrap_or_else(|_| {
+            Err(Error::Ssh {
+                host: w.id.clone(),
+                step: "connect".into(),
+                message: "the connection thread ended".into(),
+            })
+        });
+        match result {
+            Ok(c) => {
+                out(&Event::new(&w.id, "connect", "connect", Status::Ok)
+                    .took(t.elapsed())
+                    .msg(c.message));
+                if let Some(warning) = c.warning {
+                    out(&Event::new(&w.id, "connect", "hostkey", Status::Warning).msg(warning));
+                }
+                workers.insert(w.id.clone(), w);
+            }
+            Err(e) => {
+                out(&Event::new(&w.id, "connect", "connect", Status::Failed)
+                    .took(t.elapsed())
+                    .msg(strip_host(&e)));
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(workers),
+    }
+}
+
+/// The error's message without the leading `host: `, for events that already name the host.
+fn strip_host(e: &Error) -> String {
+    let m = e.to_string();
+    match e.host() {
+        Some(h) => m
+            .strip_prefix(&format!("{h}: "))
+            .map(str::to_string)
+            .unwrap_or(m),
+        None => m,
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn last_line(s: &str) -> String {
+    last_lines(s, 1)
+}
+
+impl Ctx<'_> {
+    fn rt(&self) -> Runtime {
+        self.rt
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_live(&self, live: Live) {
+        self.rt
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .live = Some(live);
+    }
+
+    fn interrupted(&self, kind: PhaseKind) -> Error {
+        let rt = self.rt();
+        let outcome = match kind {
+            PhaseKind::Prepare => "nothing was changed; the lock is released".to_string(),
+            PhaseKind::Upload | PhaseKind::Start | PhaseKind::Verify => {
+                "the new instances are stopped, the lock is released, traffic was not touched"
+                    .to_string()
+            }
+            PhaseKind::Switch => {
+                "the upstream is switched back where it had moved, the new instances are stopped, the lock is released"
+                    .to_string()
+            }
+            PhaseKind::Drain | PhaseKind::Retire | PhaseKind::Finish => format!(
+                "traffic is already on {}; the old slot {} may still be running; the lock is released",
+                rt.live.unwrap_or(Live::None).target(),
+                rt.live.unwrap_or(Live::None).name()
+            ),
+        };
+        Error::Interrupted {
+            phase: kind.name().to_string(),
+            outcome,
+        }
+    }
+
+    /// Why a step stops early: Ctrl-C, or another host of the same phase failed.
+    fn stop_reason(&self, em: &Em) -> Option<Error> {
+        if em.cleanup {
+            return None;
+        }
+        if flag(&self.opts.interrupt) {
+            return Some(self.interrupted(em.phase));
+        }
+        if flag(&em.abort) {
+            return Some(Error::Interrupted {
+                phase: em.phase.name().to_string(),
+                outcome: "cancelled because another host failed".into(),
+            });
+        }
+        None
+    }
+
+    /// Sleeps up to `d`, waking early to stop.
+    fn sleep(&self, d: Duration, em: &Em) -> Result<(), Error> {
+        let end = Instant::now() + d;
+        loop {
+            if let Some(e) = self.stop_reason(em) {
+                return Err(e);
+            }
+            let now = Instant::now();
+            if now >= end {
+                return Ok(());
+            }
+            std::thread::sleep((end - now).min(Duration::from_millis(100)));
+        }
+    }
+
+    fn worker(&self, host: &str, step: &str) -> Result<&Worker, Error> {
+        self.workers.get(host).ok_or_else(|| Error::Ssh {
+            host: host.to_string(),
+            step: step.to_string(),
+            message: "no connection to this host".into(),
+        })
+    }
+
+    /// Runs `steps`, all at once or one after another. On failure of a step, the others of a
+    /// parallel group are told to stop; sequentially, nothing further runs unless `cleanup`.
+    fn run_steps(
+        &self,
+        phase: PhaseKind,
+        steps: &[&Step],
+        parallel: bool,
+        cleanup: bool,
+        out: &mut dyn FnMut(&Event),
+    ) -> Result<(), Error> {
+        let groups: Vec<Vec<&Step>> = if parallel {
+            vec![steps.to_vec()]
+        } else {
+            steps.iter().map(|s| vec![*s]).collect()
+        };
+        let mut first_err = None;
+        std::thread::scope(|scope| {
+            for group in groups {
+                let (tx, rx) = mpsc::channel();
+                let abort = Arc::new(AtomicBool::new(false));
+                for step in &group {
+                    let em = Em {
+                        tx: tx.clone(),
+                        phase,
+                        cleanup,
+                        abort: abort.clone(),
+                    };
+                    let step: &Step = step;
+                    scope.spawn(move || {
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            self.run_step(step, &em)
+                        }))
+                        .unwrap_or_else(|_| {
+                            Err(Error::Ssh {
+                                host: step.host().unwrap_or(LOCAL).to_string(),
+                                step: step.name().to_string(),
+                                message: "internal error (panic)".into(),
+                            })
+                        });
+                        let _ = em.tx.send(Msg::Done(r));
+                    });
+                }
+                drop(tx);
+                let mut pending = group.len();
+                while pending > 0 {
+                    match rx.recv() {
+                        Ok(Msg::Event(e)) => out(&e),
+                        Ok(Msg::Done(r)) => {
+                            pending -= 1;
+                            if let Err(e) = r {
+                                abort.store(true, Ordering::SeqCst);
+                                first_err.get_or_insert(e);
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if first_err.is_some() && !cleanup {
+                    break;
+                }
+            }
+        });
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs one step, reporting its start and its end.
+    fn run_step(&self, step: &Step, em: &Em) -> Result<(), Error> {
+        let host = step.host().unwrap_or(LOCAL);
+        let name = step.name();
+        let rt = self.rt();
+        let when = match step {
+            Step::Lock(s)
+            | Step::Detect(s)
+            | Step::Start(s)
+            | Step::Record(s)
+            | Step::Stop(s)
+            | Step::Unlock(s) => s.when,
+            Step::Switch(s) => s.when,
+            _ => When::Always,
+        };
+        let skip = if when == When::LiveExists && !rt.live_exists() {
+            Some("no slot was live before this deploy")
+        } else if rt.live.is_none() && em.cleanup && !matches!(step, Step::Unlock(_)) {
+            Some("nothing to undo: the live slot was never read")
+        } else {
+            None
+        };
+        if let Some(why) = skip {
+            em.send(em.event(host, name, Status::Skipped).msg(why));
+            return Ok(());
+        }
+        if let Some(e) = self.stop_reason(em) {
+            em.send(em.event(host, name, Status::Failed).msg(strip_host(&e)));
+            return Err(e);
+        }
+        let mut started = em.event(host, name, Status::Started);
+        if self.opts.verbose {
+            let call = match step {
+                Step::Lock(s)
+                | Step::Detect(s)
+                | Step::Start(s)
+                | Step::Record(s)
+                | Step::Stop(s)
+                | Step::Unlock(s) => Some(&s.call),
+                Step::Switch(s) => Some(&s.call),
+                _ => None,
+            };
+            if let Some(c) = call {
+                started.command = c.call_line(|v| lookup(v, &self.env, &rt, name)).ok();
+            }
+        }
+        em.send(started);
+        let t = Instant::now();
+        let result = match step {
+            Step::Lock(s)
+            | Step::Detect(s)
+            | Step::Start(s)
+            | Step::Record(s)
+            | Step::Stop(s)
+            | Step::Unlock(s) => self.remote(step, s, em),
+            Step::Copy(c) => self.copy(c, em),
+            Step::Health(h) => self.health(h, em),
+            Step::Switch(s) => self.switch(s, em),
+            Step::Drain(d) => self.drain(d, em),
+            Step::Retain(r) => Ok(self.retain(r)),
+            Step::Notify(n) => Ok(self.notify_success(n)),
+        };
+        match result {
+            Ok(done) => {
+                em.send(
+                    em.event(host, name, done.status)
+                        .took(t.elapsed())
+                        .msg(done.message),
+                );
+                Ok(())
+            }
+            Err(e) => {
+                em.send(
+                    em.event(host, name, Status::Failed)
+                        .took(t.elapsed())
+                        .msg(strip_host(&e)),
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// One remote call; a non-zero exit is an [`Error::Remote`].
+    fn call(
+        &self,
+        host: &str,
+        step: &str,
+        call: &RemoteCall,
+        em: &Em,
+        show: bool,
+    ) -> Result<Output, Error> {
+        let out = self.call_raw(host, step, call, em, show)?;
+        if out.status != 0 {
+            return Err(Error::Remote {
+                host: host.to_string(),
+                step: step.to_string(),
+                status: out.status,
+                stderr: last_lines(&out.stderr, 5),
+            });
+        }
+        Ok(out)
+    }
+
+    /// One remote call, whatever its exit status. With `show` and verbose on, the call line is
+    /// reported first.
+    fn call_raw(
+        &self,
+        host: &str,
+        step: &str,
+        call: &RemoteCall,
+        em: &Em,
+        show: bool,
+    ) -> Result<Output, Error> {
+        let rt = self.rt();
+        let stdin = call.stdin(|v| lookup(v, &self.env, &rt, step))?;
+        if show && self.opts.verbose {
+            let mut e = em.event(host, step, Status::Progress);
+            e.command = Some(call.call_line(|v| lookup(v, &self.env, &rt, step))?);
+            em.send(e);
+        }
+        let worker = self.worker(host, step)?;
+        worker
+            .run(step, move |s| conn::exec(s, &stdin))?
+            .map_err(|message| Error::Ssh {
+                host: host.to_string(),
+                step: step.to_string(),
+                message,
+            })
+    }
+
+    fn remote(&self, step: &Step, s: &RemoteStep, em: &Em) -> Result<Done, Error> {
+        let name = step.name();
+        let out = self.call(&s.host, name, &s.call, em, false)?;
+        let mut message = last_line(&out.stdout);
+        match step {
+            Step::Lock(_) => self.locked.store(true, Ordering::SeqCst),
+            Step::Unlock(_) => self.locked.store(false, Ordering::SeqCst),
+            Step::Detect(_) => {
+                let live = Live::parse(&out.stdout).ok_or_else(|| Error::Detect {
+                    host: s.host.clone(),
+                    output: last_line(&out.stdout),
+                })?;
+                self.set_live(live);
+                let port = if live.target() == "blue" {
+                    self.plan.slots.blue
+                } else {
+                    self.plan.slots.green
+                };
+                message = format!(
+                    "live: {}, deploying to {} (port {port})",
+                    live.name(),
+                    live.target()
+                );
+                let note = last_line(&out.stderr);
+                if !note.is_empty() {
+                    message.push_str(&format!(" ({note})"));
+                }
+            }
+            _ => {}
+        }
+        Ok(Done::ok(message))
+    }
+
+    fn copy(&self, c: &CopyStep, em: &Em) -> Result<Done, Error> {
+        let rt = self.rt();
+        let dir = resolve(&c.dir, &self.env, &rt, "copy")?;
+        let prepared = self.call(&c.host, "copy", &c.prepare, em, true)?;
+        let free_kib = prepared
+            .stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("free_kib="))
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(kib) = free_kib {
+            if kib.saturating_mul(1024) < self.size {
+                return Err(Error::Ssh {
+                    host: c.host.clone(),
+                    step: "copy".into(),
+                    message: format!(
+                        "only {} free in {dir}, the artifact needs {}",
+                        mib(kib * 1024),
+                        mib(self.size)
+                    ),
+                });
+            }
+        }
+        let remote = PathBuf::from(format!("{dir}/{}", c.tmp_name));
+        let local = self.artifact.clone();
+        let interrupt = self.opts.interrupt.clone();
+        let abort = em.abort.clone();
+        let worker = self.worker(&c.host, "copy")?;
+        let uploaded = worker.run("copy", move |s| {
+            conn::upload(s, &local, &remote, &|| flag(&interrupt) || flag(&abort))
+        })?;
+        let (bytes, took) = match uploaded {
+            Ok(v) => v,
+            Err(message) => {
+                return Err(self.stop_reason(em).unwrap_or(Error::Ssh {
+                    host: c.host.clone(),
+                    step: "copy".into(),
+                    message,
+                }))
+            }
+        };
+        self.call(&c.host, "copy", &c.install, em, true)?;
+        let rate = bytes as f64 / (1024.0 * 1024.0) / took.as_secs_f64().max(1e-6);
+        Ok(Done::ok(format!(
+            "{} to {dir} in {} ({rate:.0} MiB/s over sftp), sha256 checked",
+            mib(bytes),
+            human(took)
+        )))
+    }
+
+    fn health(&self, h: &HealthStep, em: &Em) -> Result<Done, Error> {
+        let rt = self.rt();
+        let url = resolve(&h.url, &self.env, &rt, "health")?;
+        let deadline = Duration::from_millis(h.deadline_ms);
+        let interval = Duration::from_millis(h.interval_ms.max(10));
+        let timeout = Duration::from_millis(h.timeout_ms.max(10));
+        let need = h.successes.max(1);
+        let t0 = Instant::now();
+        let mut next_note = t0 + PROGRESS_EVERY;
+        let mut good = 0u32;
+        let mut probes = 0u32;
+        let mut last = String::from("no probe answered yet");
+        loop {
+            if let Some(e) = self.stop_reason(em) {
+                return Err(e);
+            }
+            probes += 1;
+            let result = match h.from {
+                ProbeFrom::Runner => http::probe(&url, h.status, h.body.as_deref(), timeout),
+                ProbeFrom::Host => {
+                    let out = self.call(&h.host, "health", &h.probe, em, probes == 1)?;
+                    let line = last_line(&out.stdout);
+                    if line.starts_with("ok") {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "status {} (probed from the host)",
+                            line.trim_start_matches("bad").trim()
+                        ))
+                    }
+                }
+            };
+            match result {
+                Ok(()) => {
+                    good += 1;
+                    if good >= need {
+                        return Ok(Done::ok(format!(
+                            "healthy after {} ({probes} probes of {url})",
+                            human(t0.elapsed())
+                        )));
+                    }
+                }
+                Err(m) => {
+                    good = 0;
+                    last = m;
+                }
+            }
+            let elapsed = t0.elapsed();
+            if elapsed >= deadline {
+                if good > 0 {
+                    last = format!("{good} of {need} consecutive good probes");
+                }
+                return Err(Error::Health {
+                    host: h.host.clone(),
+                    url,
+                    last,
+                    deadline,
+                });
+            }
+            if Instant::now() >= next_note {
+                next_note += PROGRESS_EVERY;
+                em.send(
+                    em.event(&h.host, "health", Status::Progress)
+                        .took(elapsed)
+                        .msg(format!("waiting for {url}: {last}")),
+                );
+            }
+            self.sleep(interval.min(deadline - elapsed), em)?;
+        }
+    }
+
+    fn switch(&self, s: &SwitchStep, em: &Em) -> Result<Done, Error> {
+        let rt = self.rt();
+        let back = s.when == When::LiveExists;
+        let out = self.call_raw(&s.host, "switch", &s.call, em, false)?;
+        if out.status != 0 {
+            return Err(Error::Switch {
+                host: s.host.clone(),
+                status: out.status,
+                stderr: last_lines(&out.stderr, 5),
+            });
+        }
+        let settled = self.call(&s.host, "switch", &s.settle, em, true)?;
+        let live = rt.live.unwrap_or(Live::None);
+        let (slot, port) = if back {
+            (
+                live.name(),
+                rt.get(bluegreen_core::RuntimeVar::LivePort)
+                    .unwrap_or_default(),
+            )
+        } else {
+            (
+                live.target(),
+                rt.get(bluegreen_core::RuntimeVar::TargetPort)
+                    .unwrap_or_default(),
+            )
+        };
+        let mut message = format!(
+            "traffic {} {slot} (port {port}); {}",
+            if back { "back on" } else { "on" },
+            last_line(&settled.stdout)
+        );
+        if let Some(u) = &s.check_url {
+            let url = resolve(u, &self.env, &rt, "switch")?;
+            let mut last = String::new();
+            let mut ok = false;
+            for attempt in 0..6 {
+                if attempt > 0 {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                match http::probe(&url, s.check_status, None, Duration::from_secs(2)) {
+                    Ok(()) => {
+                        ok = true;
+                        break;
+                    }
+                    Err(m) => last = m,
+                }
+            }
+            if !ok {
+                return Err(Error::Check {
+                    host: s.host.clone(),
+                    url,
+                    expected: s.check_status,
+                    last,
+                });
+            }
+            message.push_str(&format!("; GET {url}: {}", s.check_status));
+        }
+        Ok(Done::ok(message))
+    }
+
+    fn drain(&self, d: &DrainStep, em: &Em) -> Result<Done, Error> {
+        let t = Duration::from_millis(d.millis);
+        self.sleep(t, em)?;
+        Ok(Done::ok(format!(
+            "waited {} for in-flight requests",
+            human(t)
+        )))
+    }
+
+    fn retain(&self, r: &RetainStep) -> Done {
+        let rt = self.rt();
+        match rt.live {
+            Some(live @ (Live::Blue | Live::Green)) => Done::ok(format!(
+                "{} keeps running on port {} for the {}s rollback window (the next deploy to it stops it)",
+                live.name(),
+                rt.get(bluegreen_core::RuntimeVar::LivePort).unwrap_or_default(),
+                r.seconds
+            )),
+            _ => Done::skip("no old slot to retain (first deploy)"),
+        }
+    }
+
+    fn notify_success(&self, n: &NotifyStep) -> Done {
+        let rt = self.rt();
+        let live = rt.live.unwrap_or(Live::None);
+        let text = format!(
+            "{}: deployed {} to {} (previous: {}) in {} by {}: succeeded",
+            self.plan.app,
+            short(&rt.release),
+            live.target(),
+            live.name(),
+            human(self.started.elapsed()),
+            rt.deployer
+        );
+        match send_slack(&n.channel, &n.webhook_env, &text, self.opts) {
+            SlackResult::Sent => Done::ok(format!("posted to {}", n.channel)),
+            SlackResult::NotSet => Done::skip(format!("${} is not set", n.webhook_env)),
+            SlackResult::Failed(m) => Done::warn(m),
+        }
+    }
+}
+
+enum SlackResult {
+    Sent,
+    NotSet,
+    Failed(String),
+}
+
+fn send_slack(channel: &str, webhook_env: &str, text: &str, opts: &ExecOptions) -> SlackResult {
+    let Some(url) = (opts.env)(webhook_env).filter(|u| !u.trim().is_empty()) else {
+        return SlackResult::NotSet;
+    };
+    match http::post_slack(url.trim(), &http::slack_payload(channel, text)) {
+        Ok(()) => SlackResult::Sent,
+        Err(m) => SlackResult::Failed(m),
+    }
+}
+
+/// Tells Slack (when configured and its webhook variable is set) that the deploy failed.
+fn notify_failure(
+    plan: &Plan,
+    opts: &ExecOptions,
+    rt: &Runtime,
+    phase: &str,
+    took: Duration,
+    error: &Error,
+    out: &mut dyn FnMut(&Event),
+) {
+    let Some(Slack {
+        channel,
+        webhook_env,
+        ..
+    }) = &plan.slack
+    else {
+        return;
+    };
+    let target = rt
+        .live
+        .map(|l| format!(" to {}", l.target()))
+        .unwrap_or_default();
+    let first_line = error.to_string();
+    let first_line = first_line.lines().next().unwrap_or_default();
+    let text = format!(
+        "{}: deploy of {}{target} by {} FAILED in {phase} after {}: {first_line}",
+        plan.app,
+        short(&rt.release),
+        rt.deployer,
+        human(took)
+    );
+    let t = Instant::now();
+    let event = |status| Event::new(LOCAL, phase, "notify", status).took(t.elapsed());
+    match send_slack(channel, webhook_env, &text, opts) {
+        SlackResult::Sent => out(&event(Status::Ok).msg(format!("failure posted to {channel}"))),
+        SlackResult::NotSet => {}
+        SlackResult::Failed(m) => out(&event(Status::Warning).msg(m)),
+    }
+}

@@ -1,0 +1,159 @@
+#!/bin/bash
+# Self-test for tests/groovy/harness.groovy: runs it on the fixtures and checks exit codes and JSON fields.
+# Usage: tests/groovy/selftest.sh   (needs groovy 2.4 + a JDK; python3 for JSON checks)
+set -u
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+H="$HERE/harness.groovy"
+FX="$HERE/fixtures"
+: "${JAVA_HOME:=/usr/lib/jvm/java-17-openjdk-amd64}"
+export JAVA_HOME
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+printf 'FAKE PRIVATE KEY\n' > "$TMP/key"
+printf 'back.example.com ssh-ed25519 AAAA\n' > "$TMP/known_hosts"
+mkdir -p "$TMP/ws"
+CREDS=(--cred "back-key=$TMP/key" --cred-user back-key=deploy --cred "known-hosts=$TMP/known_hosts")
+
+pass=0; fail=0
+# check NAME EXPECTED_RC PYTHON_ASSERTIONS(about dict d, may be empty) -- harness args...
+check() {
+    local name="$1" want="$2" py="$3"; shift 4
+    local out="$TMP/$name.json" log="$TMP/$name.log"
+    rm -f "$out"
+    groovy "$H" --quiet --result-file "$out" "$@" >"$log" 2>&1
+    local rc=$?
+    if [ "$rc" != "$want" ]; then
+        echo "FAIL $name: exit $rc, expected $want"; sed 's/^/    /' "$log"; fail=$((fail+1)); return
+    fi
+    if [ -n "$py" ]; then
+        if ! python3 - "$out" "$py" <<'PY' >"$log.py" 2>&1; then
+import json, sys
+d = json.load(open(sys.argv[1]))
+st = {s['name']: s for s in d.get('stages') or []}
+exec(sys.argv[2])
+PY
+            echo "FAIL $name: JSON assertion failed"; sed 's/^/    /' "$log.py"; fail=$((fail+1)); return
+        fi
+    fi
+    echo "ok   $name"; pass=$((pass+1))
+}
+
+# --- valid pipeline, dry run (sh recorded, not executed)
+check valid-dry 0 "
+assert d['result'] == 'SUCCESS', d['result']
+assert [s['name'] for s in d['stages']] == ['Build', 'Deploy', 'Pick color', 'Push', 'Never on feature branches']
+assert st['Pick color']['parent'] == 'Deploy' and st['Push']['parent'] == 'Deploy'
+assert st['Never on feature branches']['status'] == 'skipped'
+assert d['run'] is False and len(d['sh']) == 3
+assert d['sh'][0] == {'stage': 'Build', 'script': 'echo gradle build', 'label': 'gradle build', 'returnStdout': False, 'returnStatus': False, 'exitCode': 0}
+assert d['sh'][2]['script'].startswith('#!/bin/bash\n')
+assert d['credentials'] == ['back-key', 'known-hosts']
+assert d['options']['timeout'] == {'time': 15, 'unit': 'MINUTES'}
+assert d['options']['disableConcurrentBuilds'] == {'abortPrevious': True}
+assert d['tools'] == {'gradle': 'gradle-8'}
+assert [p['name'] for p in d['parameters']] == ['ROLLBACK', 'VERSION', 'TARGET']
+assert d['params'] == {'ROLLBACK': False, 'VERSION': '1.0.0', 'TARGET': 'auto'}
+assert len(d['input']) == 1 and d['input'][0]['ok'] == 'Switch'
+assert d['slack'] == [{'channel': '#deploys', 'color': 'good', 'message': 'Deployed shop to green', 'stage': None}], d['slack']
+assert d['echo'][0] == 'building shop 1.0.0 into /srv/shop'
+" -- --env BRANCH_NAME=main "${CREDS[@]}" "$FX/valid.Jenkinsfile"
+
+# --- same, executed: shebang script runs under bash, key copy is mode 0400, stdout captured
+check valid-run 0 "
+assert d['result'] == 'SUCCESS', (d['result'], d['errors'])
+assert all(s['exitCode'] == 0 for s in d['sh'])
+assert d['slack'][0]['message'] == 'Deployed shop to blue', d['slack']
+assert 'color file: blue' in d['echo']
+" -- --run --workspace "$TMP/ws" --env BRANCH_NAME=main "${CREDS[@]}" "$FX/valid.Jenkinsfile"
+
+# --- not on main and no rollback: Deploy skipped (branch reads BRANCH_NAME only; GIT_BRANCH is ignored)
+check valid-feature-branch 0 "
+assert d['result'] == 'SUCCESS'
+assert st['Deploy']['status'] == 'skipped' and st['Push']['status'] == 'skipped'
+assert d['sh'] == [d['sh'][0]] and d['credentials'] == []
+" -- --env GIT_BRANCH=origin/main "$FX/valid.Jenkinsfile"
+
+# --- rollback param (boolean parsed) enables Deploy on a feature branch
+check valid-rollback-param 0 "
+assert d['params']['ROLLBACK'] is True
+assert st['Deploy']['status'] == 'success'
+" -- --env BRANCH_NAME=feature/x --param ROLLBACK=true "${CREDS[@]}" "$FX/valid.Jenkinsfile"
+
+# --- unknown credentials id: FAILURE like Jenkins
+check valid-missing-cred 0 "
+assert d['result'] == 'FAILURE'
+assert st['Push']['status'] == 'failed' and st['Deploy']['status'] == 'failed'
+assert any(\"Could not find credentials entry with ID 'back-key'\" in e['message'] for e in d['errors'])
+assert d['slack'][0]['color'] == 'danger'
+" -- --env BRANCH_NAME=main "$FX/valid.Jenkinsfile"
+
+# --- input rejected: ABORTED, no success notification
+check valid-input-abort 0 "
+assert d['result'] == 'ABORTED'
+assert st['Push']['status'] == 'aborted' and st['Never on feature branches']['status'] == 'skipped'
+assert d['slack'] == []
+assert {'scope': 'pipeline', 'condition': 'always'} in d['post']
+" -- --env BRANCH_NAME=main --input abort "${CREDS[@]}" "$FX/valid.Jenkinsfile"
+
+# --- simulated timeout/abort at a stage
+check valid-abort-at-stage 0 "
+assert d['result'] == 'ABORTED'
+assert st['Build']['status'] == 'aborted' and st['Deploy']['status'] == 'skipped'
+assert d['sh'] == []
+" -- --env BRANCH_NAME=main --abort-at-stage Build "${CREDS[@]}" "$FX/valid.Jenkinsfile"
+
+# --- failing sh with --run
+check failing-sh-run 0 "
+assert d['result'] == 'FAILURE'
+assert [s['status'] for s in d['stages']] == ['success', 'failed', 'skipped']
+assert [s['exitCode'] for s in d['sh']] == [0, 3]
+assert d['echo'] == ['stage Boom failed', 'always'], d['echo']
+assert d['slack'][0]['message'] == 'Build FAILURE'
+" -- --run --workspace "$TMP/ws" "$FX/failing-sh.Jenkinsfile"
+
+# --- same fixture dry: nothing executed, so SUCCESS; --fail-sh makes it fail without running anything
+check failing-sh-dry 0 "
+assert d['result'] == 'SUCCESS' and d['echo'] == ['never printed', 'never reached', 'always', 'unexpected success'], d['echo']
+" -- "$FX/failing-sh.Jenkinsfile"
+check failing-sh-dry-failsh 0 "
+assert d['result'] == 'FAILURE' and st['Boom']['status'] == 'failed'
+" -- --fail-sh 'exit 3' "$FX/failing-sh.Jenkinsfile"
+
+# --- shebang only when #! is the very first character
+check shebang 0 "
+assert [s['exitCode'] for s in d['sh']] == [0, 1], d['sh']
+" -- --run --workspace "$TMP/ws" "$FX/shebang.Jenkinsfile"
+
+check nested-fail 0 "
+assert d['result'] == 'FAILURE'
+assert [(s['name'], s['status']) for s in d['stages']] == [('Deploy', 'failed'), ('Green', 'failed'), ('Switch', 'skipped'), ('Notify', 'skipped')]
+assert d['echo'] == ['deploy unsuccessful', 'pipeline failure', 'pipeline cleanup'], d['echo']
+" -- "$FX/nested-fail.Jenkinsfile"
+
+check agent-none-sh 0 "
+assert d['result'] == 'FAILURE' and st['No agent']['status'] == 'failed'
+assert 'hudson.FilePath' in d['errors'][0]['message']
+assert d['slack'][0]['message'] == 'done'
+" -- "$FX/agent-none-sh.Jenkinsfile"
+
+check string-false 0 "
+assert st['Runs anyway']['status'] == 'success' and st['Skipped']['status'] == 'skipped'
+assert st['Main only']['status'] == 'skipped'
+" -- "$FX/string-false.Jenkinsfile"
+check string-false-main 0 "
+assert st['Main only']['status'] == 'success'
+" -- --env BRANCH_NAME=main "$FX/string-false.Jenkinsfile"
+
+# --- structural and compile errors must fail
+for f in step-in-stage missing-agent bad-post when-outside-stage two-agents step-in-pipeline stage-both; do
+    check "$f" 4 "assert d['result'] is None and d['error']['kind'] == 'structure'" -- "$FX/$f.Jenkinsfile"
+done
+check compile-error 3 "assert d['error']['kind'] == 'compile' and 'unexpected char' in d['error']['message']" -- "$FX/compile-error.Jenkinsfile"
+
+# --- usage errors
+check usage-no-file 2 "" -- --run
+check usage-bad-option 2 "" -- --bogus "$FX/valid.Jenkinsfile"
+check usage-bad-env 2 "" -- --env NOVALUE "$FX/valid.Jenkinsfile"
+
+echo "selftest: $pass passed, $fail failed"
+[ "$fail" = 0 ]

@@ -1,0 +1,441 @@
+//! Rendered scripts and Jenkinsfiles: current, valid bash, shellcheck-clean, valid Groovy 2.4, and
+//! structurally sound declarative pipelines whose shell steps carry the exact deploy script.
+
+use crate::util::{bluegreen, java_home, require, root, stderr, stdout, TempDir};
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+/// Every example config, by name.
+pub fn examples() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root().join("examples"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".yaml").map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    assert!(names.len() >= 2, "expected at least two examples");
+    names
+}
+
+fn render(example: &str, what: &str) -> String {
+    let cfg = format!("examples/{example}.yaml");
+    let out = bluegreen(&["-c", &cfg, "render", what]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+}
+
+#[test]
+fn committed_renders_are_current() {
+    for ex in examples() {
+        for (what, file) in [
+            ("script", format!("examples/{ex}.deploy.sh")),
+            ("jenkinsfile", format!("examples/{ex}.Jenkinsfile")),
+        ] {
+            let cfg = format!("examples/{ex}.yaml");
+            let out = bluegreen(&["-c", &cfg, "render", what, "--check", &file]);
+            assert!(
+                out.status.success(),
+                "{file} is stale; run `bluegreen -c {cfg} render {what} -o {file}`\n{}",
+                stderr(&out)
+            );
+        }
+    }
+}
+
+#[test]
+fn check_reports_a_stale_file_with_a_diff() {
+    let dir = TempDir::new("stale");
+    let fresh = render("sokdak", "script");
+    let stale = dir.write(
+        "deploy.sh",
+        &fresh.replacen("set -euo pipefail", "set -eu", 1),
+    );
+    let out = bluegreen(&[
+        "-c",
+        "examples/sokdak.yaml",
+        "render",
+        "script",
+        "--check",
+        stale.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("is stale"), "{err}");
+    assert!(err.contains("-set -eu\n+set -euo pipefail\n"), "{err}");
+}
+
+#[test]
+fn output_option_writes_an_executable_script() {
+    let dir = TempDir::new("out");
+    let path = dir.path().join("deploy.sh");
+    let out = bluegreen(&[
+        "-c",
+        "examples/sokdak.yaml",
+        "render",
+        "script",
+        "-o",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o111, 0o111);
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        render("sokdak", "script")
+    );
+}
+
+fn shellcheck(path: &Path) {
+    require("shellcheck", "shellcheck");
+    let out = Command::new("shellcheck")
+        .args(["--norc", "--severity=style", "--shell=bash"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "shellcheck findings in {}:\n{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn scripts_pass_bash_n_and_shellcheck() {
+    require("bash", "bash");
+    for ex in examples() {
+        let path = root().join(format!("examples/{ex}.deploy.sh"));
+        let out = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+        assert!(
+            out.status.success(),
+            "bash -n {ex}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        shellcheck(&path);
+    }
+    // The remote library is embedded in a quoted heredoc, which shellcheck does not read: check it
+    // on its own.
+    shellcheck(&root().join("crates/core/src/remote.sh"));
+}
+
+#[test]
+fn shellcheck_can_fail() {
+    // Proves the check above is not vacuous: a script with a classic mistake is reported.
+    let dir = TempDir::new("sc");
+    let bad = dir.write("bad.sh", "#!/bin/bash\nrm -rf $1/*\n");
+    require("shellcheck", "shellcheck");
+    let out = Command::new("shellcheck").arg(&bad).output().unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn script_usage_and_phase_guard() {
+    let dir = TempDir::new("usage");
+    let script = dir.write("deploy.sh", &render("single-host", "script"));
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("bogus")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("usage: "));
+    // A single phase without a run id, or without the state of earlier phases, refuses to run.
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("upload")
+        .current_dir(dir.path())
+        .env_remove("BG_RUN_ID")
+        .env_remove("BUILD_TAG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("BG_RUN_ID (or BUILD_TAG) must identify the run when running one phase"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // abort with no state of this run does nothing and says so.
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("abort")
+        .current_dir(dir.path())
+        .env("BG_RUN_ID", "test-run")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("abort: no deploy of this run to undo"));
+}
+
+#[test]
+fn script_names_a_missing_variable() {
+    let dir = TempDir::new("envcheck");
+    let script = dir.write("deploy.sh", &render("sokdak", "script"));
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("prepare")
+        .current_dir(dir.path())
+        .env("BG_RUN_ID", "test-run")
+        .env("NGINX_PRIVATE_IP", "10.1.1.1")
+        .env_remove("WAS_1_PRIVATE_IP")
+        .env_remove("WAS_2_PRIVATE_IP")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error: servers[0].host: environment variable WAS_1_PRIVATE_IP is not set"),
+        "{err}"
+    );
+}
+
+/// Runs the Groovy harness on a Jenkinsfile; returns (exit code, result JSON if any, stderr).
+pub fn harness(jenkinsfile: &Path, args: &[&str]) -> (i32, Option<Value>, String) {
+    require("groovy", "groovy");
+    let dir = TempDir::new("harness");
+    let result = dir.path().join("result.json");
+    let out = Command::new("groovy")
+        .env("JAVA_HOME", java_home())
+        .arg(root().join("tests/groovy/harness.groovy"))
+        .args(args)
+        .arg("--result-file")
+        .arg(&result)
+        .arg(jenkinsfile)
+        .output()
+        .unwrap();
+    let json = std::fs::read_to_string(&result)
+        .ok()
+        .map(|t| serde_json::from_str(&t).unwrap());
+    (
+        out.status.code().unwrap_or(-1),
+        json,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn stage_statuses(json: &Value) -> Vec<(String, String)> {
+    json["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The text between the heredoc markers of the Prepare stage's shell step.
+fn embedded_script(sh: &str) -> &str {
+    let start = sh
+        .find("<<'BLUEGREEN_SCRIPT_EOF'\n")
+        .expect("heredoc start")
+        + "<<'BLUEGREEN_SCRIPT_EOF'\n".len();
+    let end = sh.rfind("BLUEGREEN_SCRIPT_EOF\n").expect("heredoc end");
+    &sh[start..end]
+}
+
+#[test]
+fn jenkinsfiles_evaluate_with_the_exact_script_in_one_stage_per_phase() {
+    for ex in examples() {
+        let jf = root().join(format!("examples/{ex}.Jenkinsfile"));
+        let cfg =
+            bluegreen_core::Config::load(&root().join(format!("examples/{ex}.yaml"))).unwrap();
+        let key = TempDir::new("key");
+        let key = key.write("id", "not a real key\n");
+        let key = key.display();
+        let mut args = vec![
+            "--env".to_string(),
+            format!("BRANCH_NAME={}", cfg.jenkins.branch),
+            "--env".to_string(),
+            "BUILD_TAG=jenkins-job-7".to_string(),
+            "--cred".to_string(),
+            format!("{}={key}", cfg.ssh.credentials_id),
+        ];
+        if let Some(k) = &cfg.ssh.known_hosts_credential {
+            args.push("--cred".into());
+            args.push(format!("{k}={key}"));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, json, err) = harness(&jf, &args);
+        assert_eq!(code, 0, "{ex}: {err}");
+        let json = json.unwrap();
+        assert_eq!(json["result"], "SUCCESS", "{ex}: {err}");
+        let mut expected: Vec<(String, String)> = Vec::new();
+        if cfg.jenkins.build.is_some() {
+            expected.push(("Build".into(), "success".into()));
+        }
+        expected.push(("Deploy".into(), "success".into()));
+        for p in [
+            "Prepare", "Upload", "Start", "Verify", "Switch", "Drain", "Retire", "Finish",
+        ] {
+            expected.push((p.into(), "success".into()));
+        }
+        assert_eq!(stage_statuses(&json), expected, "{ex}");
+
+        let sh: Vec<&Value> = json["sh"].as_array().unwrap().iter().collect();
+        for s in &sh {
+            assert!(
+                s["script"].as_str().unwrap().starts_with("#!/bin/bash\n"),
+                "every sh step runs bash: {s}"
+            );
+        }
+        let prepare = sh
+            .iter()
+            .find(|s| s["stage"] == "Prepare")
+            .expect("a Prepare sh step");
+        // What Jenkins would run is byte for byte the script `render script` prints: the Groovy
+        // escaping round-trips.
+        assert_eq!(
+            embedded_script(prepare["script"].as_str().unwrap()),
+            render(&ex, "script"),
+            "{ex}"
+        );
+        for (stage, phase) in [("Upload", "upload"), ("Finish", "finish")] {
+            let s = sh.iter().find(|s| s["stage"] == stage).unwrap();
+            assert_eq!(
+                s["script"].as_str().unwrap(),
+                format!("#!/bin/bash\nexec bash .bluegreen/deploy.sh {phase}\n")
+            );
+        }
+        let creds: Vec<&str> = json["credentials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        assert!(
+            creds.contains(&cfg.ssh.credentials_id.as_str()),
+            "{creds:?}"
+        );
+        assert!(
+            json["options"]["disableConcurrentBuilds"].is_object(),
+            "{ex}: {}",
+            json["options"]
+        );
+        assert_eq!(
+            json["options"]["timeout"]["time"],
+            cfg.jenkins.timeout.as_secs().div_ceil(60),
+            "{ex}"
+        );
+        assert_eq!(json["options"]["timeout"]["unit"], "MINUTES");
+        let slack = json["slack"].as_array().unwrap();
+        match &cfg.slack {
+            Some(s) => {
+                assert_eq!(slack.len(), 1, "{ex}");
+                assert_eq!(slack[0]["channel"], s.channel.as_str());
+                assert_eq!(slack[0]["color"], "good");
+            }
+            None => assert!(slack.is_empty()),
+        }
+    }
+}
+
+#[test]
+fn deploy_stage_runs_in_plain_pipeline_jobs_and_skips_other_branches() {
+    let jf = root().join("examples/sokdak.Jenkinsfile");
+    let dir = TempDir::new("key");
+    let key = dir.write("id", "not a real key\n");
+    let back_key = format!("back-key={}", key.display());
+    let known_hosts = format!("known-hosts={}", key.display());
+    let creds = ["--cred", back_key.as_str(), "--cred", known_hosts.as_str()];
+    // A plain "Pipeline from SCM" job has no BRANCH_NAME, only GIT_BRANCH=origin/main.
+    let mut args = vec!["--env", "GIT_BRANCH=origin/main"];
+    args.extend(creds);
+    let (code, json, err) = harness(&jf, &args);
+    assert_eq!(code, 0, "{err}");
+    let statuses = stage_statuses(&json.unwrap());
+    assert!(
+        statuses.contains(&("Switch".into(), "success".into())),
+        "{statuses:?}"
+    );
+
+    let mut args = vec!["--env", "BRANCH_NAME=feature/x"];
+    args.extend(creds);
+    let (code, json, err) = harness(&jf, &args);
+    assert_eq!(code, 0, "{err}");
+    let statuses = stage_statuses(&json.unwrap());
+    assert!(
+        statuses.contains(&("Deploy".into(), "skipped".into())),
+        "{statuses:?}"
+    );
+    assert!(
+        !statuses
+            .iter()
+            .any(|(n, s)| n == "Switch" && s == "success"),
+        "{statuses:?}"
+    );
+}
+
+#[test]
+fn jenkinsfiles_compile_under_groovy_2_4() {
+    require("groovy", "groovy");
+    let dir = TempDir::new("groovyc");
+    let version = Command::new("groovy")
+        .env("JAVA_HOME", java_home())
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8_lossy(&version.stdout);
+    assert!(
+        version.contains("Version: 2.4."),
+        "Jenkins compiles with Groovy 2.4, got: {version}"
+    );
+    for ex in examples() {
+        // Parse only, like Jenkins' CPS compiler's first pass: any escape or quoting error fails.
+        let check = dir.write(
+            "parse.groovy",
+            &format!(
+                "new GroovyShell().parse(new File('{}').text)\nprintln 'parsed'\n",
+                root().join(format!("examples/{ex}.Jenkinsfile")).display()
+            ),
+        );
+        let out = Command::new("groovy")
+            .env("JAVA_HOME", java_home())
+            .arg(&check)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{ex}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // And the parse step can fail: `\d` is no escape in Groovy 2.4.
+    let bad = dir.write("Bad.Jenkinsfile", "pipeline { stages { sh 'grep \\d' } }\n");
+    let check = dir.write(
+        "parse-bad.groovy",
+        &format!(
+            "new GroovyShell().parse(new File('{}').text)\n",
+            bad.display()
+        ),
+    );
+    let out = Command::new("groovy")
+        .env("JAVA_HOME", java_home())
+        .arg(&check)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn harness_rejects_malformed_pipelines() {
+    require("groovy", "groovy");
+    let out = Command::new("bash")
+        .arg(root().join("tests/groovy/selftest.sh"))
+        .env("JAVA_HOME", java_home())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "harness self-test failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
