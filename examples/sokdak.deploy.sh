@@ -371,8 +371,9 @@ bg_on() {
   bg_remote "$@" 2>&1 | sed -u "s/^/[$id] /" >&2
 }
 
+# Opens the connection to a host that every later command to it reuses (ControlMaster).
 bg_connect() {
-  bg_ssh "$1" -o ControlMaster=yes -o ControlPersist=120 -f -N
+  ssh "${BG_SSH_OPTS[@]}" -f -N -p "${BG_PORT[$1]}" -l "${BG_USER[$1]}" -- "${BG_ADDR[$1]}"
 }
 
 bg_disconnect() {

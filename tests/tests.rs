@@ -8,7 +8,11 @@
 //! Tests that need an outside tool (shellcheck, groovy, bash) fail, never skip, when it is missing:
 //! `.ci/run` installs them.
 
+// Helpers outside #[test] functions panic on purpose: a panic is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod config_errors;
 mod hostile;
 mod render;
+mod script_calls;
 mod util;

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test suite needs (run as root on Debian 12). Idempotent.
+set -euo pipefail
+packages=(
+  bash coreutils curl procps util-linux iproute2 sudo  # the script's tools; namespaces for the testbed
+  shellcheck                                           # rendered scripts must be shellcheck-clean
+  groovy default-jdk-headless                          # Groovy 2.4 (Jenkins' compiler); javac for the demo app
+  openssh-server openssh-client                        # real sshd per testbed host; ssh/scp for the script
+  nginx-light                                          # the proxy
+  libssl-dev pkg-config                                # ssh2's libssh2 links OpenSSL
+)
+if [ "$(id -u)" -ne 0 ]; then
+  echo "tests/deps.sh: run as root (it installs Debian packages: ${packages[*]})" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+# The Debian nginx package starts a system nginx on port 80; the tests run their own.
+if command -v systemctl >/dev/null 2>&1; then systemctl disable --now nginx >/dev/null 2>&1 || true; fi
+nginx_pid=$(cat /run/nginx.pid 2>/dev/null || true)
+if [ -n "$nginx_pid" ]; then kill "$nginx_pid" 2>/dev/null || true; fi
+echo "tests/deps.sh: installed ${#packages[@]} packages"
