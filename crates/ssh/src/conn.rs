@@ -434,7 +434,25 @@ fn authenticate(sess: &Session, t: &Target, s: &Settings) -> Result<String, Erro
 }
 
 /// Runs [`REMOTE_COMMAND`] with `stdin` (the library and the call line) and collects its output.
-pub(crate) fn exec(sess: &Session, stdin: &str) -> Result<Output, String> {
+///
+/// `timeout`, when given, replaces the session's timeout for this call only (calls that may wait for
+/// a stop grace period on purpose).
+pub(crate) fn exec(
+    sess: &Session,
+    stdin: &str,
+    timeout: Option<Duration>,
+) -> Result<Output, String> {
+    let Some(t) = timeout else {
+        return exec_inner(sess, stdin);
+    };
+    let before = sess.timeout();
+    sess.set_timeout(millis_u32(t).max(before));
+    let r = exec_inner(sess, stdin);
+    sess.set_timeout(before);
+    r
+}
+
+fn exec_inner(sess: &Session, stdin: &str) -> Result<Output, String> {
     let e = |e: ssh2::Error| SshMsg(&e).to_string();
     let mut ch = sess.channel_session().map_err(e)?;
     ch.exec(REMOTE_COMMAND).map_err(e)?;

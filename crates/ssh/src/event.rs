@@ -107,7 +107,8 @@ impl fmt::Display for Event {
             write!(f, "  {}", message.join(" | "))?;
         }
         if let Some(c) = &self.command {
-            write!(f, "  $ {}", c.trim_end())?;
+            // The exact line may hold quoted newlines (the upstream file's content): shown as `\n`.
+            write!(f, "  $ {}", c.trim_end().replace('\n', "\\n"))?;
         }
         Ok(())
     }
@@ -135,6 +136,11 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "[proxy] lock       ..  $ bg_main lock /var/lib/bluegreen 'a@b' 'deploy of shop'"
+        );
+        e.command = Some("bg_main switch /x 'server a:1;\nserver b:1;\n' no\n".into());
+        assert_eq!(
+            e.to_string(),
+            "[proxy] lock       ..  $ bg_main switch /x 'server a:1;\\nserver b:1;\\n' no"
         );
         let mut e = Event::new("app2", "retire", "stop", Status::Failed)
             .took(Duration::from_millis(80))

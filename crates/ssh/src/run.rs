@@ -87,6 +87,10 @@ struct Ctx<'a> {
     artifact: PathBuf,
     size: u64,
     locked: AtomicBool,
+    /// The upstream points at the target slot (the switch call succeeded and was not undone).
+    switched: AtomicBool,
+    /// Switching back failed after the switch: the new instances serve traffic and must not stop.
+    keep_new: AtomicBool,
     started: Instant,
 }
 
@@ -140,6 +144,8 @@ pub(crate) fn deploy(
         artifact: artifact.clone(),
         size,
         locked: AtomicBool::new(false),
+        switched: AtomicBool::new(false),
+        keep_new: AtomicBool::new(false),
         started,
     };
     let mut phases = Vec::new();
@@ -289,6 +295,20 @@ fn strip_host(e: &Error) -> String {
             .unwrap_or(m),
         None => m,
     }
+}
+
+/// Calls that wait on purpose (up to the stop grace period, then up to 10 s for the port) may stay
+/// silent longer than `ssh.command_timeout`: their own bound, plus a margin.
+fn wait_bound(call: &RemoteCall) -> Option<Duration> {
+    use bluegreen_core::RemoteFn;
+    let grace_arg = match call.func {
+        RemoteFn::Stop => 3,
+        RemoteFn::Start => 6,
+        RemoteFn::Settle => 0,
+        _ => return None,
+    };
+    let secs: u64 = call.args.get(grace_arg)?.as_literal()?.parse().ok()?;
+    Some(Duration::from_secs(secs.saturating_add(20)))
 }
 
 fn mib(bytes: u64) -> String {
@@ -465,6 +485,16 @@ impl Ctx<'_> {
             Some("no slot was live before this deploy")
         } else if rt.live.is_none() && em.cleanup && !matches!(step, Step::Unlock(_)) {
             Some("nothing to undo: the live slot was never read")
+        } else if em.cleanup
+            && matches!(step, Step::Switch(_))
+            && !self.switched.load(Ordering::SeqCst)
+        {
+            Some("the upstream was not changed: nothing to switch back")
+        } else if em.cleanup
+            && matches!(step, Step::Stop(_))
+            && self.keep_new.load(Ordering::SeqCst)
+        {
+            Some("left running: switching back failed, so the new slot still serves traffic")
         } else {
             None
         };
@@ -567,8 +597,9 @@ impl Ctx<'_> {
             em.send(e);
         }
         let worker = self.worker(host, step)?;
+        let timeout = wait_bound(call);
         worker
-            .run(step, move |s| conn::exec(s, &stdin))?
+            .run(step, move |s| conn::exec(s, &stdin, timeout))?
             .map_err(|message| Error::Ssh {
                 host: host.to_string(),
                 step: step.to_string(),
@@ -660,7 +691,12 @@ impl Ctx<'_> {
 
     fn health(&self, h: &HealthStep, em: &Em) -> Result<Done, Error> {
         let rt = self.rt();
-        let url = resolve(&h.url, &self.env, &rt, "health")?;
+        let url = match (h.from, h.probe.args.first()) {
+            (ProbeFrom::Host, Some(w)) => {
+                format!("{} on {}", resolve(w, &self.env, &rt, "health")?, h.host)
+            }
+            _ => resolve(&h.url, &self.env, &rt, "health")?,
+        };
         let deadline = Duration::from_millis(h.deadline_ms);
         let interval = Duration::from_millis(h.interval_ms.max(10));
         let timeout = Duration::from_millis(h.timeout_ms.max(10));
@@ -732,7 +768,28 @@ impl Ctx<'_> {
     fn switch(&self, s: &SwitchStep, em: &Em) -> Result<Done, Error> {
         let rt = self.rt();
         let back = s.when == When::LiveExists;
-        let out = self.call_raw(&s.host, "switch", &s.call, em, false)?;
+        let out = match self.call_raw(&s.host, "switch", &s.call, em, false) {
+            Ok(out) => out,
+            Err(e) => {
+                // The call may or may not have reached nginx: assume the worst either way.
+                if back {
+                    self.keep_new.store(true, Ordering::SeqCst);
+                } else {
+                    self.switched.store(true, Ordering::SeqCst);
+                }
+                return Err(e);
+            }
+        };
+        if out.status != 0 && back {
+            // bg_switch restored the file it replaced: traffic stays on the new slot.
+            self.keep_new.store(true, Ordering::SeqCst);
+            return Err(Error::Remote {
+                host: s.host.clone(),
+                step: "switch back".into(),
+                status: out.status,
+                stderr: last_lines(&out.stderr, 5),
+            });
+        }
         if out.status != 0 {
             return Err(Error::Switch {
                 host: s.host.clone(),
@@ -740,6 +797,7 @@ impl Ctx<'_> {
                 stderr: last_lines(&out.stderr, 5),
             });
         }
+        self.switched.store(!back, Ordering::SeqCst);
         let settled = self.call(&s.host, "switch", &s.settle, em, true)?;
         let live = rt.live.unwrap_or(Live::None);
         let (slot, port) = if back {
@@ -884,5 +942,58 @@ fn notify_failure(
         SlackResult::Sent => out(&event(Status::Ok).msg(format!("failure posted to {channel}"))),
         SlackResult::NotSet => {}
         SlackResult::Failed(m) => out(&event(Status::Warning).msg(m)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(name: &str) -> Plan {
+        let path = format!("{}/../../examples/{name}", env!("CARGO_MANIFEST_DIR"));
+        Plan::new(&bluegreen_core::Config::load(std::path::Path::new(&path)).unwrap())
+    }
+
+    #[test]
+    fn waiting_calls_get_a_longer_timeout() {
+        let plan = example("sokdak.yaml");
+        let mut bounds = Vec::new();
+        for step in plan.phases.iter().flat_map(|p| &p.steps) {
+            match step {
+                Step::Start(s) | Step::Stop(s) | Step::Lock(s) => {
+                    bounds.push((step.name(), wait_bound(&s.call)));
+                }
+                Step::Switch(s) => bounds.push(("settle", wait_bound(&s.settle))),
+                _ => {}
+            }
+        }
+        let grace = plan
+            .phases
+            .iter()
+            .flat_map(|p| &p.steps)
+            .find_map(|s| match s {
+                Step::Stop(s) => s.call.args[3].as_literal(),
+                _ => None,
+            })
+            .unwrap();
+        let want = Some(Duration::from_secs(grace.parse::<u64>().unwrap() + 20));
+        assert!(bounds.contains(&("lock", None)));
+        assert!(bounds.contains(&("start", want)));
+        assert!(bounds.contains(&("stop", want)));
+        assert!(bounds.contains(&("settle", want)));
+    }
+
+    #[test]
+    fn events_without_host_prefix() {
+        let e = Error::Remote {
+            host: "app1".into(),
+            step: "start".into(),
+            status: 1,
+            stderr: "bluegreen: port 8081 is in use".into(),
+        };
+        assert_eq!(
+            strip_host(&e),
+            "start failed (exit 1): bluegreen: port 8081 is in use"
+        );
     }
 }

@@ -223,6 +223,8 @@ pub(crate) fn sha256_file(path: &Path) -> Result<(String, u64), Error> {
 pub(crate) fn default_deployer(lookup: &dyn Fn(&str) -> Option<String>) -> String {
     let user = lookup("USER")
         .or_else(|| lookup("LOGNAME"))
+        .filter(|u| !u.is_empty())
+        .or_else(user_from_passwd)
         .unwrap_or_else(|| "unknown".into());
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
@@ -232,6 +234,24 @@ pub(crate) fn default_deployer(lookup: &dyn Fn(&str) -> Option<String>) -> Strin
         .or_else(|| lookup("HOSTNAME"))
         .unwrap_or_else(|| "localhost".into());
     clean_deployer(&format!("{user}@{host}"))
+}
+
+/// The name of this process's user, from `/proc/self/status` and `/etc/passwd` (for CI runners
+/// that set no `$USER`).
+fn user_from_passwd() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)? == uid).then(|| name.to_string())
+    })
 }
 
 /// Keeps a deployer name on one line and free of shell-unfriendly characters.
@@ -363,5 +383,7 @@ mod tests {
         assert_eq!(clean_deployer("ci bot@host\n"), "ci_bot@host_");
         let d = default_deployer(&|n| (n == "USER").then(|| "alice".into()));
         assert!(d.starts_with("alice@"));
+        let d = default_deployer(&|_| None);
+        assert!(!d.starts_with("unknown@"), "{d}");
     }
 }
