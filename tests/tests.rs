@@ -3,6 +3,8 @@
 //! - `config_errors`: bad configs, each with its exact message and exit code 2.
 //! - `render`: rendered examples are current, pass `bash -n` and shellcheck, compile under Groovy 2.4
 //!   and evaluate in the declarative-pipeline harness (`tests/groovy/harness.groovy`).
+//! - `e2e`: deploys on the testbed (`testbed`) under load, with each backend.
+//! - `script_calls`: the rendered script sends the same remote calls as `exec`.
 //! - `hostile`: values with quotes, `$()`, backticks, newlines ... are rejected or rendered inert.
 //!
 //! Tests that need an outside tool (shellcheck, groovy, bash) fail, never skip, when it is missing:
@@ -12,7 +14,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod config_errors;
+mod e2e;
 mod hostile;
 mod render;
 mod script_calls;
+mod testbed;
 mod util;

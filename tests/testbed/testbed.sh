@@ -398,15 +398,39 @@ cmd_up() {
     cat "$tb/env"
 }
 
+# True if PID is a live (not zombie) process whose command name is one of the given names.
+pid_has_comm() {
+    local p=$1 stat comm n
+    shift
+    [[ $p =~ ^[0-9]+$ ]] || return 1
+    stat=$(cat "/proc/$p/stat" 2>/dev/null) || return 1
+    comm=${stat#*(}
+    comm=${comm%)*}
+    [[ ${stat##*) } != Z* ]] || return 1
+    for n in "$@"; do [[ $comm == "$n" ]] && return 0; done
+    return 1
+}
+
 do_down() {
     local name=$1 tb ns f p pids i link br
     tb=$(tb_dir "$name")
     br=$(bridge_name "$name")
-    # Killing a host's PID 1 makes the kernel kill every process in that PID namespace.
-    for f in "$tb"/hosts/*/init.pid "$tb"/hosts/*/unshare.pid; do
+    # Killing a host's PID 1 makes the kernel kill every process in that PID namespace. Its parent, unshare,
+    # then reaps it and exits; unshare is killed only if it lingers (killing it first would leave the
+    # init as a zombie when the machine's PID 1 does not reap orphans).
+    for f in "$tb"/hosts/*/init.pid; do
         [[ -f $f ]] || continue
         p=$(cat "$f")
-        if [[ $p =~ ^[0-9]+$ ]]; then kill -KILL "$p" 2>/dev/null || true; fi
+        if pid_has_comm "$p" bgtb-init testbed.sh; then kill -KILL "$p" 2>/dev/null || true; fi
+    done
+    for f in "$tb"/hosts/*/unshare.pid; do
+        [[ -f $f ]] || continue
+        p=$(cat "$f")
+        for ((i = 0; i < 50; i++)); do
+            pid_has_comm "$p" unshare || break
+            sleep 0.02
+        done
+        if pid_has_comm "$p" unshare; then kill -KILL "$p" 2>/dev/null || true; fi
     done
     # Anything else still using one of the testbed's network namespaces (e.g. half-started hosts).
     while read -r ns _; do

@@ -37,7 +37,8 @@ import java.util.concurrent.atomic.AtomicLong;
  * Endpoints: GET /actuator/health (also /readiness, /liveness), GET / and /version, GET /slow?ms=N,
  * GET /actuator/info. Every response carries X-App-Version, X-App-Port and X-App-Pid headers.
  * The port is bound immediately; until the boot delay has passed every endpoint answers 503 (health says
- * DOWN). With --broken the health stays DOWN forever while the other endpoints work.
+ * DOWN). With --broken (or APP_BROKEN=1, or a version starting with "broken") the health stays DOWN forever
+ * while the other endpoints work; --broken=false / APP_BROKEN=0 turns that off.
  *
  * SIGTERM: the listening socket is closed at once, health turns OUT_OF_SERVICE, requests already received
  * are finished (answered with "Connection: close"), then the JVM exits 0; if requests are still running
@@ -99,8 +100,10 @@ public final class DemoApp {
                 first(argDelay, System.getProperty("boot.delay"), System.getenv("BOOT_DELAY_MS"), "0"));
         shutdownTimeoutMs = parseInt("shutdown-timeout", first(argTimeout, System.getProperty("shutdown.timeout"),
                 System.getenv("SHUTDOWN_TIMEOUT_MS"), "30000"));
+        // A jar built as version "broken..." (tests/app/build.sh OUT broken) is broken unless told otherwise.
         broken = argBroken != null ? argBroken
-                : truthy(first(System.getProperty("app.broken"), System.getenv("APP_BROKEN"), "0"));
+                : truthy(first(System.getProperty("app.broken"), System.getenv("APP_BROKEN"),
+                        version.startsWith("broken") ? "1" : "0"));
         String pf = first(argPidFile, System.getProperty("pid.file"), System.getenv("PID_FILE"));
         pidFile = pf == null ? "" : pf;
     }
