@@ -2,7 +2,7 @@
 # Installs the Debian packages the test suite needs (run as root on Debian 12). Idempotent.
 set -euo pipefail
 packages=(
-  bash coreutils curl procps util-linux iproute2 sudo  # the script's tools; namespaces for the testbed
+  bash coreutils curl procps util-linux iproute2 perl  # the script's tools; namespaces for the testbed
   shellcheck                                           # rendered scripts must be shellcheck-clean
   groovy default-jdk-headless                          # Groovy 2.4 (Jenkins' compiler); javac for the demo app
   openssh-server openssh-client                        # real sshd per testbed host; ssh/scp for the script

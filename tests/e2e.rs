@@ -368,3 +368,64 @@ fn script_series_under_load() {
 fn jenkinsfile_series_under_load() {
     series(Backend::Jenkins);
 }
+
+#[test]
+fn ctrl_c_before_the_switch_leaves_traffic_alone() {
+    let _serial = serial();
+    let tb = Testbed::up(2);
+    let wd = Workdir::new(&tb, "60s", "");
+    // A slow boot keeps the deploy in its verify phase long enough to interrupt it there.
+    let cfg = std::fs::read_to_string(wd.path().join("bluegreen.yaml")).unwrap();
+    std::fs::write(
+        wd.path().join("bluegreen.yaml"),
+        cfg.replace(
+            "--server.port={port}",
+            "--server.port={port} --boot-delay=5000",
+        ),
+    )
+    .unwrap();
+    wd.stage("v1");
+    let first = deploy(Backend::Exec, &tb, &wd, 1);
+    assert!(first.success, "{}", first.output);
+    let before = tb.state();
+
+    wd.stage("v2");
+    let traffic = Traffic::start(&tb, 2);
+    traffic.allow(&["v1"]);
+    let child = Command::new(env!("CARGO_BIN_EXE_bluegreen"))
+        .arg("exec")
+        .current_dir(wd.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until both new instances are started (their port answers), then interrupt.
+    let started = Instant::now();
+    while !(tb.port_open("app1", 8081) && tb.port_open("app2", 8081)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "new instances never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (nc, ka) = traffic.stop();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert_eq!(nc.failures(), 0, "{}", nc.line());
+    assert_eq!(ka.http_errors(), 0, "{}", ka.line());
+    assert_eq!(version_via_proxy(&tb), "v1");
+    assert_eq!(tb.state(), before);
+    for host in ["app1", "app2"] {
+        assert!(!tb.port_open(host, 8081), "{host}: new instance stopped");
+        assert!(tb.port_open(host, 8080), "{host}: live instance untouched");
+    }
+    assert_no_lock(&tb);
+}
