@@ -3,7 +3,9 @@
 # Do not edit: change the config and run `bluegreen render script` again.
 #
 # Usage: deploy.sh            run every phase; any failure undoes what it must and exits non-zero
-#        deploy.sh PHASE      run one phase (prepare upload start verify switch drain retire finish), as Jenkins stages do
+#        deploy.sh rollback   traffic back on the previous slot (kept running, or restarted)
+#        deploy.sh retire     stop the previous slot kept for the rollback window
+#        deploy.sh run deploy PHASE   run one deploy phase (prepare upload start verify switch drain retire finish), as Jenkins stages do
 #        deploy.sh abort      undo the phase that failed (stop new instances, restore the proxy,
 #                             release the lock); used by the Jenkinsfile's post section
 #
@@ -260,11 +262,101 @@ bg_record() {
   echo "state recorded: live=$3 previous=$4"
 }
 
+# revive SLOT_DIR SLOT PORT HOST JAR_NAME SIGNAL GRACE_SECS COMMAND: for a rollback, makes sure the
+# slot's instance runs: kept as it is when still running (retained), restarted from the release kept
+# in its directory otherwise.
+bg_revive() {
+  local dir=$1 slot=$2 jar=$5 pid
+  if pid=$(bg_slot_pid "$dir"); then
+    echo "$slot still running as pid $pid"
+    return 0
+  fi
+  [ -f "$dir/$jar" ] || bg_die "no release kept in $dir: nothing to roll back to"
+  bg_start "$@"
+}
+
+# release SLOT_DIR: prints the release (sha256) kept in the slot's directory.
+bg_release() {
+  [ -f "$1/release" ] || bg_die "no release recorded in $1: nothing to roll back to"
+  cat -- "$1/release"
+}
+
+# A JSON string: quotes, backslashes and control characters escaped.
+bg_json() {
+  local s
+  s=$(printf '%s' "$1" | tr -d '\000-\010\013-\037')
+  s=${s//\\/\\\\}
+  s=${s//\"/\\\"}
+  s=${s//$'\t'/\\t}
+  s=${s//$'\n'/\\n}
+  printf '"%s"' "$s"
+}
+
+# audit STATE_DIR EVENT APP OUTCOME TARGET FROM RELEASE DEPLOYER: appends one JSON line to the audit
+# log: what happened (deploy, rollback, retire, lock-break), how it ended, the slot it targeted, the
+# slot that was live before, the release, and who.
+bg_audit() {
+  local dir=$1
+  mkdir -p -- "$dir"
+  printf '{"time":%s,"event":%s,"app":%s,"outcome":%s,"target":%s,"from":%s,"release":%s,"deployer":%s}\n' \
+    "$(bg_json "$(date -u +%Y-%m-%dT%H:%M:%SZ)")" "$(bg_json "$2")" "$(bg_json "$3")" "$(bg_json "$4")" \
+    "$(bg_json "$5")" "$(bg_json "$6")" "$(bg_json "$7")" "$(bg_json "$8")" >>"$dir/audit.log"
+  echo "audit: $2 $4"
+}
+
+# history STATE_DIR COUNT: prints the last COUNT lines of the audit log.
+bg_history() {
+  [ -f "$1/audit.log" ] || return 0
+  tail -n "$2" -- "$1/audit.log"
+}
+
+# hoststatus DEPLOY_DIR BLUE_PORT GREEN_PORT: key=value lines about both slots on this host.
+bg_hoststatus() {
+  local base=$1 slot port dir pid
+  for slot in blue green; do
+    if [ "$slot" = blue ]; then port=$2; else port=$3; fi
+    dir=$base/$slot
+    if pid=$(bg_slot_pid "$dir"); then
+      printf '%s.pid=%s\n%s.uptime=%s\n' "$slot" "$pid" "$slot" "$(ps -o etimes= -p "$pid" | tr -d ' ')"
+    else
+      printf '%s.pid=\n' "$slot"
+    fi
+    if bg_port_busy "$port"; then printf '%s.port_open=yes\n' "$slot"; else printf '%s.port_open=no\n' "$slot"; fi
+    printf '%s.release=%s\n' "$slot" "$(cat -- "$dir/release" 2>/dev/null || true)"
+  done
+}
+
+# proxystatus STATE_DIR UPSTREAM_FILE BLUE_PORT GREEN_PORT: key=value lines about the proxy: the slot
+# the upstream file points at, the state file, the lock.
+bg_proxystatus() {
+  local dir=$1 live
+  live=$(bg_detect "$2" "$3" "$4" 2>/dev/null) || live=mixed
+  printf 'upstream.live=%s\nnow=%s\n' "$live" "$(date +%s)"
+  if [ -f "$dir/state" ]; then sed 's/^/state./' "$dir/state"; fi
+  if [ -d "$dir/lock" ]; then
+    printf 'lock.held=yes\nlock.since=%s\n' "$(stat -c %Y -- "$dir/lock")"
+    if [ -f "$dir/lock/info" ]; then sed 's/^/lock./' "$dir/lock/info"; fi
+  else
+    printf 'lock.held=no\n'
+  fi
+}
+
+# breaklock STATE_DIR WHO APP: removes the deploy lock whoever holds it, and says so in the audit log.
+bg_breaklock() {
+  local dir=$1 holder=""
+  [ -d "$dir/lock" ] || { echo "lock was not held"; return 0; }
+  [ -f "$dir/lock/info" ] && holder=$(sed -n 's/^holder=//p' "$dir/lock/info")
+  rm -rf -- "$dir/lock"
+  bg_audit "$dir" lock-break "$3" "removed lock of ${holder:-unknown}" "" "" "" "$2" >/dev/null
+  echo "lock of ${holder:-unknown} removed"
+}
+
 bg_main() {
   local fn=$1
   shift
   case "$fn" in
-    lock | unlock | detect | prepare | install | stop | start | probe | switch | settle | record)
+    lock | unlock | detect | prepare | install | stop | start | probe | switch | settle | record | revive | \
+      release | audit | history | hoststatus | proxystatus | breaklock)
       "bg_$fn" "$@" ;;
     *) bg_die "unknown remote function '$fn'" ;;
   esac
@@ -491,7 +583,7 @@ bg_notify() {
   if [ -z "$url" ] || [ -n "${BG_SKIP_NOTIFY:-}" ]; then
     return 0
   fi
-  local text="$BG_APP: deploy $outcome (slot ${BG_TARGET_SLOT:-?}, release ${BG_RELEASE:0:12}, by ${BG_DEPLOYER:-?})"
+  local text="$BG_APP: ${BG_ACTION:-deploy} $outcome (slot ${BG_TARGET_SLOT:-?}, release ${BG_RELEASE:0:12}, by ${BG_DEPLOYER:-?})"
   local payload
   payload=$(printf '{"channel": "%s", "text": "%s"}' "" "${text//\"/\\\"}")
   curl -s -o /dev/null --max-time 10 -H 'Content-Type: application/json' -d "$payload" -- "$url" ||
@@ -502,6 +594,7 @@ bg_save() {
   mkdir -p -- "$BG_RUN_DIR"
   {
     printf 'BG_RUN_ID=%q\n' "$BG_RUN_ID"
+    printf 'BG_ACTION=%q\n' "$BG_ACTION"
     printf 'BG_PHASE=%q\n' "$BG_PHASE"
     printf 'BG_CTL_DIR=%q\n' "$BG_CTL_DIR"
     printf 'BG_ARTIFACT=%q\n' "$BG_ARTIFACT"
@@ -526,10 +619,11 @@ bg_load() {
   fi
 }
 
+# bg_begin ACTION PHASE: sets up a phase: fresh state for a prepare phase, the run's state otherwise.
 bg_begin() {
   bg_check_env
   bg_init
-  if [ "$1" = prepare ]; then
+  if [ "$2" = prepare ]; then
     [ -n "$BG_RUN_ID" ] || BG_RUN_ID="$(id -un)@$(hostname)-$$-$(date +%s)"
     BG_DEPLOYER=${BUILD_TAG:-$BG_RUN_ID}
     BG_CTL_DIR=$(mktemp -d "${TMPDIR:-/tmp}/bluegreen.XXXXXX")
@@ -538,38 +632,42 @@ bg_begin() {
   else
     [ -n "$BG_RUN_ID" ] || bg_fail "BG_RUN_ID (or BUILD_TAG) must identify the run when running one phase"
     bg_load
+    [ "$BG_ACTION" = "$1" ] || bg_fail "this run is a $BG_ACTION, not a $1"
     mkdir -p -- "$BG_CTL_DIR"
   fi
-  BG_PHASE=$1
+  BG_ACTION=$1
+  BG_PHASE=$2
   bg_ssh_opts
-  if [ "$1" = prepare ]; then
+  if [ "$2" = prepare ]; then
     # Before anything changes: the artifact is there and every host answers with a known key.
-    bg_resolve_artifact
+    if [ "$1" = deploy ]; then
+      bg_resolve_artifact
+    fi
     bg_connect_all
   fi
 }
 
-bg_phase_prepare() {
+bg_deploy_phase_prepare() {
   bg_on proxy lock "/srv/bluegreen/billing" "${BG_DEPLOYER}" "deploy of billing"
   BG_LIVE_SLOT=$(bg_remote proxy detect "/srv/nginx/upstreams/billing.conf" "9001" "9002")
   bg_select_slots
 }
 
-bg_phase_upload() {
+bg_deploy_phase_upload() {
   bg_on app1 prepare "/srv/billing/${BG_TARGET_SLOT}"
   bg_upload app1 "/srv/billing/${BG_TARGET_SLOT}/.billing.jar.upload"
   bg_on app1 install "/srv/billing/${BG_TARGET_SLOT}" ".billing.jar.upload" "billing.jar" "${BG_RELEASE}"
 }
 
-bg_phase_start() {
+bg_deploy_phase_start() {
   bg_on app1 start "/srv/billing/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "127.0.0.1" "billing.jar" "TERM" "30" "java -jar \"\${BG_JAR}\" --port=\"\${BG_PORT}\""
 }
 
-bg_phase_verify() {
+bg_deploy_phase_verify() {
   bg_health app1 "http://127.0.0.1:${BG_TARGET_PORT}/healthz" 200 "" 500 1000 45000 1
 }
 
-bg_phase_switch() {
+bg_deploy_phase_switch() {
   bg_on proxy switch "/srv/nginx/upstreams/billing.conf" "# managed by bluegreen for billing: do not edit
 server 127.0.0.1:${BG_TARGET_PORT};
 " "no" "/usr/sbin/nginx -t -c /srv/nginx/nginx.conf" "/usr/sbin/nginx -s reload -c /srv/nginx/nginx.conf"
@@ -577,26 +675,85 @@ server 127.0.0.1:${BG_TARGET_PORT};
   bg_on proxy record "/srv/bluegreen/billing" "billing" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
 }
 
-bg_phase_drain() {
+bg_deploy_phase_drain() {
   bg_log "draining for 2000ms"
   sleep 2.000
 }
 
-bg_phase_retire() {
+bg_deploy_phase_retire() {
   [ "$BG_LIVE_SLOT" = none ] || bg_log "[app1] keeping the $BG_LIVE_SLOT slot running for 600s (rollback window)"
 }
 
-bg_phase_finish() {
+bg_deploy_phase_finish() {
+  bg_on proxy audit "/srv/bluegreen/billing" "deploy" "billing" "success" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
   bg_on proxy unlock "/srv/bluegreen/billing" "${BG_DEPLOYER}"
 }
+
+bg_rollback_phase_prepare() {
+  bg_on proxy lock "/srv/bluegreen/billing" "${BG_DEPLOYER}" "rollback of billing"
+  BG_LIVE_SLOT=$(bg_remote proxy detect "/srv/nginx/upstreams/billing.conf" "9001" "9002")
+  bg_select_slots
+  BG_RELEASE=$(bg_remote app1 release "/srv/billing/${BG_TARGET_SLOT}")
+  bg_log "[$BG_APP] release to roll back to: $BG_RELEASE"
+}
+
+bg_rollback_phase_start() {
+  bg_on app1 revive "/srv/billing/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "127.0.0.1" "billing.jar" "TERM" "30" "java -jar \"\${BG_JAR}\" --port=\"\${BG_PORT}\""
+}
+
+bg_rollback_phase_verify() {
+  bg_health app1 "http://127.0.0.1:${BG_TARGET_PORT}/healthz" 200 "" 500 1000 45000 1
+}
+
+bg_rollback_phase_switch() {
+  bg_on proxy switch "/srv/nginx/upstreams/billing.conf" "# managed by bluegreen for billing: do not edit
+server 127.0.0.1:${BG_TARGET_PORT};
+" "no" "/usr/sbin/nginx -t -c /srv/nginx/nginx.conf" "/usr/sbin/nginx -s reload -c /srv/nginx/nginx.conf"
+  bg_on proxy settle "30"
+  bg_on proxy record "/srv/bluegreen/billing" "billing" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
+}
+
+bg_rollback_phase_drain() {
+  bg_log "draining for 2000ms"
+  sleep 2.000
+}
+
+bg_rollback_phase_retire() {
+  [ "$BG_LIVE_SLOT" = none ] || bg_log "[app1] keeping the $BG_LIVE_SLOT slot running for 600s (rollback window)"
+}
+
+bg_rollback_phase_finish() {
+  bg_on proxy audit "/srv/bluegreen/billing" "rollback" "billing" "success" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
+  bg_on proxy unlock "/srv/bluegreen/billing" "${BG_DEPLOYER}"
+}
+
+bg_retire_phase_prepare() {
+  bg_on proxy lock "/srv/bluegreen/billing" "${BG_DEPLOYER}" "retire of billing"
+  BG_LIVE_SLOT=$(bg_remote proxy detect "/srv/nginx/upstreams/billing.conf" "9001" "9002")
+  bg_select_slots
+}
+
+bg_retire_phase_retire() {
+  bg_on app1 stop "/srv/billing/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30"
+}
+
+bg_retire_phase_finish() {
+  bg_on proxy audit "/srv/bluegreen/billing" "retire" "billing" "success" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
+  bg_on proxy unlock "/srv/bluegreen/billing" "${BG_DEPLOYER}"
+}
+# bg_run_phase ACTION PHASE
 bg_run_phase() {
-  bg_begin "$1"
+  bg_begin "$1" "$2"
   bg_save
-  bg_log "== $1"
-  "bg_phase_$1"
+  bg_log "== $1: $2"
+  "bg_$1_phase_$2"
   bg_save
-  if [ "$1" = finish ]; then
-    printf 'deployed %s to the %s slot of %s host(s)\n' "${BG_RELEASE:0:12}" "$BG_TARGET_SLOT" "${#BG_APP_HOSTS[@]}" >"$BG_RUN_DIR/summary"
+  if [ "$2" = finish ]; then
+    case "$1" in
+      deploy) printf 'deployed %s to the %s slot of %s host(s)\n' "${BG_RELEASE:0:12}" "$BG_TARGET_SLOT" "${#BG_APP_HOSTS[@]}" ;;
+      rollback) printf 'rolled back to %s on the %s slot of %s host(s)\n' "${BG_RELEASE:0:12}" "$BG_TARGET_SLOT" "${#BG_APP_HOSTS[@]}" ;;
+      *) printf 'retired the %s slot of %s host(s)\n' "$BG_TARGET_SLOT" "${#BG_APP_HOSTS[@]}" ;;
+    esac >"$BG_RUN_DIR/summary"
     bg_disconnect
   fi
 }
@@ -605,7 +762,7 @@ bg_run_phase() {
 bg_abort() {
   if [ -z "$BG_RUN_ID" ] || [ ! -f "$BG_RUN_DIR/run.env" ] ||
     ! grep -qxF "BG_RUN_ID=$(printf '%q' "$BG_RUN_ID")" "$BG_RUN_DIR/run.env"; then
-    bg_log "abort: no deploy of this run to undo"
+    bg_log "abort: nothing of this run to undo"
     return 0
   fi
   bg_check_env
@@ -613,39 +770,81 @@ bg_abort() {
   bg_load
   mkdir -p -- "$BG_CTL_DIR"
   bg_ssh_opts
-  bg_log "== abort after a failure in phase $BG_PHASE: undoing"
+  bg_log "== abort after a failure in the $BG_PHASE phase of a $BG_ACTION: undoing"
   local undo_failed=0
-  case "$BG_PHASE" in
-    prepare)
+  case "$BG_ACTION:$BG_PHASE" in
+    deploy:prepare)
       bg_on proxy unlock "/srv/bluegreen/billing" "${BG_DEPLOYER}" || undo_failed=1
       ;;
-    upload)
+    deploy:upload)
       bg_on app1 stop "/srv/billing/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1
+      bg_on proxy audit "/srv/bluegreen/billing" "deploy" "billing" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
       bg_on proxy unlock "/srv/bluegreen/billing" "${BG_DEPLOYER}" || undo_failed=1
       ;;
-    start)
+    deploy:start)
       bg_on app1 stop "/srv/billing/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1
+      bg_on proxy audit "/srv/bluegreen/billing" "deploy" "billing" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
       bg_on proxy unlock "/srv/bluegreen/billing" "${BG_DEPLOYER}" || undo_failed=1
       ;;
-    verify)
+    deploy:verify)
       bg_on app1 stop "/srv/billing/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1
+      bg_on proxy audit "/srv/bluegreen/billing" "deploy" "billing" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
       bg_on proxy unlock "/srv/bluegreen/billing" "${BG_DEPLOYER}" || undo_failed=1
       ;;
-    switch)
+    deploy:switch)
       [ "$BG_LIVE_SLOT" = none ] || bg_on proxy switch "/srv/nginx/upstreams/billing.conf" "# managed by bluegreen for billing: do not edit
 server 127.0.0.1:${BG_LIVE_PORT};
 " "no" "/usr/sbin/nginx -t -c /srv/nginx/nginx.conf" "/usr/sbin/nginx -s reload -c /srv/nginx/nginx.conf" || undo_failed=1
       [ "$BG_LIVE_SLOT" = none ] || bg_on proxy settle "30" || undo_failed=1
       bg_on app1 stop "/srv/billing/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1
+      bg_on proxy audit "/srv/bluegreen/billing" "deploy" "billing" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
       bg_on proxy unlock "/srv/bluegreen/billing" "${BG_DEPLOYER}" || undo_failed=1
       ;;
-    drain)
+    deploy:drain)
+      bg_on proxy audit "/srv/bluegreen/billing" "deploy" "billing" "switched, then failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
       bg_on proxy unlock "/srv/bluegreen/billing" "${BG_DEPLOYER}" || undo_failed=1
       ;;
-    retire)
+    deploy:retire)
+      bg_on proxy audit "/srv/bluegreen/billing" "deploy" "billing" "switched, then failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
       bg_on proxy unlock "/srv/bluegreen/billing" "${BG_DEPLOYER}" || undo_failed=1
       ;;
-    *) bg_log "nothing to undo after phase $BG_PHASE" ;;
+    rollback:prepare)
+      bg_on proxy unlock "/srv/bluegreen/billing" "${BG_DEPLOYER}" || undo_failed=1
+      ;;
+    rollback:start)
+      bg_on app1 stop "/srv/billing/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1
+      bg_on proxy audit "/srv/bluegreen/billing" "rollback" "billing" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
+      bg_on proxy unlock "/srv/bluegreen/billing" "${BG_DEPLOYER}" || undo_failed=1
+      ;;
+    rollback:verify)
+      bg_on app1 stop "/srv/billing/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1
+      bg_on proxy audit "/srv/bluegreen/billing" "rollback" "billing" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
+      bg_on proxy unlock "/srv/bluegreen/billing" "${BG_DEPLOYER}" || undo_failed=1
+      ;;
+    rollback:switch)
+      [ "$BG_LIVE_SLOT" = none ] || bg_on proxy switch "/srv/nginx/upstreams/billing.conf" "# managed by bluegreen for billing: do not edit
+server 127.0.0.1:${BG_LIVE_PORT};
+" "no" "/usr/sbin/nginx -t -c /srv/nginx/nginx.conf" "/usr/sbin/nginx -s reload -c /srv/nginx/nginx.conf" || undo_failed=1
+      [ "$BG_LIVE_SLOT" = none ] || bg_on proxy settle "30" || undo_failed=1
+      bg_on app1 stop "/srv/billing/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1
+      bg_on proxy audit "/srv/bluegreen/billing" "rollback" "billing" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
+      bg_on proxy unlock "/srv/bluegreen/billing" "${BG_DEPLOYER}" || undo_failed=1
+      ;;
+    rollback:drain)
+      bg_on proxy audit "/srv/bluegreen/billing" "rollback" "billing" "switched, then failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
+      bg_on proxy unlock "/srv/bluegreen/billing" "${BG_DEPLOYER}" || undo_failed=1
+      ;;
+    rollback:retire)
+      bg_on proxy audit "/srv/bluegreen/billing" "rollback" "billing" "switched, then failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
+      bg_on proxy unlock "/srv/bluegreen/billing" "${BG_DEPLOYER}" || undo_failed=1
+      ;;
+    retire:prepare)
+      bg_on proxy unlock "/srv/bluegreen/billing" "${BG_DEPLOYER}" || undo_failed=1
+      ;;
+    retire:retire)
+      bg_on proxy unlock "/srv/bluegreen/billing" "${BG_DEPLOYER}" || undo_failed=1
+      ;;
+    *) bg_log "nothing to undo after the $BG_PHASE phase" ;;
   esac
   bg_notify failed
   bg_disconnect
@@ -654,31 +853,52 @@ server 127.0.0.1:${BG_LIVE_PORT};
     bg_log "abort: some undo steps failed (see above)"
     return 1
   fi
-  bg_log "abort: done; traffic stays on the slot that was live before (${BG_LIVE_SLOT:-none})"
+  bg_log "abort: done"
+}
+
+# bg_run_all ACTION PHASE...: every phase in its own process, as Jenkins stages run them; the first
+# failure is undone.
+bg_run_all() {
+  local action=$1 phase
+  shift
+  [ -n "$BG_RUN_ID" ] || BG_RUN_ID="$(id -un)@$(hostname)-$$-$(date +%s)"
+  export BG_RUN_ID
+  trap 'bg_log "interrupted"; exit 130' INT TERM
+  for phase in "$@"; do
+    if ! "$BASH" "$0" run "$action" "$phase"; then
+      trap - INT TERM
+      "$BASH" "$0" abort || true
+      exit 1
+    fi
+  done
+  bg_log "$action of $BG_APP done: $(cat -- "$BG_RUN_DIR/summary" 2>/dev/null || true)"
+}
+
+bg_usage() {
+  cat >&2 <<'BG_USAGE_EOF'
+usage: deploy.sh [deploy]         deploy: every phase; a failure is undone
+       deploy.sh rollback         traffic back on the previous slot
+       deploy.sh retire           stop the previous slot kept for the rollback window
+       deploy.sh run ACTION PHASE one phase of an action, as Jenkins stages run them
+                                  (deploy: prepare upload start verify switch drain retire finish)
+       deploy.sh abort            undo the phase that failed
+BG_USAGE_EOF
+  exit 2
 }
 
 bg_main() {
-  local phase
-  case "${1:-all}" in
-    all)
-      [ -n "$BG_RUN_ID" ] || BG_RUN_ID="$(id -un)@$(hostname)-$$-$(date +%s)"
-      export BG_RUN_ID
-      trap 'bg_log "interrupted"; exit 130' INT TERM
-      for phase in prepare upload start verify switch drain retire finish; do
-        if ! "$BASH" "$0" "$phase"; then
-          trap - INT TERM
-          "$BASH" "$0" abort || true
-          exit 1
-        fi
-      done
-      bg_log "deploy of $BG_APP done"
-      ;;
+  case "${1:-deploy}" in
+    deploy | all) bg_run_all deploy prepare upload start verify switch drain retire finish ;;
+    rollback) bg_run_all rollback prepare start verify switch drain retire finish ;;
+    retire) bg_run_all retire prepare retire finish ;;
     abort) bg_abort ;;
-    prepare | upload | start | verify | switch | drain | retire | finish) bg_run_phase "$1" ;;
-    *)
-      echo "usage: $0 [all|abort|prepare | upload | start | verify | switch | drain | retire | finish]" >&2
-      exit 2
+    run)
+      case "${2:-}:${3:-}" in
+        deploy:prepare | deploy:upload | deploy:start | deploy:verify | deploy:switch | deploy:drain | deploy:retire | deploy:finish | rollback:prepare | rollback:start | rollback:verify | rollback:switch | rollback:drain | rollback:retire | rollback:finish | retire:prepare | retire:retire | retire:finish) bg_run_phase "$2" "$3" ;;
+        *) bg_usage ;;
+      esac
       ;;
+    *) bg_usage ;;
   esac
 }
 

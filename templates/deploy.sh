@@ -3,7 +3,9 @@
 # Do not edit: change the config and run `bluegreen render script` again.
 #
 # Usage: deploy.sh            run every phase; any failure undoes what it must and exits non-zero
-#        deploy.sh PHASE      run one phase ({{ phase_names }}), as Jenkins stages do
+#        deploy.sh rollback   traffic back on the previous slot (kept running, or restarted)
+#        deploy.sh retire     stop the previous slot kept for the rollback window
+#        deploy.sh run deploy PHASE   run one deploy phase ({{ phase_names }}), as Jenkins stages do
 #        deploy.sh abort      undo the phase that failed (stop new instances, restore the proxy,
 #                             release the lock); used by the Jenkinsfile's post section
 #
@@ -243,7 +245,7 @@ bg_notify() {
   if [ -z "$url" ] || [ -n "${BG_SKIP_NOTIFY:-}" ]; then
     return 0
   fi
-  local text="$BG_APP: deploy $outcome (slot ${BG_TARGET_SLOT:-?}, release ${BG_RELEASE:0:12}, by ${BG_DEPLOYER:-?})"
+  local text="$BG_APP: ${BG_ACTION:-deploy} $outcome (slot ${BG_TARGET_SLOT:-?}, release ${BG_RELEASE:0:12}, by ${BG_DEPLOYER:-?})"
   local payload
   payload=$(printf '{"channel": "%s", "text": "%s"}' {{ slack_channel }} "${text//\"/\\\"}")
   curl -s -o /dev/null --max-time 10 -H 'Content-Type: application/json' -d "$payload" -- "$url" ||
@@ -254,6 +256,7 @@ bg_save() {
   mkdir -p -- "$BG_RUN_DIR"
   {
     printf 'BG_RUN_ID=%q\n' "$BG_RUN_ID"
+    printf 'BG_ACTION=%q\n' "$BG_ACTION"
     printf 'BG_PHASE=%q\n' "$BG_PHASE"
     printf 'BG_CTL_DIR=%q\n' "$BG_CTL_DIR"
     printf 'BG_ARTIFACT=%q\n' "$BG_ARTIFACT"
@@ -278,10 +281,11 @@ bg_load() {
   fi
 }
 
+# bg_begin ACTION PHASE: sets up a phase: fresh state for a prepare phase, the run's state otherwise.
 bg_begin() {
   bg_check_env
   bg_init
-  if [ "$1" = prepare ]; then
+  if [ "$2" = prepare ]; then
     [ -n "$BG_RUN_ID" ] || BG_RUN_ID="$(id -un)@$(hostname)-$$-$(date +%s)"
     BG_DEPLOYER=${BUILD_TAG:-$BG_RUN_ID}
     BG_CTL_DIR=$(mktemp -d "${TMPDIR:-/tmp}/bluegreen.XXXXXX")
@@ -290,26 +294,35 @@ bg_begin() {
   else
     [ -n "$BG_RUN_ID" ] || bg_fail "BG_RUN_ID (or BUILD_TAG) must identify the run when running one phase"
     bg_load
+    [ "$BG_ACTION" = "$1" ] || bg_fail "this run is a $BG_ACTION, not a $1"
     mkdir -p -- "$BG_CTL_DIR"
   fi
-  BG_PHASE=$1
+  BG_ACTION=$1
+  BG_PHASE=$2
   bg_ssh_opts
-  if [ "$1" = prepare ]; then
+  if [ "$2" = prepare ]; then
     # Before anything changes: the artifact is there and every host answers with a known key.
-    bg_resolve_artifact
+    if [ "$1" = deploy ]; then
+      bg_resolve_artifact
+    fi
     bg_connect_all
   fi
 }
 
 {{ phases }}
+# bg_run_phase ACTION PHASE
 bg_run_phase() {
-  bg_begin "$1"
+  bg_begin "$1" "$2"
   bg_save
-  bg_log "== $1"
-  "bg_phase_$1"
+  bg_log "== $1: $2"
+  "bg_$1_phase_$2"
   bg_save
-  if [ "$1" = finish ]; then
-    printf 'deployed %s to the %s slot of %s host(s)\n' "${BG_RELEASE:0:12}" "$BG_TARGET_SLOT" "${#BG_APP_HOSTS[@]}" >"$BG_RUN_DIR/summary"
+  if [ "$2" = finish ]; then
+    case "$1" in
+      deploy) printf 'deployed %s to the %s slot of %s host(s)\n' "${BG_RELEASE:0:12}" "$BG_TARGET_SLOT" "${#BG_APP_HOSTS[@]}" ;;
+      rollback) printf 'rolled back to %s on the %s slot of %s host(s)\n' "${BG_RELEASE:0:12}" "$BG_TARGET_SLOT" "${#BG_APP_HOSTS[@]}" ;;
+      *) printf 'retired the %s slot of %s host(s)\n' "$BG_TARGET_SLOT" "${#BG_APP_HOSTS[@]}" ;;
+    esac >"$BG_RUN_DIR/summary"
     bg_disconnect
   fi
 }
@@ -318,7 +331,7 @@ bg_run_phase() {
 bg_abort() {
   if [ -z "$BG_RUN_ID" ] || [ ! -f "$BG_RUN_DIR/run.env" ] ||
     ! grep -qxF "BG_RUN_ID=$(printf '%q' "$BG_RUN_ID")" "$BG_RUN_DIR/run.env"; then
-    bg_log "abort: no deploy of this run to undo"
+    bg_log "abort: nothing of this run to undo"
     return 0
   fi
   bg_check_env
@@ -326,9 +339,9 @@ bg_abort() {
   bg_load
   mkdir -p -- "$BG_CTL_DIR"
   bg_ssh_opts
-  bg_log "== abort after a failure in phase $BG_PHASE: undoing"
+  bg_log "== abort after a failure in the $BG_PHASE phase of a $BG_ACTION: undoing"
   local undo_failed=0
-  case "$BG_PHASE" in
+  case "$BG_ACTION:$BG_PHASE" in
 {{ abort_cases }}
   esac
   bg_notify failed
@@ -338,31 +351,52 @@ bg_abort() {
     bg_log "abort: some undo steps failed (see above)"
     return 1
   fi
-  bg_log "abort: done; traffic stays on the slot that was live before (${BG_LIVE_SLOT:-none})"
+  bg_log "abort: done"
+}
+
+# bg_run_all ACTION PHASE...: every phase in its own process, as Jenkins stages run them; the first
+# failure is undone.
+bg_run_all() {
+  local action=$1 phase
+  shift
+  [ -n "$BG_RUN_ID" ] || BG_RUN_ID="$(id -un)@$(hostname)-$$-$(date +%s)"
+  export BG_RUN_ID
+  trap 'bg_log "interrupted"; exit 130' INT TERM
+  for phase in "$@"; do
+    if ! "$BASH" "$0" run "$action" "$phase"; then
+      trap - INT TERM
+      "$BASH" "$0" abort || true
+      exit 1
+    fi
+  done
+  bg_log "$action of $BG_APP done: $(cat -- "$BG_RUN_DIR/summary" 2>/dev/null || true)"
+}
+
+bg_usage() {
+  cat >&2 <<'BG_USAGE_EOF'
+usage: deploy.sh [deploy]         deploy: every phase; a failure is undone
+       deploy.sh rollback         traffic back on the previous slot
+       deploy.sh retire           stop the previous slot kept for the rollback window
+       deploy.sh run ACTION PHASE one phase of an action, as Jenkins stages run them
+                                  (deploy: {{ phase_names }})
+       deploy.sh abort            undo the phase that failed
+BG_USAGE_EOF
+  exit 2
 }
 
 bg_main() {
-  local phase
-  case "${1:-all}" in
-    all)
-      [ -n "$BG_RUN_ID" ] || BG_RUN_ID="$(id -un)@$(hostname)-$$-$(date +%s)"
-      export BG_RUN_ID
-      trap 'bg_log "interrupted"; exit 130' INT TERM
-      for phase in {{ phase_names }}; do
-        if ! "$BASH" "$0" "$phase"; then
-          trap - INT TERM
-          "$BASH" "$0" abort || true
-          exit 1
-        fi
-      done
-      bg_log "deploy of $BG_APP done"
-      ;;
+  case "${1:-deploy}" in
+    deploy | all) bg_run_all deploy {{ phase_names }} ;;
+    rollback) bg_run_all rollback {{ rollback_phase_names }} ;;
+    retire) bg_run_all retire {{ retire_phase_names }} ;;
     abort) bg_abort ;;
-    {{ phase_alternatives }}) bg_run_phase "$1" ;;
-    *)
-      echo "usage: $0 [all|abort|{{ phase_alternatives }}]" >&2
-      exit 2
+    run)
+      case "${2:-}:${3:-}" in
+        {{ run_alternatives }}) bg_run_phase "$2" "$3" ;;
+        *) bg_usage ;;
+      esac
       ;;
+    *) bg_usage ;;
   esac
 }
 

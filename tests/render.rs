@@ -146,7 +146,7 @@ fn script_usage_and_phase_guard() {
     // A single phase without a run id, or without the state of earlier phases, refuses to run.
     let out = Command::new("bash")
         .arg(&script)
-        .arg("upload")
+        .args(["run", "deploy", "upload"])
         .current_dir(dir.path())
         .env_remove("BG_RUN_ID")
         .env_remove("BUILD_TAG")
@@ -168,7 +168,7 @@ fn script_usage_and_phase_guard() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("abort: no deploy of this run to undo"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("abort: nothing of this run to undo"));
 }
 
 #[test]
@@ -177,7 +177,7 @@ fn script_names_a_missing_variable() {
     let script = dir.write("deploy.sh", &render("sokdak", "script"));
     let out = Command::new("bash")
         .arg(&script)
-        .arg("prepare")
+        .args(["run", "deploy", "prepare"])
         .current_dir(dir.path())
         .env("BG_RUN_ID", "test-run")
         .env("NGINX_PRIVATE_IP", "10.1.1.1")
@@ -271,12 +271,17 @@ fn jenkinsfiles_evaluate_with_the_exact_script_in_one_stage_per_phase() {
         if cfg.jenkins.build.is_some() {
             expected.push(("Build".into(), "success".into()));
         }
+        expected.push(("Setup".into(), "success".into()));
         expected.push(("Deploy".into(), "success".into()));
-        for p in [
-            "Prepare", "Upload", "Start", "Verify", "Switch", "Drain", "Retire", "Finish",
-        ] {
+        let mut phases = vec!["Prepare", "Upload", "Start", "Verify", "Switch"];
+        if cfg.jenkins.gate.is_some() {
+            phases.push("Promote");
+        }
+        phases.extend(["Drain", "Retire", "Finish"]);
+        for p in phases {
             expected.push((p.into(), "success".into()));
         }
+        expected.push(("Rollback".into(), "skipped".into()));
         assert_eq!(stage_statuses(&json), expected, "{ex}");
 
         let sh: Vec<&Value> = json["sh"].as_array().unwrap().iter().collect();
@@ -288,8 +293,8 @@ fn jenkinsfiles_evaluate_with_the_exact_script_in_one_stage_per_phase() {
         }
         let prepare = sh
             .iter()
-            .find(|s| s["stage"] == "Prepare")
-            .expect("a Prepare sh step");
+            .find(|s| s["stage"] == "Setup")
+            .expect("a Setup sh step");
         // What Jenkins would run is byte for byte the script `render script` prints: the Groovy
         // escaping round-trips.
         assert_eq!(
@@ -301,7 +306,7 @@ fn jenkinsfiles_evaluate_with_the_exact_script_in_one_stage_per_phase() {
             let s = sh.iter().find(|s| s["stage"] == stage).unwrap();
             assert_eq!(
                 s["script"].as_str().unwrap(),
-                format!("#!/bin/bash\nexec bash .bluegreen/deploy.sh {phase}\n")
+                format!("#!/bin/bash\nexec bash .bluegreen/deploy.sh run deploy {phase}\n")
             );
         }
         let creds: Vec<&str> = json["credentials"]

@@ -189,6 +189,8 @@ fn expected_calls(plan: &Plan, release: &str) -> Vec<(String, Vec<String>)> {
                 | Step::Detect(s)
                 | Step::Start(s)
                 | Step::Record(s)
+                | Step::Audit(s)
+                | Step::Inspect(s)
                 | Step::Unlock(s) => calls.push((addr(&s.host), &s.call)),
                 Step::Stop(s) if s.when == When::Always => calls.push((addr(&s.host), &s.call)),
                 Step::Copy(c) => {
@@ -322,10 +324,13 @@ fn a_host_failing_to_start_stops_every_new_instance_and_never_switches() {
         "the new slot is stopped, not the live one"
     );
     assert!(
-        run.stderr.contains("abort after a failure in phase start"),
+        run.stderr
+            .contains("abort after a failure in the start phase of a deploy"),
         "{}",
         run.stderr
     );
+    let audit = calls.iter().find(|c| c.args[0] == "audit").unwrap();
+    assert_eq!(audit.args[2..5], ["deploy", "sokdak", "failed"]);
 }
 
 #[test]

@@ -217,6 +217,9 @@ pub struct Jenkins {
     /// Overall pipeline timeout.
     #[serde(with = "humantime_serde_compat")]
     pub timeout: Duration,
+    /// Promotion gate, in minutes: after the switch, wait this long for a person to keep the new
+    /// version (the old slot is stopped) or reject it (traffic goes back). None: no gate.
+    pub gate: Option<u64>,
 }
 
 mod humantime_serde_compat {
@@ -393,6 +396,7 @@ mod raw {
         #[serde(default)]
         pub tools: BTreeMap<String, String>,
         pub timeout: Option<Dur>,
+        pub gate: Option<Dur>,
     }
 }
 
@@ -1013,6 +1017,17 @@ fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
             "jenkins.timeout",
             j.timeout.map_or(Duration::from_secs(30 * 60), |d| d.0),
         )?,
+        gate: match j.gate {
+            Some(d) if d.0.as_secs() < 60 => {
+                return Err(c.fail_hint(
+                    "jenkins.gate",
+                    "must be at least 1m",
+                    "it is how long a person has to keep or reject the new version",
+                ))
+            }
+            Some(d) => Some(d.0.as_secs().div_ceil(60)),
+            None => None,
+        },
     };
     if jenkins.timeout.as_secs() < 60 {
         return Err(c.fail("jenkins.timeout", "must be at least 1m"));

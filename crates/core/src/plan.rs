@@ -14,9 +14,34 @@ use std::time::Duration;
 /// The id of the proxy host in a plan.
 pub const PROXY_ID: &str = "proxy";
 
-/// A whole deploy.
+/// What a plan does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Deploy the artifact to the idle slot and switch to it.
+    Deploy,
+    /// Put traffic back on the idle (previous) slot, restarting its kept release if it was stopped.
+    Rollback,
+    /// Stop the idle slot retained after a switch (the end of the rollback window).
+    Retire,
+}
+
+impl Action {
+    /// Lower-case name, as in the audit log.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Deploy => "deploy",
+            Action::Rollback => "rollback",
+            Action::Retire => "retire",
+        }
+    }
+}
+
+/// A whole deploy (or rollback, or retire).
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
+    /// What the plan does.
+    pub action: Action,
     /// The app's name.
     pub app: String,
     /// Local artifact path or glob.
@@ -41,6 +66,8 @@ pub struct Plan {
     pub jenkins: crate::config::Jenkins,
     /// The start command as written in the config.
     pub start_template: String,
+    /// Remote directory holding one directory per slot.
+    pub deploy_dir: String,
 }
 
 /// A host the plan talks to.
@@ -100,6 +127,8 @@ pub enum PhaseKind {
     Verify,
     /// One switch of the proxy.
     Switch,
+    /// Jenkins' promotion gate: a person keeps the new version or rejects it (traffic goes back).
+    Promote,
     /// Let the old slot finish in-flight requests.
     Drain,
     /// Stop (or retain) the old instances.
@@ -117,6 +146,7 @@ impl PhaseKind {
             PhaseKind::Start => "start",
             PhaseKind::Verify => "verify",
             PhaseKind::Switch => "switch",
+            PhaseKind::Promote => "promote",
             PhaseKind::Drain => "drain",
             PhaseKind::Retire => "retire",
             PhaseKind::Finish => "finish",
@@ -131,6 +161,7 @@ impl PhaseKind {
             PhaseKind::Start => "Start",
             PhaseKind::Verify => "Verify",
             PhaseKind::Switch => "Switch",
+            PhaseKind::Promote => "Promote",
             PhaseKind::Drain => "Drain",
             PhaseKind::Retire => "Retire",
             PhaseKind::Finish => "Finish",
@@ -179,6 +210,10 @@ pub enum Step {
     Switch(SwitchStep),
     /// Write the state file on the proxy.
     Record(RemoteStep),
+    /// Read the release kept in the target slot (rollback); sets the release runtime variable.
+    Inspect(RemoteStep),
+    /// Append a line to the audit log on the proxy.
+    Audit(RemoteStep),
     /// Wait before stopping the old slot.
     Drain(DrainStep),
     /// Stop an instance.
@@ -292,6 +327,8 @@ impl Step {
             | Step::Detect(s)
             | Step::Start(s)
             | Step::Record(s)
+            | Step::Inspect(s)
+            | Step::Audit(s)
             | Step::Stop(s)
             | Step::Unlock(s) => Some(&s.host),
             Step::Copy(s) => Some(&s.host),
@@ -312,6 +349,8 @@ impl Step {
             Step::Health(_) => "health",
             Step::Switch(_) => "switch",
             Step::Record(_) => "record",
+            Step::Inspect(_) => "inspect",
+            Step::Audit(_) => "audit",
             Step::Drain(_) => "drain",
             Step::Stop(_) => "stop",
             Step::Retain(_) => "retain",
@@ -587,7 +626,26 @@ impl Plan {
                 .collect()
         };
 
-        let mut finish = vec![unlock.clone()];
+        let audit = |outcome: &str| {
+            Step::Audit(RemoteStep {
+                host: PROXY_ID.into(),
+                call: RemoteCall::new(
+                    RemoteFn::Audit,
+                    vec![
+                        state_dir.clone(),
+                        Word::lit(Action::Deploy.name()),
+                        Word::lit(&c.app),
+                        Word::lit(outcome),
+                        Word::runtime(RuntimeVar::TargetSlot),
+                        Word::runtime(RuntimeVar::LiveSlot),
+                        Word::runtime(RuntimeVar::Release),
+                        deployer.clone(),
+                    ],
+                ),
+                when: When::Always,
+            })
+        };
+        let mut finish = vec![audit("success"), unlock.clone()];
         if let Some(s) = &c.slack {
             finish.push(Step::Notify(NotifyStep {
                 channel: s.channel.clone(),
@@ -595,14 +653,19 @@ impl Plan {
             }));
         }
 
-        let before_switch: Vec<Step> = stop_new.iter().cloned().chain([unlock.clone()]).collect();
+        let before_switch: Vec<Step> = stop_new
+            .iter()
+            .cloned()
+            .chain([audit("failed"), unlock.clone()])
+            .collect();
         // A failed switch puts the previous upstream back (when there was one) before the new
         // instances are stopped, so traffic never points at a stopped slot.
         let at_switch: Vec<Step> = std::iter::once(switch_back)
             .chain(before_switch.iter().cloned())
             .collect();
 
-        let phases = vec![
+        let after_switch = vec![audit("switched, then failed"), unlock.clone()];
+        let mut phases = vec![
             Phase {
                 kind: PhaseKind::Prepare,
                 parallel: false,
@@ -639,13 +702,13 @@ impl Plan {
                 steps: vec![Step::Drain(DrainStep {
                     millis: millis(c.drain),
                 })],
-                on_failure: vec![unlock.clone()],
+                on_failure: after_switch.clone(),
             },
             Phase {
                 kind: PhaseKind::Retire,
                 parallel: true,
                 steps: retire,
-                on_failure: vec![unlock.clone()],
+                on_failure: after_switch,
             },
             Phase {
                 kind: PhaseKind::Finish,
@@ -654,6 +717,29 @@ impl Plan {
                 on_failure: vec![],
             },
         ];
+
+        if c.jenkins.gate.is_some() {
+            // The gate itself is Jenkins' `input`: the phase has no steps, only what a rejection
+            // undoes (the same as a failed switch).
+            let at = phases
+                .iter()
+                .position(|p| p.kind == PhaseKind::Switch)
+                .map_or(phases.len(), |i| i + 1);
+            let undo = phases
+                .iter()
+                .find(|p| p.kind == PhaseKind::Switch)
+                .map(|p| p.on_failure.clone())
+                .unwrap_or_default();
+            phases.insert(
+                at,
+                Phase {
+                    kind: PhaseKind::Promote,
+                    parallel: false,
+                    steps: vec![],
+                    on_failure: undo,
+                },
+            );
+        }
 
         let mut env: Vec<EnvRef> = Vec::new();
         for (field, word) in c.env_refs() {
@@ -668,6 +754,7 @@ impl Plan {
         }
 
         Plan {
+            action: Action::Deploy,
             app: c.app.clone(),
             artifact: c.artifact.clone(),
             jar_name,
@@ -688,7 +775,103 @@ impl Plan {
             slack: c.slack.clone(),
             jenkins: c.jenkins.clone(),
             start_template: c.start_template.clone(),
+            deploy_dir: c.deploy_dir.clone(),
         }
+    }
+
+    /// The plan of `bluegreen rollback`: traffic back on the idle (previous) slot.
+    ///
+    /// It is the deploy plan without the upload: the target slot's instance is kept if it is still
+    /// running (retained) or restarted from the release kept in its directory, health-checked, and
+    /// switched to; the slot rolled back from is then retired like an old slot after a deploy.
+    pub fn rollback(config: &Config) -> Plan {
+        Plan::new(config).to_rollback()
+    }
+
+    /// The plan of `bluegreen retire`: stop the idle slot kept after a switch.
+    pub fn retire(config: &Config) -> Plan {
+        Plan::new(config).to_retire()
+    }
+
+    /// The rollback plan derived from this deploy plan (see [`Plan::rollback`]).
+    pub fn to_rollback(&self) -> Plan {
+        let mut plan = self.clone();
+        plan.action = Action::Rollback;
+        plan.phases
+            .retain(|p| !matches!(p.kind, PhaseKind::Upload | PhaseKind::Promote));
+        let target_dir =
+            Word::lit(format!("{}/", self.deploy_dir)).then_runtime(RuntimeVar::TargetSlot);
+        let first = plan
+            .servers
+            .first()
+            .map(|h| h.id.clone())
+            .unwrap_or_default();
+        for phase in &mut plan.phases {
+            if phase.kind == PhaseKind::Prepare {
+                phase.steps.push(Step::Inspect(RemoteStep {
+                    host: first.clone(),
+                    call: RemoteCall::new(RemoteFn::Release, vec![target_dir.clone()]),
+                    when: When::Always,
+                }));
+            }
+            for step in phase.steps.iter_mut().chain(phase.on_failure.iter_mut()) {
+                match step {
+                    Step::Start(s) => s.call.func = RemoteFn::Revive,
+                    Step::Audit(s) => s.call.args[1] = Word::lit(Action::Rollback.name()),
+                    Step::Lock(s) => {
+                        s.call.args[2] = Word::lit(format!("rollback of {}", self.app))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        plan
+    }
+
+    /// The retire plan derived from this deploy plan (see [`Plan::retire`]).
+    pub fn to_retire(&self) -> Plan {
+        let deploy = self;
+        let mut plan = deploy.clone();
+        plan.action = Action::Retire;
+        let find = |kind: PhaseKind| deploy.phases.iter().find(|p| p.kind == kind).cloned();
+        let (Some(prepare), Some(upload), Some(finish)) = (
+            find(PhaseKind::Prepare),
+            find(PhaseKind::Upload),
+            find(PhaseKind::Finish),
+        ) else {
+            return plan;
+        };
+        // Stopping the idle slot on every host is what a failed upload undoes.
+        let stops: Vec<Step> = upload
+            .on_failure
+            .iter()
+            .filter(|s| matches!(s, Step::Stop(_)))
+            .cloned()
+            .collect();
+        let mut finish = finish;
+        for s in &mut finish.steps {
+            if let Step::Audit(a) = s {
+                a.call.args[1] = Word::lit(Action::Retire.name());
+            }
+        }
+        let mut prepare = prepare;
+        for s in &mut prepare.steps {
+            if let Step::Lock(l) = s {
+                l.call.args[2] = Word::lit(format!("retire of {}", self.app));
+            }
+        }
+        finish.steps.retain(|s| !matches!(s, Step::Notify(_)));
+        plan.phases = vec![
+            prepare.clone(),
+            Phase {
+                kind: PhaseKind::Retire,
+                parallel: true,
+                steps: stops,
+                on_failure: prepare.on_failure.clone(),
+            },
+            finish,
+        ];
+        plan
     }
 
     /// Looks a host up by id.
@@ -727,7 +910,7 @@ pub fn start_command(parts: &[StartPart]) -> String {
 impl fmt::Display for Plan {
     /// The plan for a person: phases, steps and hosts, with the remote calls.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "plan for `{}`", self.app)?;
+        writeln!(f, "{} plan for `{}`", self.action.name(), self.app)?;
         writeln!(f, "  artifact: {}", self.artifact)?;
         writeln!(
             f,
@@ -787,7 +970,12 @@ impl fmt::Display for Plan {
 /// One line describing a step.
 pub fn describe(step: &Step) -> String {
     match step {
-        Step::Lock(s) | Step::Detect(s) | Step::Record(s) | Step::Unlock(s) => {
+        Step::Lock(s)
+        | Step::Detect(s)
+        | Step::Record(s)
+        | Step::Inspect(s)
+        | Step::Audit(s)
+        | Step::Unlock(s) => {
             format!("{} on {}: {}", step.name(), s.host, s.call.display())
         }
         Step::Start(s) => format!("start on {}: {}", s.host, s.call.display()),

@@ -41,6 +41,20 @@ pub enum RemoteFn {
     Settle,
     /// Write the state file.
     Record,
+    /// Make sure a slot's instance runs, restarting its kept release if needed (rollback).
+    Revive,
+    /// Print the release kept in a slot's directory.
+    Release,
+    /// Append a line to the audit log.
+    Audit,
+    /// Print the last lines of the audit log.
+    History,
+    /// Print both slots' status on an app host.
+    HostStatus,
+    /// Print the proxy's upstream slot, state file and lock.
+    ProxyStatus,
+    /// Remove the deploy lock whoever holds it.
+    BreakLock,
 }
 
 impl RemoteFn {
@@ -58,6 +72,13 @@ impl RemoteFn {
             RemoteFn::Switch => "switch",
             RemoteFn::Settle => "settle",
             RemoteFn::Record => "record",
+            RemoteFn::Revive => "revive",
+            RemoteFn::Release => "release",
+            RemoteFn::Audit => "audit",
+            RemoteFn::History => "history",
+            RemoteFn::HostStatus => "hoststatus",
+            RemoteFn::ProxyStatus => "proxystatus",
+            RemoteFn::BreakLock => "breaklock",
         }
     }
 }
@@ -190,6 +211,13 @@ mod tests {
             RemoteFn::Switch,
             RemoteFn::Settle,
             RemoteFn::Record,
+            RemoteFn::Revive,
+            RemoteFn::Release,
+            RemoteFn::Audit,
+            RemoteFn::History,
+            RemoteFn::HostStatus,
+            RemoteFn::ProxyStatus,
+            RemoteFn::BreakLock,
         ] {
             assert!(
                 LIBRARY.contains(&format!("\nbg_{}() {{", f.name())),

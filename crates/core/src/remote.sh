@@ -233,11 +233,101 @@ bg_record() {
   echo "state recorded: live=$3 previous=$4"
 }
 
+# revive SLOT_DIR SLOT PORT HOST JAR_NAME SIGNAL GRACE_SECS COMMAND: for a rollback, makes sure the
+# slot's instance runs: kept as it is when still running (retained), restarted from the release kept
+# in its directory otherwise.
+bg_revive() {
+  local dir=$1 slot=$2 jar=$5 pid
+  if pid=$(bg_slot_pid "$dir"); then
+    echo "$slot still running as pid $pid"
+    return 0
+  fi
+  [ -f "$dir/$jar" ] || bg_die "no release kept in $dir: nothing to roll back to"
+  bg_start "$@"
+}
+
+# release SLOT_DIR: prints the release (sha256) kept in the slot's directory.
+bg_release() {
+  [ -f "$1/release" ] || bg_die "no release recorded in $1: nothing to roll back to"
+  cat -- "$1/release"
+}
+
+# A JSON string: quotes, backslashes and control characters escaped.
+bg_json() {
+  local s
+  s=$(printf '%s' "$1" | tr -d '\000-\010\013-\037')
+  s=${s//\\/\\\\}
+  s=${s//\"/\\\"}
+  s=${s//$'\t'/\\t}
+  s=${s//$'\n'/\\n}
+  printf '"%s"' "$s"
+}
+
+# audit STATE_DIR EVENT APP OUTCOME TARGET FROM RELEASE DEPLOYER: appends one JSON line to the audit
+# log: what happened (deploy, rollback, retire, lock-break), how it ended, the slot it targeted, the
+# slot that was live before, the release, and who.
+bg_audit() {
+  local dir=$1
+  mkdir -p -- "$dir"
+  printf '{"time":%s,"event":%s,"app":%s,"outcome":%s,"target":%s,"from":%s,"release":%s,"deployer":%s}\n' \
+    "$(bg_json "$(date -u +%Y-%m-%dT%H:%M:%SZ)")" "$(bg_json "$2")" "$(bg_json "$3")" "$(bg_json "$4")" \
+    "$(bg_json "$5")" "$(bg_json "$6")" "$(bg_json "$7")" "$(bg_json "$8")" >>"$dir/audit.log"
+  echo "audit: $2 $4"
+}
+
+# history STATE_DIR COUNT: prints the last COUNT lines of the audit log.
+bg_history() {
+  [ -f "$1/audit.log" ] || return 0
+  tail -n "$2" -- "$1/audit.log"
+}
+
+# hoststatus DEPLOY_DIR BLUE_PORT GREEN_PORT: key=value lines about both slots on this host.
+bg_hoststatus() {
+  local base=$1 slot port dir pid
+  for slot in blue green; do
+    if [ "$slot" = blue ]; then port=$2; else port=$3; fi
+    dir=$base/$slot
+    if pid=$(bg_slot_pid "$dir"); then
+      printf '%s.pid=%s\n%s.uptime=%s\n' "$slot" "$pid" "$slot" "$(ps -o etimes= -p "$pid" | tr -d ' ')"
+    else
+      printf '%s.pid=\n' "$slot"
+    fi
+    if bg_port_busy "$port"; then printf '%s.port_open=yes\n' "$slot"; else printf '%s.port_open=no\n' "$slot"; fi
+    printf '%s.release=%s\n' "$slot" "$(cat -- "$dir/release" 2>/dev/null || true)"
+  done
+}
+
+# proxystatus STATE_DIR UPSTREAM_FILE BLUE_PORT GREEN_PORT: key=value lines about the proxy: the slot
+# the upstream file points at, the state file, the lock.
+bg_proxystatus() {
+  local dir=$1 live
+  live=$(bg_detect "$2" "$3" "$4" 2>/dev/null) || live=mixed
+  printf 'upstream.live=%s\nnow=%s\n' "$live" "$(date +%s)"
+  if [ -f "$dir/state" ]; then sed 's/^/state./' "$dir/state"; fi
+  if [ -d "$dir/lock" ]; then
+    printf 'lock.held=yes\nlock.since=%s\n' "$(stat -c %Y -- "$dir/lock")"
+    if [ -f "$dir/lock/info" ]; then sed 's/^/lock./' "$dir/lock/info"; fi
+  else
+    printf 'lock.held=no\n'
+  fi
+}
+
+# breaklock STATE_DIR WHO APP: removes the deploy lock whoever holds it, and says so in the audit log.
+bg_breaklock() {
+  local dir=$1 holder=""
+  [ -d "$dir/lock" ] || { echo "lock was not held"; return 0; }
+  [ -f "$dir/lock/info" ] && holder=$(sed -n 's/^holder=//p' "$dir/lock/info")
+  rm -rf -- "$dir/lock"
+  bg_audit "$dir" lock-break "$3" "removed lock of ${holder:-unknown}" "" "" "" "$2" >/dev/null
+  echo "lock of ${holder:-unknown} removed"
+}
+
 bg_main() {
   local fn=$1
   shift
   case "$fn" in
-    lock | unlock | detect | prepare | install | stop | start | probe | switch | settle | record)
+    lock | unlock | detect | prepare | install | stop | start | probe | switch | settle | record | revive | \
+      release | audit | history | hoststatus | proxystatus | breaklock)
       "bg_$fn" "$@" ;;
     *) bg_die "unknown remote function '$fn'" ;;
   esac

@@ -132,7 +132,55 @@ struct ScriptView {
     phases: String,
     abort_cases: String,
     phase_names: String,
-    phase_alternatives: String,
+    rollback_phase_names: String,
+    retire_phase_names: String,
+    run_alternatives: String,
+}
+
+/// Appends `plan`'s phase functions (`bg_ACTION_phase_PHASE`, and one function per host for
+/// parallel phases) and its abort cases (`ACTION:PHASE)`).
+fn render_phases(plan: &Plan, phases: &mut String, abort_cases: &mut String) {
+    let action = plan.action.name();
+    for phase in &plan.phases {
+        let name = phase.kind.name();
+        if phase.parallel && phase.steps.len() > 1 {
+            let mut fns = Vec::new();
+            for step in &phase.steps {
+                let f = format!("bg_{action}_{name}_{}", step.host().unwrap_or("all"));
+                let _ = writeln!(phases, "{f}() {{");
+                for line in step_lines(step) {
+                    let _ = writeln!(phases, "  {line}");
+                }
+                phases.push_str("}\n\n");
+                fns.push(f);
+            }
+            let _ = writeln!(
+                phases,
+                "bg_{action}_phase_{name}() {{\n  bg_parallel {}\n}}\n",
+                fns.join(" ")
+            );
+        } else {
+            let _ = writeln!(phases, "bg_{action}_phase_{name}() {{");
+            for step in &phase.steps {
+                for line in step_lines(step) {
+                    let _ = writeln!(phases, "  {line}");
+                }
+            }
+            if phase.steps.is_empty() {
+                phases.push_str("  :\n");
+            }
+            phases.push_str("}\n\n");
+        }
+        if !phase.on_failure.is_empty() {
+            let _ = writeln!(abort_cases, "    {action}:{name})");
+            for step in &phase.on_failure {
+                for line in step_lines(step) {
+                    let _ = writeln!(abort_cases, "      {line} || undo_failed=1");
+                }
+            }
+            abort_cases.push_str("      ;;\n");
+        }
+    }
 }
 
 /// Renders the standalone bash script.
@@ -160,49 +208,23 @@ pub fn script(plan: &Plan, source: &str) -> Result<String, Error> {
 
     let mut phases = String::new();
     let mut abort_cases = String::new();
-    for phase in &plan.phases {
-        let name = phase.kind.name();
-        if phase.parallel && phase.steps.len() > 1 {
-            let mut fns = Vec::new();
-            for step in &phase.steps {
-                let f = format!("bg_{name}_{}", step.host().unwrap_or("all"));
-                let _ = writeln!(phases, "{f}() {{");
-                for line in step_lines(step, plan) {
-                    let _ = writeln!(phases, "  {line}");
-                }
-                phases.push_str("}\n\n");
-                fns.push(f);
-            }
-            let _ = writeln!(
-                phases,
-                "bg_phase_{name}() {{\n  bg_parallel {}\n}}\n",
-                fns.join(" ")
-            );
-        } else {
-            let _ = writeln!(phases, "bg_phase_{name}() {{");
-            for step in &phase.steps {
-                for line in step_lines(step, plan) {
-                    let _ = writeln!(phases, "  {line}");
-                }
-            }
-            if phase.steps.is_empty() {
-                phases.push_str("  :\n");
-            }
-            phases.push_str("}\n\n");
-        }
-        if !phase.on_failure.is_empty() {
-            let _ = writeln!(abort_cases, "    {name})");
-            for step in &phase.on_failure {
-                for line in step_lines(step, plan) {
-                    let _ = writeln!(abort_cases, "      {line} || undo_failed=1");
-                }
-            }
-            abort_cases.push_str("      ;;\n");
+    let rollback = plan.to_rollback();
+    let retire = plan.to_retire();
+    let mut run_alternatives = Vec::new();
+    for p in [plan, &rollback, &retire] {
+        render_phases(p, &mut phases, &mut abort_cases);
+        for phase in &p.phases {
+            run_alternatives.push(format!("{}:{}", p.action.name(), phase.kind.name()));
         }
     }
-    abort_cases.push_str("    *) bg_log \"nothing to undo after phase $BG_PHASE\" ;;");
-
-    let names: Vec<&str> = plan.phases.iter().map(|p| p.kind.name()).collect();
+    abort_cases.push_str("    *) bg_log \"nothing to undo after the $BG_PHASE phase\" ;;");
+    let names = |p: &Plan| {
+        p.phases
+            .iter()
+            .map(|p| p.kind.name())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     let view = ScriptView {
         app: plan.app.clone(),
         source: source.to_string(),
@@ -244,8 +266,10 @@ pub fn script(plan: &Plan, source: &str) -> Result<String, Error> {
         slack_channel: Word::lit(plan.slack.as_ref().map_or("", |s| s.channel.as_str())).to_bash(),
         phases: phases.trim_end().to_string(),
         abort_cases,
-        phase_names: names.join(" "),
-        phase_alternatives: names.join(" | "),
+        phase_names: names(plan),
+        rollback_phase_names: names(&rollback),
+        retire_phase_names: names(&retire),
+        run_alternatives: run_alternatives.join(" | "),
     };
     let mut out = view.render().map_err(|source| Error::Template {
         what: "the deploy script",
@@ -275,11 +299,26 @@ fn guard(when: When, line: String) -> String {
 }
 
 /// The bash lines for one step; each line is one command, so `abort` can try each on its own.
-fn step_lines(step: &Step, plan: &Plan) -> Vec<String> {
+fn step_lines(step: &Step) -> Vec<String> {
     let remote = |s: &RemoteStep| guard(s.when, on(&s.host, &s.call));
     match step {
-        Step::Lock(s) | Step::Start(s) | Step::Record(s) | Step::Stop(s) | Step::Unlock(s) => {
-            vec![remote(s)]
+        Step::Lock(s)
+        | Step::Start(s)
+        | Step::Record(s)
+        | Step::Audit(s)
+        | Step::Stop(s)
+        | Step::Unlock(s) => vec![remote(s)],
+        Step::Inspect(s) => {
+            let mut line = format!("BG_RELEASE=$(bg_remote {} {}", s.host, s.call.func.name());
+            for a in &s.call.args {
+                line.push(' ');
+                line.push_str(&a.to_bash());
+            }
+            line.push(')');
+            vec![
+                line,
+                "bg_log \"[$BG_APP] release to roll back to: $BG_RELEASE\"".into(),
+            ]
         }
         Step::Detect(s) => {
             let mut line = format!("BG_LIVE_SLOT=$(bg_remote {} {}", s.host, s.call.func.name());
@@ -342,10 +381,7 @@ fn step_lines(step: &Step, plan: &Plan) -> Vec<String> {
                 r.host, r.seconds
             ),
         )],
-        Step::Notify(_) => {
-            let _ = plan;
-            vec!["bg_notify succeeded".into()]
-        }
+        Step::Notify(_) => vec!["bg_notify succeeded".into()],
     }
 }
 
@@ -376,6 +412,7 @@ pub fn groovy_str(s: &str) -> String {
 struct StageView {
     title: &'static str,
     script: String,
+    gate_minutes: u64,
 }
 
 struct SlackView {
@@ -395,7 +432,9 @@ struct JenkinsView {
     build: Option<String>,
     branches: String,
     credentials: String,
+    setup_script: String,
     stages: Vec<StageView>,
+    gate_message: String,
     abort_script: String,
     slack: Option<SlackView>,
 }
@@ -428,22 +467,23 @@ pub fn jenkinsfile(plan: &Plan, source: &str) -> Result<String, Error> {
             groovy_str(k)
         );
     }
+    let setup_script = groovy_escape(&format!(
+        "set -euo pipefail\nmkdir -p .bluegreen\ncat >.bluegreen/deploy.sh <<'{SCRIPT_EOF}'\n{script}{SCRIPT_EOF}\necho \"bluegreen: wrote .bluegreen/deploy.sh\""
+    ));
     let stages = plan
         .phases
         .iter()
-        .map(|p| {
-            let body = if p.kind == PhaseKind::Prepare {
-                format!(
-                    "set -euo pipefail\nmkdir -p .bluegreen\ncat >.bluegreen/deploy.sh <<'{SCRIPT_EOF}'\n{script}{SCRIPT_EOF}\nexec bash .bluegreen/deploy.sh {}",
-                    p.kind.name()
-                )
+        .map(|p| StageView {
+            title: p.kind.title(),
+            script: groovy_escape(&format!(
+                "exec bash .bluegreen/deploy.sh run deploy {}",
+                p.kind.name()
+            )),
+            gate_minutes: if p.kind == PhaseKind::Promote {
+                plan.jenkins.gate.unwrap_or(0)
             } else {
-                format!("exec bash .bluegreen/deploy.sh {}", p.kind.name())
-            };
-            StageView {
-                title: p.kind.title(),
-                script: groovy_escape(&body),
-            }
+                0
+            },
         })
         .collect();
     let abort_script = groovy_escape(
@@ -462,7 +502,12 @@ pub fn jenkinsfile(plan: &Plan, source: &str) -> Result<String, Error> {
         build: plan.jenkins.build.as_ref().map(|b| groovy_escape(b)),
         branches,
         credentials,
+        setup_script,
         stages,
+        gate_message: groovy_str(&format!(
+            "Keep {} on the new version? Proceed stops the old slot; Abort puts traffic back on it.",
+            plan.app
+        )),
         abort_script,
         slack: plan.slack.as_ref().map(|s| SlackView {
             channel: groovy_str(&s.channel),

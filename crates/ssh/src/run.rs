@@ -342,7 +342,7 @@ impl Ctx<'_> {
                 "the new instances are stopped, the lock is released, traffic was not touched"
                     .to_string()
             }
-            PhaseKind::Switch => {
+            PhaseKind::Switch | PhaseKind::Promote => {
                 "the upstream is switched back where it had moved, the new instances are stopped, the lock is released"
                     .to_string()
             }
@@ -476,6 +476,8 @@ impl Ctx<'_> {
             | Step::Detect(s)
             | Step::Start(s)
             | Step::Record(s)
+            | Step::Inspect(s)
+            | Step::Audit(s)
             | Step::Stop(s)
             | Step::Unlock(s) => s.when,
             Step::Switch(s) => s.when,
@@ -513,6 +515,8 @@ impl Ctx<'_> {
                 | Step::Detect(s)
                 | Step::Start(s)
                 | Step::Record(s)
+                | Step::Inspect(s)
+                | Step::Audit(s)
                 | Step::Stop(s)
                 | Step::Unlock(s) => Some(&s.call),
                 Step::Switch(s) => Some(&s.call),
@@ -529,6 +533,8 @@ impl Ctx<'_> {
             | Step::Detect(s)
             | Step::Start(s)
             | Step::Record(s)
+            | Step::Inspect(s)
+            | Step::Audit(s)
             | Step::Stop(s)
             | Step::Unlock(s) => self.remote(step, s, em),
             Step::Copy(c) => self.copy(c, em),
@@ -614,6 +620,14 @@ impl Ctx<'_> {
         match step {
             Step::Lock(_) => self.locked.store(true, Ordering::SeqCst),
             Step::Unlock(_) => self.locked.store(false, Ordering::SeqCst),
+            Step::Inspect(_) => {
+                let release = last_line(&out.stdout);
+                self.rt
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .release = release.clone();
+                message = format!("release {release}");
+            }
             Step::Detect(_) => {
                 let live = Live::parse(&out.stdout).ok_or_else(|| Error::Detect {
                     host: s.host.clone(),
