@@ -5,7 +5,7 @@
 # Usage: deploy.sh            run every phase; any failure undoes what it must and exits non-zero
 #        deploy.sh rollback   traffic back on the previous slot (kept running, or restarted)
 #        deploy.sh retire     stop the previous slot kept for the rollback window
-#        deploy.sh run deploy PHASE   run one deploy phase (prepare upload start verify switch drain retire finish), as Jenkins stages do
+#        deploy.sh run deploy PHASE   run one deploy phase (prepare upload start verify switch promote drain retire finish), as Jenkins stages do
 #        deploy.sh abort      undo the phase that failed (stop new instances, restore the proxy,
 #                             release the lock); used by the Jenkinsfile's post section
 #
@@ -252,33 +252,42 @@ bg_settle() {
   echo "old nginx workers gone after $((waited / 10)).$((waited % 10))s"
 }
 
-# record STATE_DIR APP LIVE PREVIOUS RELEASE DEPLOYER: writes the state file atomically.
+# record STATE_DIR APP LIVE PREVIOUS RELEASE DEPLOYER: writes the state file atomically. The release
+# that was live until now is kept as previous_release: the one a rollback may go back to.
 bg_record() {
-  local dir=$1
+  local dir=$1 before=""
   mkdir -p -- "$dir"
-  printf 'app=%s\nlive=%s\nprevious=%s\nrelease=%s\ntime=%s\ndeployer=%s\n' \
-    "$2" "$3" "$4" "$5" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$6" >"$dir/state.tmp"
+  [ -f "$dir/state" ] && before=$(sed -n 's/^release=//p' "$dir/state")
+  printf 'app=%s\nlive=%s\nprevious=%s\nrelease=%s\nprevious_release=%s\ntime=%s\ndeployer=%s\n' \
+    "$2" "$3" "$4" "$5" "$before" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$6" >"$dir/state.tmp"
   mv -f -- "$dir/state.tmp" "$dir/state"
   echo "state recorded: live=$3 previous=$4"
 }
 
-# revive SLOT_DIR SLOT PORT HOST JAR_NAME SIGNAL GRACE_SECS COMMAND: for a rollback, makes sure the
-# slot's instance runs: kept as it is when still running (retained), restarted from the release kept
-# in its directory otherwise.
+# revive SLOT_DIR SLOT PORT HOST JAR_NAME SIGNAL GRACE_SECS COMMAND RELEASE: for a rollback, makes
+# sure the slot's instance of RELEASE runs: kept as it is when still running (retained), restarted
+# from the jar kept in its directory otherwise. Refuses when the slot holds another release (a later
+# deploy into it failed or was rejected): that is nothing safe to go back to.
 bg_revive() {
-  local dir=$1 slot=$2 jar=$5 pid
+  local dir=$1 slot=$2 jar=$5 want=$9 have="" pid
+  [ -f "$dir/release" ] && have=$(cat -- "$dir/release")
+  if [ "$have" != "$want" ]; then
+    bg_die "the $slot slot holds release '${have:-none}', not the previous release '$want' (a later deploy into it failed or was rejected): nothing safe to roll back to"
+  fi
   if pid=$(bg_slot_pid "$dir"); then
     echo "$slot still running as pid $pid"
     return 0
   fi
   [ -f "$dir/$jar" ] || bg_die "no release kept in $dir: nothing to roll back to"
-  bg_start "$@"
+  bg_start "${@:1:8}"
 }
 
-# release SLOT_DIR: prints the release (sha256) kept in the slot's directory.
+# release STATE_DIR: prints the release that was live before the last switch (from the state file).
 bg_release() {
-  [ -f "$1/release" ] || bg_die "no release recorded in $1: nothing to roll back to"
-  cat -- "$1/release"
+  local release=""
+  [ -f "$1/state" ] && release=$(sed -n 's/^previous_release=//p' "$1/state")
+  [ -n "$release" ] || bg_die "no previous release recorded in $1/state: nothing to roll back to"
+  echo "$release"
 }
 
 # A JSON string: quotes, backslashes and control characters escaped.
@@ -672,10 +681,14 @@ bg_deploy_phase_switch() {
 server 127.0.0.1:${BG_TARGET_PORT};
 " "no" "/usr/sbin/nginx -t -c /srv/nginx/nginx.conf" "/usr/sbin/nginx -s reload -c /srv/nginx/nginx.conf"
   bg_on proxy settle "30"
-  bg_on proxy record "/srv/bluegreen/billing" "billing" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
+}
+
+bg_deploy_phase_promote() {
+  :
 }
 
 bg_deploy_phase_drain() {
+  bg_on proxy record "/srv/bluegreen/billing" "billing" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
   bg_log "draining for 2000ms"
   sleep 2.000
 }
@@ -693,12 +706,12 @@ bg_rollback_phase_prepare() {
   bg_on proxy lock "/srv/bluegreen/billing" "${BG_DEPLOYER}" "rollback of billing"
   BG_LIVE_SLOT=$(bg_remote proxy detect "/srv/nginx/upstreams/billing.conf" "9001" "9002")
   bg_select_slots
-  BG_RELEASE=$(bg_remote app1 release "/srv/billing/${BG_TARGET_SLOT}")
+  BG_RELEASE=$(bg_remote proxy release "/srv/bluegreen/billing")
   bg_log "[$BG_APP] release to roll back to: $BG_RELEASE"
 }
 
 bg_rollback_phase_start() {
-  bg_on app1 revive "/srv/billing/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "127.0.0.1" "billing.jar" "TERM" "30" "java -jar \"\${BG_JAR}\" --port=\"\${BG_PORT}\""
+  bg_on app1 revive "/srv/billing/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "127.0.0.1" "billing.jar" "TERM" "30" "java -jar \"\${BG_JAR}\" --port=\"\${BG_PORT}\"" "${BG_RELEASE}"
 }
 
 bg_rollback_phase_verify() {
@@ -710,10 +723,10 @@ bg_rollback_phase_switch() {
 server 127.0.0.1:${BG_TARGET_PORT};
 " "no" "/usr/sbin/nginx -t -c /srv/nginx/nginx.conf" "/usr/sbin/nginx -s reload -c /srv/nginx/nginx.conf"
   bg_on proxy settle "30"
-  bg_on proxy record "/srv/bluegreen/billing" "billing" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
 }
 
 bg_rollback_phase_drain() {
+  bg_on proxy record "/srv/bluegreen/billing" "billing" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
   bg_log "draining for 2000ms"
   sleep 2.000
 }
@@ -792,6 +805,15 @@ bg_abort() {
       bg_on proxy unlock "/srv/bluegreen/billing" "${BG_DEPLOYER}" || undo_failed=1
       ;;
     deploy:switch)
+      [ "$BG_LIVE_SLOT" = none ] || bg_on proxy switch "/srv/nginx/upstreams/billing.conf" "# managed by bluegreen for billing: do not edit
+server 127.0.0.1:${BG_LIVE_PORT};
+" "no" "/usr/sbin/nginx -t -c /srv/nginx/nginx.conf" "/usr/sbin/nginx -s reload -c /srv/nginx/nginx.conf" || undo_failed=1
+      [ "$BG_LIVE_SLOT" = none ] || bg_on proxy settle "30" || undo_failed=1
+      bg_on app1 stop "/srv/billing/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1
+      bg_on proxy audit "/srv/bluegreen/billing" "deploy" "billing" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
+      bg_on proxy unlock "/srv/bluegreen/billing" "${BG_DEPLOYER}" || undo_failed=1
+      ;;
+    deploy:promote)
       [ "$BG_LIVE_SLOT" = none ] || bg_on proxy switch "/srv/nginx/upstreams/billing.conf" "# managed by bluegreen for billing: do not edit
 server 127.0.0.1:${BG_LIVE_PORT};
 " "no" "/usr/sbin/nginx -t -c /srv/nginx/nginx.conf" "/usr/sbin/nginx -s reload -c /srv/nginx/nginx.conf" || undo_failed=1
@@ -880,7 +902,7 @@ usage: deploy.sh [deploy]         deploy: every phase; a failure is undone
        deploy.sh rollback         traffic back on the previous slot
        deploy.sh retire           stop the previous slot kept for the rollback window
        deploy.sh run ACTION PHASE one phase of an action, as Jenkins stages run them
-                                  (deploy: prepare upload start verify switch drain retire finish)
+                                  (deploy: prepare upload start verify switch promote drain retire finish)
        deploy.sh abort            undo the phase that failed
 BG_USAGE_EOF
   exit 2
@@ -888,13 +910,13 @@ BG_USAGE_EOF
 
 bg_main() {
   case "${1:-deploy}" in
-    deploy | all) bg_run_all deploy prepare upload start verify switch drain retire finish ;;
+    deploy | all) bg_run_all deploy prepare upload start verify switch promote drain retire finish ;;
     rollback) bg_run_all rollback prepare start verify switch drain retire finish ;;
     retire) bg_run_all retire prepare retire finish ;;
     abort) bg_abort ;;
     run)
       case "${2:-}:${3:-}" in
-        deploy:prepare | deploy:upload | deploy:start | deploy:verify | deploy:switch | deploy:drain | deploy:retire | deploy:finish | rollback:prepare | rollback:start | rollback:verify | rollback:switch | rollback:drain | rollback:retire | rollback:finish | retire:prepare | retire:retire | retire:finish) bg_run_phase "$2" "$3" ;;
+        deploy:prepare | deploy:upload | deploy:start | deploy:verify | deploy:switch | deploy:promote | deploy:drain | deploy:retire | deploy:finish | rollback:prepare | rollback:start | rollback:verify | rollback:switch | rollback:drain | rollback:retire | rollback:finish | retire:prepare | retire:retire | retire:finish) bg_run_phase "$2" "$3" ;;
         *) bg_usage ;;
       esac
       ;;

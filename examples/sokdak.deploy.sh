@@ -252,33 +252,42 @@ bg_settle() {
   echo "old nginx workers gone after $((waited / 10)).$((waited % 10))s"
 }
 
-# record STATE_DIR APP LIVE PREVIOUS RELEASE DEPLOYER: writes the state file atomically.
+# record STATE_DIR APP LIVE PREVIOUS RELEASE DEPLOYER: writes the state file atomically. The release
+# that was live until now is kept as previous_release: the one a rollback may go back to.
 bg_record() {
-  local dir=$1
+  local dir=$1 before=""
   mkdir -p -- "$dir"
-  printf 'app=%s\nlive=%s\nprevious=%s\nrelease=%s\ntime=%s\ndeployer=%s\n' \
-    "$2" "$3" "$4" "$5" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$6" >"$dir/state.tmp"
+  [ -f "$dir/state" ] && before=$(sed -n 's/^release=//p' "$dir/state")
+  printf 'app=%s\nlive=%s\nprevious=%s\nrelease=%s\nprevious_release=%s\ntime=%s\ndeployer=%s\n' \
+    "$2" "$3" "$4" "$5" "$before" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$6" >"$dir/state.tmp"
   mv -f -- "$dir/state.tmp" "$dir/state"
   echo "state recorded: live=$3 previous=$4"
 }
 
-# revive SLOT_DIR SLOT PORT HOST JAR_NAME SIGNAL GRACE_SECS COMMAND: for a rollback, makes sure the
-# slot's instance runs: kept as it is when still running (retained), restarted from the release kept
-# in its directory otherwise.
+# revive SLOT_DIR SLOT PORT HOST JAR_NAME SIGNAL GRACE_SECS COMMAND RELEASE: for a rollback, makes
+# sure the slot's instance of RELEASE runs: kept as it is when still running (retained), restarted
+# from the jar kept in its directory otherwise. Refuses when the slot holds another release (a later
+# deploy into it failed or was rejected): that is nothing safe to go back to.
 bg_revive() {
-  local dir=$1 slot=$2 jar=$5 pid
+  local dir=$1 slot=$2 jar=$5 want=$9 have="" pid
+  [ -f "$dir/release" ] && have=$(cat -- "$dir/release")
+  if [ "$have" != "$want" ]; then
+    bg_die "the $slot slot holds release '${have:-none}', not the previous release '$want' (a later deploy into it failed or was rejected): nothing safe to roll back to"
+  fi
   if pid=$(bg_slot_pid "$dir"); then
     echo "$slot still running as pid $pid"
     return 0
   fi
   [ -f "$dir/$jar" ] || bg_die "no release kept in $dir: nothing to roll back to"
-  bg_start "$@"
+  bg_start "${@:1:8}"
 }
 
-# release SLOT_DIR: prints the release (sha256) kept in the slot's directory.
+# release STATE_DIR: prints the release that was live before the last switch (from the state file).
 bg_release() {
-  [ -f "$1/release" ] || bg_die "no release recorded in $1: nothing to roll back to"
-  cat -- "$1/release"
+  local release=""
+  [ -f "$1/state" ] && release=$(sed -n 's/^previous_release=//p' "$1/state")
+  [ -n "$release" ] || bg_die "no previous release recorded in $1/state: nothing to roll back to"
+  echo "$release"
 }
 
 # A JSON string: quotes, backslashes and control characters escaped.
@@ -705,10 +714,10 @@ server ${WAS_2_PRIVATE_IP}:${BG_TARGET_PORT};
 " "yes" "nginx -t" "nginx -s reload"
   bg_on proxy settle "30"
   bg_check_url "http://${NGINX_PRIVATE_IP}/actuator/health" 200
-  bg_on proxy record "/var/lib/bluegreen/sokdak" "sokdak" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
 }
 
 bg_deploy_phase_drain() {
+  bg_on proxy record "/var/lib/bluegreen/sokdak" "sokdak" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
   bg_log "draining for 5000ms"
   sleep 5.000
 }
@@ -735,16 +744,16 @@ bg_rollback_phase_prepare() {
   bg_on proxy lock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" "rollback of sokdak"
   BG_LIVE_SLOT=$(bg_remote proxy detect "/etc/nginx/bluegreen/sokdak-upstream.conf" "8080" "8081")
   bg_select_slots
-  BG_RELEASE=$(bg_remote app1 release "/home/ubuntu/sokdak/${BG_TARGET_SLOT}")
+  BG_RELEASE=$(bg_remote proxy release "/var/lib/bluegreen/sokdak")
   bg_log "[$BG_APP] release to roll back to: $BG_RELEASE"
 }
 
 bg_rollback_start_app1() {
-  bg_on app1 revive "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "${WAS_1_PRIVATE_IP}" "sokdak.jar" "TERM" "30" "java -Xmx512m -jar \"\${BG_JAR}\" --server.port=\"\${BG_PORT}\" --spring.profiles.active=prod"
+  bg_on app1 revive "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "${WAS_1_PRIVATE_IP}" "sokdak.jar" "TERM" "30" "java -Xmx512m -jar \"\${BG_JAR}\" --server.port=\"\${BG_PORT}\" --spring.profiles.active=prod" "${BG_RELEASE}"
 }
 
 bg_rollback_start_app2() {
-  bg_on app2 revive "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "${WAS_2_PRIVATE_IP}" "sokdak.jar" "TERM" "30" "java -Xmx512m -jar \"\${BG_JAR}\" --server.port=\"\${BG_PORT}\" --spring.profiles.active=prod"
+  bg_on app2 revive "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "${WAS_2_PRIVATE_IP}" "sokdak.jar" "TERM" "30" "java -Xmx512m -jar \"\${BG_JAR}\" --server.port=\"\${BG_PORT}\" --spring.profiles.active=prod" "${BG_RELEASE}"
 }
 
 bg_rollback_phase_start() {
@@ -770,10 +779,10 @@ server ${WAS_2_PRIVATE_IP}:${BG_TARGET_PORT};
 " "yes" "nginx -t" "nginx -s reload"
   bg_on proxy settle "30"
   bg_check_url "http://${NGINX_PRIVATE_IP}/actuator/health" 200
-  bg_on proxy record "/var/lib/bluegreen/sokdak" "sokdak" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
 }
 
 bg_rollback_phase_drain() {
+  bg_on proxy record "/var/lib/bluegreen/sokdak" "sokdak" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
   bg_log "draining for 5000ms"
   sleep 5.000
 }

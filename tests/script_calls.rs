@@ -336,11 +336,11 @@ fn a_host_failing_to_start_stops_every_new_instance_and_never_switches() {
 #[test]
 fn a_failed_switch_switches_back_before_stopping_new_instances() {
     let text = std::fs::read_to_string(root().join("examples/sokdak.yaml")).unwrap();
-    // With green live, a failure right after the switch (recording the state) puts green back.
+    // With green live, a failure right after the switch (waiting for old nginx workers) puts green back.
     let dir_run = run_script(
         &text,
         "backend/sokdak/build/libs/sokdak-1.0.jar",
-        Some("bg_main record"),
+        Some("bg_main settle"),
         "green",
     );
     assert_eq!(dir_run.status, Some(1), "{}", dir_run.stderr);

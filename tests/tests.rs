@@ -16,6 +16,7 @@
 mod config_errors;
 mod e2e;
 mod hostile;
+mod jenkins;
 mod render;
 mod script_calls;
 mod testbed;

@@ -1205,12 +1205,14 @@ usage: groovy tests/groovy/harness.groovy [options] Jenkinsfile
   --fail-sh REGEX         dry mode: sh whose script matches REGEX exits 1
   --result-file FILE      write the JSON result to FILE
   --quiet                 less logging on stderr
+  --library DIR           a Jenkins shared library folder: its vars/NAME.groovy become steps
 exit: 0 evaluated (see result), 2 usage, 3 compile error, 4 structural error
 '''
 
 Interp interp = new Interp()
 String resultFile = null
 String jenkinsfile = null
+List<File> libraries = []
 int code = 0
 
 def kv = { String opt, String v ->
@@ -1259,6 +1261,10 @@ try {
             case '--fail-sh': interp.failSh << next(o); break
             case '--result-file': resultFile = next(o); break
             case '--quiet': interp.quiet = true; break
+            case '--library':
+                File l = new File(next(o))
+                if (!new File(l, 'vars').isDirectory()) throw new UsageError("--library: no vars/ folder in ${l}")
+                libraries << l.canonicalFile; break
             case '-h': case '--help': System.out.print(usage); System.exit(0); break
             default:
                 if (o.startsWith('-')) throw new UsageError("unknown option ${o}")
@@ -1276,6 +1282,10 @@ try {
 }
 
 String text = new File(jenkinsfile).getText('UTF-8')
+if (libraries) {
+    // `@Library('name') _` loads a shared library in Jenkins; here --library provides it.
+    text = text.readLines().collect { it ==~ /\s*@Library\(.*\)\s*_\s*/ ? '' : it }.join('\n')
+}
 PipelineBinding binding = new PipelineBinding(interp: interp)
 interp.binding = binding
 interp.envObj = new EnvObj(interp: interp)
@@ -1288,6 +1298,14 @@ cfg.scriptBaseClass = JenkinsfileScript.name
 GroovyShell shell = new GroovyShell(this.class.classLoader, binding, cfg)
 Script script
 try {
+    // Shared library globals (vars/NAME.groovy with `def call(...)`) become steps named NAME.
+    libraries.each { File lib ->
+        new File(lib, 'vars').listFiles().findAll { it.name.endsWith('.groovy') }.sort().each { File f ->
+            Script global = shell.parse(f.getText('UTF-8'), f.name.replace('.groovy', ''))
+            global.binding = binding
+            binding.setVariable(f.name.replace('.groovy', ''), { Object... a -> global.invokeMethod('call', a) })
+        }
+    }
     script = shell.parse(text, 'WorkflowScript')
 } catch (Throwable e) {
     System.err.println("harness: compile error:\n${e.message}")

@@ -1032,6 +1032,18 @@ fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
     if jenkins.timeout.as_secs() < 60 {
         return Err(c.fail("jenkins.timeout", "must be at least 1m"));
     }
+    if let Some(gate) = jenkins.gate {
+        if gate * 60 >= jenkins.timeout.as_secs() {
+            return Err(c.fail_hint(
+                "jenkins.gate",
+                format!(
+                    "{gate}m is not shorter than jenkins.timeout ({})",
+                    humantime::format_duration(jenkins.timeout)
+                ),
+                "the pipeline's timeout must leave time for the deploy around the gate",
+            ));
+        }
+    }
 
     Ok(Config {
         app: r.app,

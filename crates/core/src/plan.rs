@@ -210,7 +210,7 @@ pub enum Step {
     Switch(SwitchStep),
     /// Write the state file on the proxy.
     Record(RemoteStep),
-    /// Read the release kept in the target slot (rollback); sets the release runtime variable.
+    /// Read the release live before the last switch (rollback); sets the release runtime variable.
     Inspect(RemoteStep),
     /// Append a line to the audit log on the proxy.
     Audit(RemoteStep),
@@ -693,15 +693,20 @@ impl Plan {
             Phase {
                 kind: PhaseKind::Switch,
                 parallel: false,
-                steps: vec![switch, record],
+                steps: vec![switch],
                 on_failure: at_switch,
             },
             Phase {
                 kind: PhaseKind::Drain,
                 parallel: false,
-                steps: vec![Step::Drain(DrainStep {
-                    millis: millis(c.drain),
-                })],
+                // The state file is written once the switch is final: after the post-switch check and,
+                // in Jenkins, after the promotion gate, so a switch undone never reaches it.
+                steps: vec![
+                    record,
+                    Step::Drain(DrainStep {
+                        millis: millis(c.drain),
+                    }),
+                ],
                 on_failure: after_switch.clone(),
             },
             Phase {
@@ -799,24 +804,29 @@ impl Plan {
         plan.action = Action::Rollback;
         plan.phases
             .retain(|p| !matches!(p.kind, PhaseKind::Upload | PhaseKind::Promote));
-        let target_dir =
-            Word::lit(format!("{}/", self.deploy_dir)).then_runtime(RuntimeVar::TargetSlot);
-        let first = plan
-            .servers
+        let state_dir = self
+            .phases
             .first()
-            .map(|h| h.id.clone())
+            .and_then(|p| p.steps.first())
+            .and_then(|s| match s {
+                Step::Lock(l) => l.call.args.first().cloned(),
+                _ => None,
+            })
             .unwrap_or_default();
         for phase in &mut plan.phases {
             if phase.kind == PhaseKind::Prepare {
                 phase.steps.push(Step::Inspect(RemoteStep {
-                    host: first.clone(),
-                    call: RemoteCall::new(RemoteFn::Release, vec![target_dir.clone()]),
+                    host: PROXY_ID.into(),
+                    call: RemoteCall::new(RemoteFn::Release, vec![state_dir.clone()]),
                     when: When::Always,
                 }));
             }
             for step in phase.steps.iter_mut().chain(phase.on_failure.iter_mut()) {
                 match step {
-                    Step::Start(s) => s.call.func = RemoteFn::Revive,
+                    Step::Start(s) => {
+                        s.call.func = RemoteFn::Revive;
+                        s.call.args.push(Word::runtime(RuntimeVar::Release));
+                    }
                     Step::Audit(s) => s.call.args[1] = Word::lit(Action::Rollback.name()),
                     Step::Lock(s) => {
                         s.call.args[2] = Word::lit(format!("rollback of {}", self.app))
@@ -1075,7 +1085,10 @@ mod tests {
                 .iter()
                 .map(|s| format!("{} {}", s.name(), s.host().unwrap_or("-")))
                 .collect();
-            assert_eq!(names, ["stop app1", "stop app2", "unlock proxy"]);
+            assert_eq!(
+                names,
+                ["stop app1", "stop app2", "audit proxy", "unlock proxy"]
+            );
             for s in &phase.on_failure {
                 if let Step::Stop(stop) = s {
                     assert_eq!(
@@ -1107,10 +1120,86 @@ mod tests {
     #[test]
     fn retain_replaces_stop() {
         let plan = example("single-host.yaml");
+        let retire = plan
+            .phases
+            .iter()
+            .find(|p| p.kind == PhaseKind::Retire)
+            .unwrap();
         assert!(matches!(
-            plan.phases[6].steps[0],
+            retire.steps[0],
             Step::Retain(RetainStep { seconds: 600, .. })
         ));
+    }
+
+    #[test]
+    fn rollback_revives_the_previous_slot_without_uploading() {
+        let plan = example("sokdak.yaml").to_rollback();
+        assert_eq!(plan.action, Action::Rollback);
+        let kinds: Vec<&str> = plan.phases.iter().map(|p| p.kind.name()).collect();
+        assert_eq!(
+            kinds,
+            ["prepare", "start", "verify", "switch", "drain", "retire", "finish"]
+        );
+        let names: Vec<&str> = plan.phases[0].steps.iter().map(Step::name).collect();
+        assert_eq!(names, ["lock", "detect", "inspect"]);
+        for s in &plan.phases[1].steps {
+            let Step::Start(s) = s else {
+                panic!("start expected")
+            };
+            assert_eq!(s.call.func, RemoteFn::Revive);
+        }
+        let audits = plan
+            .phases
+            .iter()
+            .flat_map(|p| p.steps.iter().chain(&p.on_failure))
+            .filter_map(|s| match s {
+                Step::Audit(a) => Some(a.call.args[1].to_string()),
+                _ => None,
+            })
+            .collect::<Vec<_>>();
+        assert!(
+            !audits.is_empty() && audits.iter().all(|a| a == "rollback"),
+            "{audits:?}"
+        );
+    }
+
+    #[test]
+    fn retire_stops_the_idle_slot_only() {
+        let plan = example("sokdak.yaml").to_retire();
+        let kinds: Vec<&str> = plan.phases.iter().map(|p| p.kind.name()).collect();
+        assert_eq!(kinds, ["prepare", "retire", "finish"]);
+        for s in &plan.phases[1].steps {
+            let Step::Stop(s) = s else {
+                panic!("stop expected")
+            };
+            assert_eq!(
+                s.call.args[0].to_string(),
+                "/home/ubuntu/sokdak/${BG_TARGET_SLOT}"
+            );
+            assert_eq!(s.when, When::Always);
+        }
+    }
+
+    #[test]
+    fn gate_adds_a_promote_phase_that_undoes_the_switch() {
+        let text = std::fs::read_to_string(format!(
+            "{}/../../examples/sokdak.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+        .replace("  timeout: 30m", "  timeout: 30m\n  gate: 15m");
+        let plan = Plan::new(&Config::parse(&text, "sokdak.yaml").unwrap());
+        let promote = plan
+            .phases
+            .iter()
+            .find(|p| p.kind == PhaseKind::Promote)
+            .expect("a promote phase");
+        assert!(promote.steps.is_empty());
+        assert_eq!(promote.on_failure[0].name(), "switch");
+        let kinds: Vec<&str> = plan.phases.iter().map(|p| p.kind.name()).collect();
+        assert_eq!(kinds[4..7], ["switch", "promote", "drain"]);
+        // The state file is written only after the gate.
+        assert_eq!(plan.phases[6].steps[0].name(), "record");
     }
 
     #[test]

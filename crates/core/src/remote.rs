@@ -43,7 +43,7 @@ pub enum RemoteFn {
     Record,
     /// Make sure a slot's instance runs, restarting its kept release if needed (rollback).
     Revive,
-    /// Print the release kept in a slot's directory.
+    /// Print the release that was live before the last switch (from the state file).
     Release,
     /// Append a line to the audit log.
     Audit,

@@ -505,7 +505,7 @@ pub fn jenkinsfile(plan: &Plan, source: &str) -> Result<String, Error> {
         setup_script,
         stages,
         gate_message: groovy_str(&format!(
-            "Keep {} on the new version? Proceed stops the old slot; Abort puts traffic back on it.",
+            "Keep {} on the new version? Abort puts traffic back on the old slot.",
             plan.app
         )),
         abort_script,

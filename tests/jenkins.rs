@@ -1,0 +1,303 @@
+//! Jenkins features: the promotion gate, the ROLLBACK parameter and the shared library step, first as
+//! pipelines evaluated by the Groovy harness, then run for real (`--run`) against the testbed.
+
+use crate::e2e::{deploy, Backend, Traffic};
+use crate::render::harness;
+use crate::testbed::{serial, Testbed, Workdir};
+use crate::util::{root, TempDir};
+use serde_json::Value;
+use std::process::Command;
+
+fn stages(json: &Value) -> Vec<(String, String)> {
+    json["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn has(stages: &[(String, String)], name: &str, status: &str) -> bool {
+    stages.iter().any(|(n, s)| n == name && s == status)
+}
+
+fn key(dir: &TempDir) -> String {
+    format!(
+        "billing-deploy-key={}",
+        dir.write("key", "not a key\n").display()
+    )
+}
+
+#[test]
+fn gate_waits_for_a_person_and_a_rejection_undoes_the_switch() {
+    let jf = root().join("examples/single-host.Jenkinsfile");
+    let dir = TempDir::new("gate");
+    let cred = key(&dir);
+    let base = ["--env", "BRANCH_NAME=release", "--cred", cred.as_str()];
+
+    let (code, json, err) = harness(&jf, &base);
+    assert_eq!(code, 0, "{err}");
+    let json = json.unwrap();
+    assert_eq!(json["result"], "SUCCESS");
+    let input = json["input"].as_array().unwrap();
+    assert_eq!(input.len(), 1);
+    assert_eq!(input[0]["stage"], "Promote");
+    assert!(input[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Abort puts traffic back"));
+
+    let mut args = base.to_vec();
+    args.extend(["--input", "abort"]);
+    let (code, json, err) = harness(&jf, &args);
+    assert_eq!(code, 0, "{err}");
+    let json = json.unwrap();
+    assert_eq!(json["result"], "ABORTED");
+    let st = stages(&json);
+    assert!(has(&st, "Promote", "aborted"), "{st:?}");
+    assert!(!has(&st, "Drain", "success"), "{st:?}");
+    // post { aborted } runs the script's abort, which undoes the promote phase: switch back.
+    let post: Vec<&str> = json["sh"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["script"].as_str())
+        .filter(|s| s.starts_with("#!/bin/bash\nif [ -f .bluegreen/deploy.sh ]"))
+        .collect();
+    assert_eq!(post.len(), 1, "{post:?}");
+}
+
+#[test]
+fn rollback_parameter_runs_only_the_rollback() {
+    let jf = root().join("examples/sokdak.Jenkinsfile");
+    let dir = TempDir::new("rbparam");
+    let k = dir.write("key", "not a key\n");
+    let back = format!("back-key={}", k.display());
+    let known = format!("known-hosts={}", k.display());
+    let (code, json, err) = harness(
+        &jf,
+        &[
+            "--env",
+            "BRANCH_NAME=main",
+            "--cred",
+            &back,
+            "--cred",
+            &known,
+            "--param",
+            "ROLLBACK=true",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let json = json.unwrap();
+    assert_eq!(json["result"], "SUCCESS");
+    let st = stages(&json);
+    assert!(has(&st, "Build", "skipped"), "{st:?}");
+    assert!(has(&st, "Deploy", "skipped"), "{st:?}");
+    assert!(has(&st, "Rollback", "success"), "{st:?}");
+    let sh: Vec<&str> = json["sh"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["stage"] == "Rollback")
+        .filter_map(|s| s["script"].as_str())
+        .collect();
+    assert_eq!(
+        sh,
+        ["#!/bin/bash\nexec bash .bluegreen/deploy.sh rollback\n"]
+    );
+    assert_eq!(json["parameters"][0]["name"], "ROLLBACK");
+}
+
+#[test]
+fn shared_library_step_binds_the_key_and_refuses_bad_arguments() {
+    let dir = TempDir::new("lib");
+    let k = dir.write("key", "not a key\n");
+    let cred = format!("back-key={}", k.display());
+    let fixture = root().join("tests/groovy/fixtures/library-user.Jenkinsfile");
+    let lib = root().join("jenkins");
+    let lib = lib.to_str().unwrap();
+    let (code, json, err) = harness(&fixture, &["--library", lib, "--cred", &cred]);
+    assert_eq!(code, 0, "{err}");
+    let json = json.unwrap();
+    assert_eq!(json["result"], "SUCCESS", "{err}");
+    assert_eq!(json["credentialBindings"][0]["id"], "back-key");
+    assert_eq!(
+        json["credentialBindings"][0]["variables"]["keyFileVariable"],
+        "BG_SSH_KEY"
+    );
+    let script = json["sh"][0]["script"].as_str().unwrap();
+    assert!(script.starts_with("#!/bin/bash\n"));
+    assert!(
+        script.contains("exec \"$BG_BIN\" \"${args[@]}\""),
+        "{script}"
+    );
+
+    for (pipeline, message) in [
+        (
+            "bluegreen(config: 'deploy.yaml')",
+            "bluegreen: credentialsId is required",
+        ),
+        (
+            "bluegreen(credentialsId: 'back-key', action: 'nuke')",
+            "bluegreen: action 'nuke' is not one of exec, rollback, retire, status, plan, check",
+        ),
+    ] {
+        let jf = dir.write(
+            "Jenkinsfile",
+            &format!(
+                "pipeline {{ agent any\n stages {{ stage('D') {{ steps {{ {pipeline} }} }} }} }}\n"
+            ),
+        );
+        let (code, json, err) = harness(&jf, &["--library", lib, "--cred", &cred]);
+        assert_eq!(code, 0, "{err}");
+        let json = json.unwrap();
+        assert_eq!(json["result"], "FAILURE");
+        assert!(
+            json["errors"].to_string().contains(message),
+            "{}",
+            json["errors"]
+        );
+    }
+}
+
+/// Runs a Jenkinsfile for real with the harness, in `wd`, with the testbed key bound as `cred_id`.
+fn run_jenkins(tb: &Testbed, wd: &Workdir, jenkinsfile: &std::path::Path, extra: &[&str]) -> Value {
+    let cred = format!("testbed-key={}", tb.var("SSH_KEY"));
+    let ws = wd.path().display().to_string();
+    let mut args = vec![
+        "--run",
+        "--workspace",
+        &ws,
+        "--env",
+        "BRANCH_NAME=main",
+        "--env",
+        "BUILD_TAG=jenkins-feature-1",
+        "--cred",
+        &cred,
+    ];
+    args.extend(extra);
+    let (code, json, err) = harness(jenkinsfile, &args);
+    assert_eq!(code, 0, "{err}");
+    let json = json.unwrap();
+    eprintln!("{err}");
+    json
+}
+
+#[test]
+fn gate_rejection_and_rollback_parameter_on_the_testbed() {
+    let _serial = serial();
+    let tb = Testbed::up(2);
+    let wd = Workdir::new(&tb, "60s", "jenkins:\n  gate: 5m\n");
+    wd.stage("v1");
+    assert!(deploy(Backend::Exec, &tb, &wd, 1).success);
+    wd.stage("v2");
+    assert!(deploy(Backend::Exec, &tb, &wd, 2).success);
+    let before = tb.state();
+    assert_eq!(before["live"], "green");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_bluegreen"))
+        .args(["render", "jenkinsfile", "-o", "Jenkinsfile"])
+        .current_dir(wd.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let jf = wd.path().join("Jenkinsfile");
+
+    // v3 is switched to, then rejected at the gate: traffic goes back to v2 with no failed request.
+    wd.stage("v3");
+    let traffic = Traffic::start(&tb, 2);
+    traffic.allow(&["v2", "v3"]);
+    let json = run_jenkins(&tb, &wd, &jf, &["--input", "abort"]);
+    traffic.allow(&["v2"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (nc, ka) = traffic.stop();
+    assert_eq!(json["result"], "ABORTED", "{:?}", stages(&json));
+    assert!(has(&stages(&json), "Switch", "success"));
+    assert_eq!(nc.failures(), 0, "{}\n{:?}", nc.line(), nc.samples);
+    assert_eq!(ka.http_errors(), 0, "{}", ka.line());
+    assert!(
+        nc.versions.contains_key("v3"),
+        "v3 served before the rejection: {}",
+        nc.line()
+    );
+    assert_eq!(
+        tb.state(),
+        before,
+        "a rejected switch never reaches the state file"
+    );
+    for host in ["app1", "app2"] {
+        assert!(!tb.port_open(host, 8080), "{host}: rejected v3 stopped");
+        assert!(tb.port_open(host, 8081), "{host}: v2 still up");
+    }
+
+    // ROLLBACK=true now refuses: the previous slot holds the rejected v3, not v1, and traffic stays.
+    let json = run_jenkins(&tb, &wd, &jf, &["--param", "ROLLBACK=true"]);
+    assert_eq!(json["result"], "FAILURE");
+    assert!(has(&stages(&json), "Rollback", "failed"));
+    assert_eq!(tb.state(), before);
+    assert_no_lock(&tb);
+
+    // After a good deploy of v4 (into blue), ROLLBACK=true goes back to v2: its instance was stopped,
+    // so it is restarted from the release kept in the green slot.
+    wd.stage("v4");
+    assert!(deploy(Backend::Exec, &tb, &wd, 4).success);
+    let traffic = Traffic::start(&tb, 2);
+    traffic.allow(&["v2", "v4"]);
+    let json = run_jenkins(&tb, &wd, &jf, &["--param", "ROLLBACK=true"]);
+    traffic.allow(&["v2"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (nc, ka) = traffic.stop();
+    assert_eq!(json["result"], "SUCCESS");
+    assert!(has(&stages(&json), "Rollback", "success"));
+    assert_eq!(nc.failures(), 0, "{}\n{:?}", nc.line(), nc.samples);
+    assert_eq!(ka.http_errors(), 0, "{}", ka.line());
+    let state = tb.state();
+    assert_eq!(state["live"], "green", "{state:?}");
+    assert_eq!(state["previous"], "blue", "{state:?}");
+    for host in ["app1", "app2"] {
+        assert!(
+            !tb.port_open(host, 8080),
+            "{host}: v4 retired after the rollback"
+        );
+    }
+    let audit = tb.sh_ok("proxy", "tail -n 1 /var/lib/bluegreen/audit.log");
+    let line: Value = serde_json::from_str(&audit).unwrap();
+    assert_eq!(line["event"], "rollback");
+    assert_eq!(line["outcome"], "success");
+    assert_eq!(line["target"], "green");
+}
+
+fn assert_no_lock(tb: &Testbed) {
+    assert_eq!(
+        tb.sh_ok(
+            "proxy",
+            "test -e /var/lib/bluegreen/lock && echo held || echo free"
+        ),
+        "free"
+    );
+}
+
+#[test]
+fn shared_library_deploys_with_the_cli_on_the_testbed() {
+    let _serial = serial();
+    let tb = Testbed::up(2);
+    let wd = Workdir::new(&tb, "60s", "");
+    wd.stage("v1");
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_bluegreen"));
+    let jf = wd.dir.write(
+        "Jenkinsfile",
+        &format!(
+            "@Library('bluegreen') _\npipeline {{\n  agent any\n  stages {{\n    stage('Deploy') {{\n      steps {{\n        bluegreen(config: 'bluegreen.yaml', credentialsId: 'testbed-key', bin: '{}')\n      }}\n    }}\n  }}\n}}\n",
+            bin.display()
+        ),
+    );
+    let lib = root().join("jenkins");
+    let json = run_jenkins(&tb, &wd, &jf, &["--library", lib.to_str().unwrap()]);
+    assert_eq!(json["result"], "SUCCESS");
+    assert_eq!(tb.state()["live"], "blue");
+}
