@@ -2,25 +2,11 @@
 //! pipelines evaluated by the Groovy harness, then run for real (`--run`) against the testbed.
 
 use crate::e2e::{deploy, Backend, Traffic};
-use crate::render::harness;
+use crate::render::{harness, stage_statuses as stages};
 use crate::testbed::{serial, Testbed, Workdir};
 use crate::util::{root, TempDir};
 use serde_json::Value;
 use std::process::Command;
-
-fn stages(json: &Value) -> Vec<(String, String)> {
-    json["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["name"].as_str().unwrap().to_string(),
-                s["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
 
 fn has(stages: &[(String, String)], name: &str, status: &str) -> bool {
     stages.iter().any(|(n, s)| n == name && s == status)

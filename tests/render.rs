@@ -217,7 +217,8 @@ pub fn harness(jenkinsfile: &Path, args: &[&str]) -> (i32, Option<Value>, String
     )
 }
 
-fn stage_statuses(json: &Value) -> Vec<(String, String)> {
+/// (stage, status) pairs of a harness result.
+pub fn stage_statuses(json: &Value) -> Vec<(String, String)> {
     json["stages"]
         .as_array()
         .unwrap()

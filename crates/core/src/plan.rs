@@ -320,8 +320,8 @@ pub struct NotifyStep {
 }
 
 impl Step {
-    /// The host the step runs on, if any.
-    pub fn host(&self) -> Option<&str> {
+    /// The step as one remote call, for the kinds that are exactly that.
+    pub fn remote(&self) -> Option<&RemoteStep> {
         match self {
             Step::Lock(s)
             | Step::Detect(s)
@@ -330,12 +330,22 @@ impl Step {
             | Step::Inspect(s)
             | Step::Audit(s)
             | Step::Stop(s)
-            | Step::Unlock(s) => Some(&s.host),
+            | Step::Unlock(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The host the step runs on, if any.
+    pub fn host(&self) -> Option<&str> {
+        if let Some(s) = self.remote() {
+            return Some(&s.host);
+        }
+        match self {
             Step::Copy(s) => Some(&s.host),
             Step::Health(s) => Some(&s.host),
             Step::Switch(s) => Some(&s.host),
             Step::Retain(s) => Some(&s.host),
-            Step::Drain(_) | Step::Notify(_) => None,
+            _ => None,
         }
     }
 

@@ -300,35 +300,28 @@ fn guard(when: When, line: String) -> String {
 
 /// The bash lines for one step; each line is one command, so `abort` can try each on its own.
 fn step_lines(step: &Step) -> Vec<String> {
-    let remote = |s: &RemoteStep| guard(s.when, on(&s.host, &s.call));
+    // `VAR=$(bg_remote HOST FN ARGS...)`: a call whose output sets a runtime variable.
+    let capture = |var: &str, s: &RemoteStep| {
+        let mut line = format!("{var}=$(bg_remote {} {}", s.host, s.call.func.name());
+        for a in &s.call.args {
+            line.push(' ');
+            line.push_str(&a.to_bash());
+        }
+        line.push(')');
+        line
+    };
     match step {
+        Step::Inspect(s) => vec![
+            capture("BG_RELEASE", s),
+            "bg_log \"[$BG_APP] release to roll back to: $BG_RELEASE\"".into(),
+        ],
+        Step::Detect(s) => vec![capture("BG_LIVE_SLOT", s), "bg_select_slots".into()],
         Step::Lock(s)
         | Step::Start(s)
         | Step::Record(s)
         | Step::Audit(s)
         | Step::Stop(s)
-        | Step::Unlock(s) => vec![remote(s)],
-        Step::Inspect(s) => {
-            let mut line = format!("BG_RELEASE=$(bg_remote {} {}", s.host, s.call.func.name());
-            for a in &s.call.args {
-                line.push(' ');
-                line.push_str(&a.to_bash());
-            }
-            line.push(')');
-            vec![
-                line,
-                "bg_log \"[$BG_APP] release to roll back to: $BG_RELEASE\"".into(),
-            ]
-        }
-        Step::Detect(s) => {
-            let mut line = format!("BG_LIVE_SLOT=$(bg_remote {} {}", s.host, s.call.func.name());
-            for a in &s.call.args {
-                line.push(' ');
-                line.push_str(&a.to_bash());
-            }
-            line.push(')');
-            vec![line, "bg_select_slots".into()]
-        }
+        | Step::Unlock(s) => vec![guard(s.when, on(&s.host, &s.call))],
         Step::Copy(c) => {
             let dest = c.dir.clone().then_lit("/").then_lit(&c.tmp_name);
             vec![
