@@ -5,6 +5,7 @@
 //!   and evaluate in the declarative-pipeline harness (`tests/groovy/harness.groovy`).
 //! - `e2e`: deploys on the testbed (`testbed`) under load, with each backend.
 //! - `script_calls`: the rendered script sends the same remote calls as `exec`.
+//! - `operations`: rollback, retire, status and drift, lock commands, history, Slack (testbed).
 //! - `hostile`: values with quotes, `$()`, backticks, newlines ... are rejected or rendered inert.
 //!
 //! Tests that need an outside tool (shellcheck, groovy, bash) fail, never skip, when it is missing:
@@ -17,6 +18,7 @@ mod config_errors;
 mod e2e;
 mod hostile;
 mod jenkins;
+mod operations;
 mod render;
 mod script_calls;
 mod testbed;

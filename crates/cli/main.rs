@@ -1,9 +1,12 @@
 //! The `bluegreen` command line: thin glue between the config, the plan and the backends.
 //!
 //! Every command returns a `Result`; `main` alone prints errors and picks the exit code:
-//! 0 success, 1 a failed deploy or a stale rendered file, 2 bad input (config, usage), with nothing
-//! touched on any host.
+//! 0 success; 1 a failed run (traffic left where it was, or switched back), a stale rendered file,
+//! or drift found by `status`; 2 bad input (config, usage, environment, artifact) or nothing to
+//! act on (no slot to roll back to or retire), with nothing changed on any host; 3 the deploy lock
+//! is held by another run (after `--lock-wait`), or `lock release` refused a lock that is not stale.
 
+use bluegreen_core::plan::Action;
 use bluegreen_core::{Config, Plan};
 use bluegreen_render::Format;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -45,11 +48,44 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         check: Option<PathBuf>,
     },
-    /// Run the plan over SSH.
-    Exec {
-        /// Show the remote commands as they run.
-        #[arg(short, long)]
-        verbose: bool,
+    /// Run the plan over SSH: deploy the artifact.
+    Exec(exec::RunArgs),
+    /// Put traffic back on the previous slot: kept running (retained) or restarted from its kept
+    /// release, health-checked, then switched to.
+    Rollback(exec::RunArgs),
+    /// Stop the previous slot kept running for the rollback window (`retain`).
+    Retire(exec::RetireArgs),
+    /// Show the live slot, every slot on every host, the state file and the lock; exit 1 on drift.
+    Status {
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or remove the deploy lock.
+    Lock {
+        #[command(subcommand)]
+        command: LockCommand,
+    },
+    /// The last events of the audit log (deploys, rollbacks, retires, lock breaks).
+    History {
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// How many events.
+        #[arg(short = 'n', long = "count", default_value_t = 20)]
+        count: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum LockCommand {
+    /// Who holds the lock, since when, why, and whether it is stale (older than jenkins.timeout).
+    Show,
+    /// Remove a stale lock (recorded in the audit log); a lock that is not stale needs --force.
+    Release {
+        /// Remove it even when it is not stale.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -63,10 +99,28 @@ enum RenderFormat {
 
 /// Errors the CLI reports, each with its exit code.
 enum Failure {
-    /// Bad input: exit 2.
+    /// Bad input, or nothing to act on: exit 2.
     Input(String),
     /// A failed run or a stale file: exit 1.
     Run(String),
+    /// The deploy lock is held: exit 3.
+    Locked(String),
+    /// The report was printed already: exit with this code, printing nothing more.
+    Quiet(u8),
+}
+
+impl From<bluegreen_ssh::Error> for Failure {
+    fn from(e: bluegreen_ssh::Error) -> Failure {
+        use bluegreen_ssh::Error;
+        match e {
+            // Found before any host was changed: bad input, or nothing to do.
+            Error::Env(_) | Error::Artifact { .. } | Error::Refused { .. } => {
+                Failure::Input(e.to_string())
+            }
+            Error::LockHeld { .. } | Error::LockFresh { .. } => Failure::Locked(e.to_string()),
+            _ => Failure::Run(e.to_string()),
+        }
+    }
 }
 
 impl From<bluegreen_core::Error> for Failure {
@@ -133,7 +187,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 print!("{text}");
             }
         }
-        Command::Exec { verbose } => exec::run(&cli.config, verbose)?,
+        Command::Exec(args) => exec::run(&cli.config, Action::Deploy, &args)?,
+        Command::Rollback(args) => exec::run(&cli.config, Action::Rollback, &args)?,
+        Command::Retire(args) => exec::retire(&cli.config, &args)?,
+        Command::Status { json } => exec::status(&cli.config, json)?,
+        Command::Lock {
+            command: LockCommand::Show,
+        } => exec::lock_show(&cli.config)?,
+        Command::Lock {
+            command: LockCommand::Release { force },
+        } => exec::lock_release(&cli.config, force)?,
+        Command::History { json, count } => exec::history(&cli.config, json, count)?,
     }
     Ok(())
 }
@@ -170,5 +234,10 @@ fn main() -> ExitCode {
             eprintln!("error: {msg}");
             ExitCode::from(1)
         }
+        Err(Failure::Locked(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(3)
+        }
+        Err(Failure::Quiet(code)) => ExitCode::from(code),
     }
 }

@@ -168,6 +168,40 @@ pub enum Error {
         outcome: String,
     },
 
+    /// The deploy lock is held by another run (after waiting `--lock-wait`, if given).
+    #[error("{host}: the deploy lock is held{}: {holder}; wait for it with --lock-wait DURATION, or see `bluegreen lock show`", waited_suffix(*waited))]
+    LockHeld {
+        /// Host id (the proxy).
+        host: String,
+        /// What the lock records about its holder (`holder=... time=... pid=... message=...`).
+        holder: String,
+        /// How long this run waited for it.
+        waited: Duration,
+    },
+
+    /// `lock release` without `--force` of a lock that is not stale yet: a run may still hold it.
+    #[error(
+        "{host}: the deploy lock is held by {holder} since {age} ago, less than jenkins.timeout ({}) after which it counts as stale: a run may still be going; if you are sure none is, remove it with `bluegreen lock release --force`",
+        human(*stale_after)
+    )]
+    LockFresh {
+        /// Host id (the proxy).
+        host: String,
+        /// The recorded holder.
+        holder: String,
+        /// How long it has been held, in words.
+        age: String,
+        /// When a lock counts as stale.
+        stale_after: Duration,
+    },
+
+    /// There is nothing to do, and nothing was changed: no slot to roll back to or to retire.
+    #[error("{message}")]
+    Refused {
+        /// Why, and what to do instead.
+        message: String,
+    },
+
     /// A value the backend computes was needed before it was known (a bug in the plan).
     #[error("{step}: `{name}` is not known yet")]
     Runtime {
@@ -190,7 +224,9 @@ impl Error {
             | Error::Detect { host, .. }
             | Error::Health { host, .. }
             | Error::Switch { host, .. }
-            | Error::Check { host, .. } => Some(host),
+            | Error::Check { host, .. }
+            | Error::LockHeld { host, .. }
+            | Error::LockFresh { host, .. } => Some(host),
             _ => None,
         }
     }
@@ -202,6 +238,14 @@ fn secs(d: &Duration) -> String {
         format!("{s:.0}")
     } else {
         format!("{s:.1}")
+    }
+}
+
+fn waited_suffix(d: Duration) -> String {
+    if d.is_zero() {
+        String::new()
+    } else {
+        format!(" (waited {})", human(d))
     }
 }
 

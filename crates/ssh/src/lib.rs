@@ -1,7 +1,7 @@
 //! Run a bluegreen plan over SSH (libssh2).
 //!
-//! [`deploy`] carries out a [`Plan`] computed by `bluegreen-core`: it resolves the environment,
-//! finds and hashes the artifact, connects to every host at once (one libssh2 session per host, each
+//! [`run`] carries out a [`Plan`] computed by `bluegreen-core` (a deploy, a rollback or a retire):
+//! it resolves the environment, finds and hashes the artifact (deploys only), connects to every host at once (one libssh2 session per host, each
 //! owned by its own thread), then runs the phases in order. Every remote step is a call of a function
 //! of the core's bash library, sent to `bash -s` on the host, so this backend and the rendered script
 //! run the very same commands.
@@ -10,6 +10,9 @@
 //! `on_failure` steps run best effort (stop the new instances, switch back, release the lock) and the
 //! original error is returned. Ctrl-C (the CLI sets [`ExecOptions::interrupt`]) is handled the same
 //! way: before the switch it leaves traffic untouched.
+//!
+//! The [`ops`] module answers questions without changing anything: [`ops::status`],
+//! [`ops::lock_show`], [`ops::history`]; [`ops::lock_release`] breaks a stale lock.
 //!
 //! ```no_run
 //! use bluegreen_ssh::{deploy, ExecOptions};
@@ -24,6 +27,7 @@ mod conn;
 mod error;
 mod event;
 mod http;
+pub mod ops;
 mod run;
 mod runtime;
 
@@ -31,6 +35,7 @@ pub use error::{Error, HostKeyProblem};
 pub use event::{Event, Status, LOCAL};
 pub use runtime::Live;
 
+use bluegreen_core::plan::Action;
 use bluegreen_core::{PhaseKind, Plan};
 use std::fmt;
 use std::path::PathBuf;
@@ -54,6 +59,9 @@ pub struct ExecOptions {
     pub env: Box<EnvLookup>,
     /// Set by the CLI's Ctrl-C handler; checked between steps and while polling.
     pub interrupt: Arc<AtomicBool>,
+    /// How long to keep retrying (every second) when another run holds the deploy lock; zero
+    /// fails at once with [`Error::LockHeld`].
+    pub lock_wait: Duration,
 }
 
 impl Default for ExecOptions {
@@ -63,6 +71,7 @@ impl Default for ExecOptions {
             deployer: None,
             env: Box::new(|name| std::env::var(name).ok()),
             interrupt: Arc::new(AtomicBool::new(false)),
+            lock_wait: Duration::ZERO,
         }
     }
 }
@@ -73,24 +82,28 @@ impl fmt::Debug for ExecOptions {
             .field("verbose", &self.verbose)
             .field("deployer", &self.deployer)
             .field("interrupt", &self.interrupt)
+            .field("lock_wait", &self.lock_wait)
             .finish_non_exhaustive()
     }
 }
 
-/// What a successful deploy did.
+/// What a successful run did.
 #[derive(Debug, Clone)]
 pub struct Summary {
+    /// Deploy, rollback or retire.
+    pub action: Action,
     /// The app.
     pub app: String,
-    /// The slot now serving traffic (`blue` or `green`).
+    /// The slot now serving traffic (`blue` or `green`); for a retire, the slot stopped.
     pub target: String,
-    /// The slot that served traffic before (`blue`, `green` or `none`).
+    /// The slot that served traffic before (`blue`, `green` or `none`); for a retire, the live slot.
     pub previous: String,
-    /// The artifact's sha256 (hex).
+    /// The release now live: the artifact's sha256 (hex), or the release kept in the slot rolled
+    /// back to; empty for a retire.
     pub release: String,
-    /// The artifact deployed.
+    /// The artifact deployed (empty for a rollback or a retire).
     pub artifact: PathBuf,
-    /// Its size in bytes.
+    /// Its size in bytes (0 for a rollback or a retire).
     pub artifact_bytes: u64,
     /// Who deployed.
     pub deployer: String,
@@ -103,18 +116,34 @@ pub struct Summary {
 }
 
 impl fmt::Display for Summary {
-    /// `deployed shop 0123456789ab to green (previous: blue) in 12.34s: connect 0.20s, prepare ...`
+    /// `deployed shop 0123456789ab to green (previous: blue) in 12.34s: connect 0.20s, prepare ...`,
+    /// `rolled back shop to 0123456789ab on blue (from: green) in ...`,
+    /// `retired the blue slot of shop (live: green) in ...`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "deployed {} {} to {} (previous: {}) in {}: connect {}",
-            self.app,
-            short(&self.release),
-            self.target,
-            self.previous,
-            error::human(self.total),
-            error::human(self.connect)
-        )?;
+        let (total, connect) = (error::human(self.total), error::human(self.connect));
+        match self.action {
+            Action::Deploy => write!(
+                f,
+                "deployed {} {} to {} (previous: {}) in {total}: connect {connect}",
+                self.app,
+                short(&self.release),
+                self.target,
+                self.previous,
+            )?,
+            Action::Rollback => write!(
+                f,
+                "rolled back {} to {} on {} (from: {}) in {total}: connect {connect}",
+                self.app,
+                short(&self.release),
+                self.target,
+                self.previous,
+            )?,
+            Action::Retire => write!(
+                f,
+                "retired the {} slot of {} (live: {}) in {total}: connect {connect}",
+                self.target, self.app, self.previous,
+            )?,
+        }
         for (k, d) in &self.phases {
             write!(f, ", {} {}", k.name(), error::human(*d))?;
         }
@@ -127,15 +156,23 @@ pub(crate) fn short(sha: &str) -> &str {
     sha.get(..12).unwrap_or(sha)
 }
 
-/// Runs `plan`, reporting progress to `out` (called on the calling thread only).
+/// Runs `plan` (a deploy, a rollback or a retire), reporting progress to `out` (called on the
+/// calling thread only).
 ///
-/// Nothing touches a host before the environment, the artifact and every connection are ready.
+/// Nothing touches a host before the environment, the artifact (deploys only) and every connection
+/// are ready. A rollback or retire with nothing to act on fails with [`Error::Refused`] having
+/// changed nothing; a lock held by another run fails with [`Error::LockHeld`].
+pub fn run(plan: &Plan, opts: &ExecOptions, out: &mut dyn FnMut(&Event)) -> Result<Summary, Error> {
+    run::run(plan, opts, out)
+}
+
+/// [`run`], under its historical name.
 pub fn deploy(
     plan: &Plan,
     opts: &ExecOptions,
     out: &mut dyn FnMut(&Event),
 ) -> Result<Summary, Error> {
-    run::deploy(plan, opts, out)
+    run::run(plan, opts, out)
 }
 
 #[cfg(test)]
@@ -144,7 +181,8 @@ mod tests {
 
     #[test]
     fn summary_line() {
-        let s = Summary {
+        let mut s = Summary {
+            action: Action::Deploy,
             app: "shop".into(),
             target: "green".into(),
             previous: "blue".into(),
@@ -162,6 +200,17 @@ mod tests {
         assert_eq!(
             s.to_string(),
             "deployed shop 0123456789ab to green (previous: blue) in 1.82s: connect 200ms, prepare 120ms, upload 1.50s"
+        );
+        s.action = Action::Rollback;
+        s.phases.truncate(1);
+        assert_eq!(
+            s.to_string(),
+            "rolled back shop to 0123456789ab on green (from: blue) in 1.82s: connect 200ms, prepare 120ms"
+        );
+        s.action = Action::Retire;
+        assert_eq!(
+            s.to_string(),
+            "retired the green slot of shop (live: blue) in 1.82s: connect 200ms, prepare 120ms"
         );
     }
 

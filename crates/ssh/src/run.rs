@@ -10,6 +10,7 @@ use crate::runtime::{
 };
 use crate::{short, ExecOptions, Summary, PASSPHRASE_ENV};
 use bluegreen_core::config::{ProbeFrom, Slack};
+use bluegreen_core::plan::Action;
 use bluegreen_core::plan::{
     CopyStep, DrainStep, HealthStep, NotifyStep, RemoteStep, RetainStep, SwitchStep, When,
 };
@@ -94,7 +95,7 @@ struct Ctx<'a> {
     started: Instant,
 }
 
-pub(crate) fn deploy(
+pub(crate) fn run(
     plan: &Plan,
     opts: &ExecOptions,
     out: &mut dyn FnMut(&Event),
@@ -102,18 +103,25 @@ pub(crate) fn deploy(
     let started = Instant::now();
     let env = Env::resolve(&plan.env, &*opts.env)?;
 
-    let t = Instant::now();
-    let pattern = env.word(&plan.artifact, "artifact")?;
-    let artifact = find_artifact(&pattern)?;
-    let (release, size) = sha256_file(&artifact)?;
-    out(&Event::new(LOCAL, "prepare", "artifact", Status::Ok)
-        .took(t.elapsed())
-        .msg(format!(
-            "{} ({}, sha256 {})",
-            artifact.display(),
-            mib(size),
-            short(&release)
-        )));
+    // Only a deploy uploads: a rollback or a retire never looks at the artifact (the release of a
+    // rollback is read from the slot it goes back to, by the plan's `inspect` step).
+    let (artifact, release, size) = if plan.action == Action::Deploy {
+        let t = Instant::now();
+        let pattern = env.word(&plan.artifact, "artifact")?;
+        let artifact = find_artifact(&pattern)?;
+        let (release, size) = sha256_file(&artifact)?;
+        out(&Event::new(LOCAL, "prepare", "artifact", Status::Ok)
+            .took(t.elapsed())
+            .msg(format!(
+                "{} ({}, sha256 {})",
+                artifact.display(),
+                mib(size),
+                short(&release)
+            )));
+        (artifact, release, size)
+    } else {
+        (PathBuf::new(), String::new(), 0)
+    };
     let deployer = match &opts.deployer {
         Some(d) => clean_deployer(d),
         None => default_deployer(&*opts.env),
@@ -183,25 +191,28 @@ pub(crate) fn deploy(
                 let _ = ctx.run_steps(phase.kind, &cleanup, false, true, out);
             }
             let rt = ctx.rt();
-            notify_failure(
-                plan,
-                opts,
-                &rt,
-                phase.kind.name(),
-                started.elapsed(),
-                &e,
-                out,
-            );
+            if !matches!(e, Error::Refused { .. }) {
+                notify_failure(
+                    plan,
+                    opts,
+                    &rt,
+                    phase.kind.name(),
+                    started.elapsed(),
+                    &e,
+                    out,
+                );
+            }
             return Err(e);
         }
     }
     let rt = ctx.rt();
     let live = rt.live.unwrap_or(Live::None);
     Ok(Summary {
+        action: plan.action,
         app: plan.app.clone(),
         target: live.target().to_string(),
         previous: live.name().to_string(),
-        release,
+        release: rt.release.clone(),
         artifact,
         artifact_bytes: size,
         deployer,
@@ -211,14 +222,9 @@ pub(crate) fn deploy(
     })
 }
 
-/// Connects to the proxy and every app host at once.
-fn connect_all(
-    plan: &Plan,
-    env: &Env,
-    opts: &ExecOptions,
-    out: &mut dyn FnMut(&Event),
-) -> Result<HashMap<String, Worker>, Error> {
-    let settings = Arc::new(Settings {
+/// The connection settings of a plan.
+pub(crate) fn settings(plan: &Plan, env: &Env, opts: &ExecOptions) -> Result<Arc<Settings>, Error> {
+    Ok(Arc::new(Settings {
         known_hosts: PathBuf::from(env.word(&plan.ssh.known_hosts, "ssh.known_hosts")?),
         policy: plan.ssh.host_key_policy,
         identity: plan
@@ -231,7 +237,11 @@ fn connect_all(
         passphrase: (opts.env)(PASSPHRASE_ENV).filter(|p| !p.is_empty()),
         connect_timeout: Duration::from_secs(plan.ssh.connect_timeout_secs.max(1)),
         command_timeout: Duration::from_secs(plan.ssh.command_timeout_secs.max(1)),
-    });
+    }))
+}
+
+/// Where to connect for the proxy and every app host, in that order.
+pub(crate) fn targets(plan: &Plan, env: &Env) -> Result<Vec<Target>, Error> {
     let mut targets = Vec::new();
     for (h, field) in std::iter::once((&plan.proxy, "proxy".to_string())).chain(
         plan.servers
@@ -246,6 +256,18 @@ fn connect_all(
             user: env.word(&h.user, &format!("{field}.user"))?,
         });
     }
+    Ok(targets)
+}
+
+/// Connects to the proxy and every app host at once.
+fn connect_all(
+    plan: &Plan,
+    env: &Env,
+    opts: &ExecOptions,
+    out: &mut dyn FnMut(&Event),
+) -> Result<HashMap<String, Worker>, Error> {
+    let settings = settings(plan, env, opts)?;
+    let targets = targets(plan, env)?;
     let t = Instant::now();
     let pending: Vec<(Worker, Receiver<Result<Connected, Error>>)> = targets
         .into_iter()
@@ -286,7 +308,7 @@ fn connect_all(
 }
 
 /// The error's message without the leading `host: `, for events that already name the host.
-fn strip_host(e: &Error) -> String {
+pub(crate) fn strip_host(e: &Error) -> String {
     let m = e.to_string();
     match e.host() {
         Some(h) => m
@@ -297,13 +319,20 @@ fn strip_host(e: &Error) -> String {
     }
 }
 
+/// The holder recorded in a lock, from what `lock` prints when the lock is held.
+pub(crate) fn lock_holder(stderr: &str) -> Option<String> {
+    let line = stderr.lines().rfind(|l| l.contains("is held"))?;
+    let (_, info) = line.split_once("is held: ")?;
+    Some(info.trim().to_string())
+}
+
 /// Calls that wait on purpose (up to the stop grace period, then up to 10 s for the port) may stay
 /// silent longer than `ssh.command_timeout`: their own bound, plus a margin.
 fn wait_bound(call: &RemoteCall) -> Option<Duration> {
     use bluegreen_core::RemoteFn;
     let grace_arg = match call.func {
         RemoteFn::Stop => 3,
-        RemoteFn::Start => 6,
+        RemoteFn::Start | RemoteFn::Revive => 6,
         RemoteFn::Settle => 0,
         _ => return None,
     };
@@ -315,7 +344,7 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
-fn last_line(s: &str) -> String {
+pub(crate) fn last_line(s: &str) -> String {
     last_lines(s, 1)
 }
 
@@ -613,21 +642,83 @@ impl Ctx<'_> {
             })
     }
 
+    /// Takes the deploy lock; while another run holds it, retries every second until
+    /// [`ExecOptions::lock_wait`] has passed, saying who holds it.
+    fn lock(&self, s: &RemoteStep, em: &Em) -> Result<Done, Error> {
+        let t0 = Instant::now();
+        let wait = self.opts.lock_wait;
+        let mut last_holder = String::new();
+        loop {
+            let out = self.call_raw(&s.host, "lock", &s.call, em, false)?;
+            if out.status == 0 {
+                self.locked.store(true, Ordering::SeqCst);
+                let mut message = last_line(&out.stdout);
+                if !last_holder.is_empty() {
+                    message.push_str(&format!(" after waiting {}", human(t0.elapsed())));
+                }
+                return Ok(Done::ok(message));
+            }
+            let stderr = last_lines(&out.stderr, 5);
+            let Some(holder) = lock_holder(&stderr) else {
+                return Err(Error::Remote {
+                    host: s.host.clone(),
+                    step: "lock".into(),
+                    status: out.status,
+                    stderr,
+                });
+            };
+            let waited = t0.elapsed();
+            if waited >= wait {
+                return Err(Error::LockHeld {
+                    host: s.host.clone(),
+                    holder,
+                    waited: if wait.is_zero() { wait } else { waited },
+                });
+            }
+            if holder != last_holder {
+                em.send(
+                    em.event(&s.host, "lock", Status::Progress)
+                        .took(waited)
+                        .msg(format!(
+                            "held by {holder}; waiting up to {} for it (retrying every second)",
+                            human(wait - waited)
+                        )),
+                );
+                last_holder = holder;
+            }
+            self.sleep(Duration::from_secs(1).min(wait - waited), em)?;
+        }
+    }
+
     fn remote(&self, step: &Step, s: &RemoteStep, em: &Em) -> Result<Done, Error> {
         let name = step.name();
+        if let Step::Lock(_) = step {
+            return self.lock(s, em);
+        }
+        if let Step::Inspect(_) = step {
+            let out = self.call_raw(&s.host, name, &s.call, em, false)?;
+            if out.status != 0 {
+                // `release` fails only when the slot keeps no release: nothing to roll back to.
+                let why = last_line(&out.stderr);
+                return Err(Error::Refused {
+                    message: format!(
+                        "{}: {}",
+                        s.host,
+                        why.strip_prefix("bluegreen: ").unwrap_or(&why)
+                    ),
+                });
+            }
+            let release = last_line(&out.stdout);
+            self.rt
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .release = release.clone();
+            return Ok(Done::ok(format!("kept release {release}")));
+        }
         let out = self.call(&s.host, name, &s.call, em, false)?;
         let mut message = last_line(&out.stdout);
         match step {
-            Step::Lock(_) => self.locked.store(true, Ordering::SeqCst),
             Step::Unlock(_) => self.locked.store(false, Ordering::SeqCst),
-            Step::Inspect(_) => {
-                let release = last_line(&out.stdout);
-                self.rt
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .release = release.clone();
-                message = format!("release {release}");
-            }
             Step::Detect(_) => {
                 let live = Live::parse(&out.stdout).ok_or_else(|| Error::Detect {
                     host: s.host.clone(),
@@ -639,8 +730,26 @@ impl Ctx<'_> {
                 } else {
                     self.plan.slots.green
                 };
+                let verb = match self.plan.action {
+                    Action::Deploy => "deploying to",
+                    Action::Rollback => "rolling back to",
+                    Action::Retire => "retiring",
+                };
+                if self.plan.action != Action::Deploy && live == Live::None {
+                    return Err(Error::Refused {
+                        message: format!(
+                            "{}: no slot is live (the upstream file points at none): nothing to {}",
+                            s.host,
+                            if self.plan.action == Action::Rollback {
+                                "roll back to"
+                            } else {
+                                "retire"
+                            }
+                        ),
+                    });
+                }
                 message = format!(
-                    "live: {}, deploying to {} (port {port})",
+                    "live: {}, {verb} {} (port {port})",
                     live.name(),
                     live.target()
                 );
@@ -886,15 +995,27 @@ impl Ctx<'_> {
     fn notify_success(&self, n: &NotifyStep) -> Done {
         let rt = self.rt();
         let live = rt.live.unwrap_or(Live::None);
-        let text = format!(
-            "{}: deployed {} to {} (previous: {}) in {} by {}: succeeded",
-            self.plan.app,
+        let took = human(self.started.elapsed());
+        let (app, release, target, who) = (
+            &self.plan.app,
             short(&rt.release),
             live.target(),
-            live.name(),
-            human(self.started.elapsed()),
-            rt.deployer
+            &rt.deployer,
         );
+        let text = match self.plan.action {
+            Action::Rollback => format!(
+                "{app}: rolled back to {release} on the {target} slot (from {}) in {took} by {who}: succeeded",
+                live.name()
+            ),
+            Action::Retire => format!(
+                "{app}: retired the {target} slot (live: {}) in {took} by {who}: succeeded",
+                live.name()
+            ),
+            Action::Deploy => format!(
+                "{app}: deployed {release} to the {target} slot (previous: {}) in {took} by {who}: succeeded",
+                live.name()
+            ),
+        };
         match send_slack(&n.channel, &n.webhook_env, &text, self.opts) {
             SlackResult::Sent => Done::ok(format!("posted to {}", n.channel)),
             SlackResult::NotSet => Done::skip(format!("${} is not set", n.webhook_env)),
@@ -937,16 +1058,30 @@ fn notify_failure(
     else {
         return;
     };
+    // Only actions whose plan notifies on success (deploy, rollback) notify failures.
+    let notifies = plan
+        .phases
+        .iter()
+        .flat_map(|p| &p.steps)
+        .any(|s| matches!(s, Step::Notify(_)));
+    if !notifies {
+        return;
+    }
     let target = rt
         .live
-        .map(|l| format!(" to {}", l.target()))
+        .map(|l| format!(" to the {} slot", l.target()))
         .unwrap_or_default();
     let first_line = error.to_string();
     let first_line = first_line.lines().next().unwrap_or_default();
+    let release = if rt.release.is_empty() {
+        "(release unknown)"
+    } else {
+        short(&rt.release)
+    };
     let text = format!(
-        "{}: deploy of {}{target} by {} FAILED in {phase} after {}: {first_line}",
+        "{}: {} of {release}{target} by {} FAILED in {phase} after {}: {first_line}",
         plan.app,
-        short(&rt.release),
+        plan.action.name(),
         rt.deployer,
         human(took)
     );

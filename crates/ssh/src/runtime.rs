@@ -219,8 +219,12 @@ pub(crate) fn sha256_file(path: &Path) -> Result<(String, u64), Error> {
     Ok((hex, size))
 }
 
-/// `$USER@hostname`, with anything but `[A-Za-z0-9._@-]` replaced by `_`.
+/// Who runs: `$BUILD_TAG` in Jenkins (unique per build), else `$USER@hostname:PID` (unique per
+/// run, like the rendered script's run id), with anything but `[A-Za-z0-9._@:+-]` replaced by `_`.
 pub(crate) fn default_deployer(lookup: &dyn Fn(&str) -> Option<String>) -> String {
+    if let Some(tag) = lookup("BUILD_TAG").filter(|t| !t.trim().is_empty()) {
+        return clean_deployer(tag.trim());
+    }
     let user = lookup("USER")
         .or_else(|| lookup("LOGNAME"))
         .filter(|u| !u.is_empty())
@@ -233,7 +237,7 @@ pub(crate) fn default_deployer(lookup: &dyn Fn(&str) -> Option<String>) -> Strin
         .filter(|s| !s.is_empty())
         .or_else(|| lookup("HOSTNAME"))
         .unwrap_or_else(|| "localhost".into());
-    clean_deployer(&format!("{user}@{host}"))
+    clean_deployer(&format!("{user}@{host}:{}", std::process::id()))
 }
 
 /// The name of this process's user, from `/proc/self/status` and `/etc/passwd` (for CI runners
@@ -383,6 +387,9 @@ mod tests {
         assert_eq!(clean_deployer("ci bot@host\n"), "ci_bot@host_");
         let d = default_deployer(&|n| (n == "USER").then(|| "alice".into()));
         assert!(d.starts_with("alice@"));
+        assert!(d.ends_with(&format!(":{}", std::process::id())), "{d}");
+        let d = default_deployer(&|n| (n == "BUILD_TAG").then(|| "jenkins-shop-42".into()));
+        assert_eq!(d, "jenkins-shop-42");
         let d = default_deployer(&|_| None);
         assert!(!d.starts_with("unknown@"), "{d}");
     }

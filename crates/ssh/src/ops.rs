@@ -1,0 +1,858 @@
+//! Operating a running system: status with drift detection, the deploy lock, the audit log.
+//!
+//! Everything here reads, except [`lock_release`], which removes a lock (and says so in the audit
+//! log). Each function connects to the hosts it needs at once, runs one call of the core's remote
+//! library on each (`proxystatus`, `hoststatus`, `history`, `breaklock`), and returns plain data
+//! that prints as text (`Display`) or JSON (`to_json`).
+
+use crate::conn::{self, Output, Worker};
+use crate::error::{human, last_lines, Error};
+use crate::http;
+use crate::run::{last_line, settings, targets};
+use crate::runtime::{clean_deployer, default_deployer, Env};
+use crate::{short, ExecOptions};
+use bluegreen_core::{Config, Plan, RemoteCall, RemoteFn, Word};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+/// A connected host, or why it is not.
+struct Conn {
+    id: String,
+    addr: String,
+    worker: Result<Worker, Error>,
+}
+
+/// Connects to the hosts of `plan` whose ids are in `ids` (all when `None`), at once.
+fn connect(
+    plan: &Plan,
+    env: &Env,
+    opts: &ExecOptions,
+    ids: Option<&[&str]>,
+) -> Result<Vec<Conn>, Error> {
+    let settings = settings(plan, env, opts)?;
+    let pending: Vec<_> = targets(plan, env)?
+        .into_iter()
+        .filter(|t| ids.is_none_or(|ids| ids.contains(&t.id.as_str())))
+        .map(|t| {
+            let (id, addr) = (t.id.clone(), t.addr.clone());
+            let (w, rx) = Worker::spawn(t, settings.clone());
+            (id, addr, w, rx)
+        })
+        .collect();
+    Ok(pending
+        .into_iter()
+        .map(|(id, addr, w, rx)| {
+            let worker = match rx.recv() {
+                Ok(Ok(_)) => Ok(w),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(Error::Ssh {
+                    host: id.clone(),
+                    step: "connect".into(),
+                    message: "the connection thread ended".into(),
+                }),
+            };
+            Conn { id, addr, worker }
+        })
+        .collect())
+}
+
+/// One call of a library function whose arguments are all literal; a non-zero exit is an error.
+fn call(
+    host: &str,
+    w: &Worker,
+    step: &str,
+    func: RemoteFn,
+    args: &[String],
+) -> Result<Output, Error> {
+    let call = RemoteCall::new(func, args.iter().map(Word::lit).collect());
+    let stdin = call.stdin(|v| {
+        Err(Error::Runtime {
+            step: step.to_string(),
+            name: format!("{v:?}"),
+        })
+    })?;
+    let out = w
+        .run(step, move |s| conn::exec(s, &stdin, None))?
+        .map_err(|message| Error::Ssh {
+            host: host.to_string(),
+            step: step.to_string(),
+            message,
+        })?;
+    if out.status != 0 {
+        return Err(Error::Remote {
+            host: host.to_string(),
+            step: step.to_string(),
+            status: out.status,
+            stderr: last_lines(&out.stderr, 5),
+        });
+    }
+    Ok(out)
+}
+
+/// `key=value` lines.
+fn parse_kv(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// Seconds as a person reads them: `45s`, `2m05s`, `3h02m`, `2d04h`.
+pub fn ago(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// The plan and environment of a config, for the operations here.
+fn prepare(config: &Config, opts: &ExecOptions) -> Result<(Plan, Env), Error> {
+    let plan = Plan::new(config);
+    let env = Env::resolve(&plan.env, &*opts.env)?;
+    Ok((plan, env))
+}
+
+fn who(opts: &ExecOptions) -> String {
+    match &opts.deployer {
+        Some(d) => clean_deployer(d),
+        None => default_deployer(&*opts.env),
+    }
+}
+
+/// The deploy lock on the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockStatus {
+    /// `<state_dir>/lock`.
+    pub path: String,
+    /// Whether it is held.
+    pub held: bool,
+    /// Who holds it, as recorded (`user@host:pid`, a Jenkins build tag ...).
+    pub holder: String,
+    /// When it was taken, as recorded (UTC, ISO 8601).
+    pub time: String,
+    /// The pid recorded with it (on the proxy).
+    pub pid: String,
+    /// What it is for (`deploy of shop`).
+    pub message: String,
+    /// How long it has been held, by the proxy's clock.
+    pub age: Option<Duration>,
+    /// When a lock counts as stale (`jenkins.timeout`: no run lasts longer).
+    pub stale_after: Duration,
+}
+
+impl LockStatus {
+    fn from_kv(kv: &BTreeMap<String, String>, path: String, stale_after: Duration) -> LockStatus {
+        let get = |k: &str| kv.get(k).cloned().unwrap_or_default();
+        let now: Option<u64> = get("now").parse().ok();
+        let since: Option<u64> = get("lock.since").parse().ok();
+        LockStatus {
+            path,
+            held: get("lock.held") == "yes",
+            holder: get("lock.holder"),
+            time: get("lock.time"),
+            pid: get("lock.pid"),
+            message: get("lock.message"),
+            age: now
+                .zip(since)
+                .map(|(n, s)| Duration::from_secs(n.saturating_sub(s))),
+            stale_after,
+        }
+    }
+
+    /// Held for longer than `stale_after`: the run that took it is gone.
+    pub fn stale(&self) -> bool {
+        self.held && self.age.is_some_and(|a| a > self.stale_after)
+    }
+
+    fn holder_or_unknown(&self) -> &str {
+        if self.holder.is_empty() {
+            "an unknown holder"
+        } else {
+            &self.holder
+        }
+    }
+
+    fn age_words(&self) -> String {
+        self.age
+            .map_or_else(|| "an unknown time".into(), |a| ago(a.as_secs()))
+    }
+
+    /// The lock as JSON.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "path": self.path,
+            "held": self.held,
+            "holder": self.holder,
+            "time": self.time,
+            "pid": self.pid,
+            "message": self.message,
+            "age_secs": self.age.map(|a| a.as_secs()),
+            "stale": self.stale(),
+            "stale_after_secs": self.stale_after.as_secs(),
+        })
+    }
+}
+
+impl fmt::Display for LockStatus {
+    /// `held by alice@ci:123 since 2024-05-01T10:00:00Z (2m05s ago): deploy of shop` or `free`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.held {
+            return write!(f, "free");
+        }
+        write!(
+            f,
+            "held by {} since {} ({} ago)",
+            self.holder_or_unknown(),
+            if self.time.is_empty() {
+                "?"
+            } else {
+                &self.time
+            },
+            self.age_words()
+        )?;
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        if self.stale() {
+            write!(
+                f,
+                " [STALE: older than jenkins.timeout {}]",
+                human(self.stale_after)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn proxystatus(config: &Config, host: &str, w: &Worker) -> Result<BTreeMap<String, String>, Error> {
+    let out = call(
+        host,
+        w,
+        "proxystatus",
+        RemoteFn::ProxyStatus,
+        &[
+            config.proxy.state_dir.clone(),
+            config.proxy.upstream_file.clone(),
+            config.slots.blue.to_string(),
+            config.slots.green.to_string(),
+        ],
+    )?;
+    Ok(parse_kv(&out.stdout))
+}
+
+fn connect_proxy(config: &Config, opts: &ExecOptions) -> Result<(Plan, Env, Conn), Error> {
+    let (plan, env) = prepare(config, opts)?;
+    let mut conns = connect(&plan, &env, opts, Some(&[bluegreen_core::plan::PROXY_ID]))?;
+    let proxy = conns.pop().ok_or_else(|| Error::Ssh {
+        host: "proxy".into(),
+        step: "connect".into(),
+        message: "no proxy in the plan".into(),
+    })?;
+    Ok((plan, env, proxy))
+}
+
+fn lock_path(config: &Config) -> String {
+    format!("{}/lock", config.proxy.state_dir)
+}
+
+/// Reads the deploy lock.
+pub fn lock_show(config: &Config, opts: &ExecOptions) -> Result<LockStatus, Error> {
+    let (_, _, proxy) = connect_proxy(config, opts)?;
+    let w = proxy.worker?;
+    let kv = proxystatus(config, &proxy.id, &w)?;
+    Ok(LockStatus::from_kv(
+        &kv,
+        lock_path(config),
+        config.jenkins.timeout,
+    ))
+}
+
+/// Removes the deploy lock: when it is stale, or with `force`; otherwise fails with
+/// [`Error::LockFresh`]. Returns the lock as it was and what `breaklock` said. The removal is
+/// recorded in the audit log (event `lock-break`).
+pub fn lock_release(
+    config: &Config,
+    opts: &ExecOptions,
+    force: bool,
+) -> Result<(LockStatus, String), Error> {
+    let (_, _, proxy) = connect_proxy(config, opts)?;
+    let w = proxy.worker?;
+    let kv = proxystatus(config, &proxy.id, &w)?;
+    let lock = LockStatus::from_kv(&kv, lock_path(config), config.jenkins.timeout);
+    if !lock.held {
+        return Ok((
+            lock,
+            "the deploy lock is not held: nothing to release".into(),
+        ));
+    }
+    if !force && !lock.stale() {
+        return Err(Error::LockFresh {
+            host: proxy.id,
+            holder: lock.holder_or_unknown().to_string(),
+            age: lock.age_words(),
+            stale_after: lock.stale_after,
+        });
+    }
+    let out = call(
+        &proxy.id,
+        &w,
+        "breaklock",
+        RemoteFn::BreakLock,
+        &[
+            config.proxy.state_dir.clone(),
+            who(opts),
+            config.app.clone(),
+        ],
+    )?;
+    Ok((lock, last_line(&out.stdout)))
+}
+
+/// The last `count` events of the audit log on the proxy, oldest first, one JSON object each
+/// (`time event app outcome target from release deployer`). Lines that are not JSON are skipped.
+pub fn history(config: &Config, opts: &ExecOptions, count: usize) -> Result<Vec<Value>, Error> {
+    let (_, _, proxy) = connect_proxy(config, opts)?;
+    let w = proxy.worker?;
+    let out = call(
+        &proxy.id,
+        &w,
+        "history",
+        RemoteFn::History,
+        &[config.proxy.state_dir.clone(), count.max(1).to_string()],
+    )?;
+    Ok(out
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(Value::is_object)
+        .collect())
+}
+
+/// One audit event as a line: time, event, outcome, target (and the slot it came from), release,
+/// who.
+pub fn history_line(e: &Value) -> String {
+    let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+    let or_dash = |v: String| if v.is_empty() { "-".to_string() } else { v };
+    let slots = match (s("target"), s("from")) {
+        (t, _) if t.is_empty() => "-".to_string(),
+        (t, f) if f.is_empty() => t,
+        (t, f) if s("event") == "retire" => format!("{t} (live {f})"),
+        (t, f) => format!("{t} (from {f})"),
+    };
+    format!(
+        "{:<20}  {:<10}  {:<22}  {:<18}  {:<12}  {}",
+        or_dash(s("time")),
+        or_dash(s("event")),
+        or_dash(s("outcome")),
+        slots,
+        or_dash(short(&s("release")).to_string()),
+        or_dash(s("deployer"))
+    )
+}
+
+/// A slot on an app host.
+#[derive(Debug, Clone)]
+pub struct SlotStatus {
+    /// `blue` or `green`.
+    pub slot: String,
+    /// Its port.
+    pub port: u16,
+    /// `live` (the proxy sends traffic to it), `retained` (idle but running) or `idle` (stopped).
+    pub role: &'static str,
+    /// The instance's pid, when one bluegreen started is running.
+    pub pid: Option<u64>,
+    /// How long it has been running.
+    pub uptime: Option<Duration>,
+    /// Whether something listens on the port.
+    pub port_open: bool,
+    /// The release (sha256) kept in the slot's directory.
+    pub release: String,
+    /// The health probe from the runner: None when not probed (nothing running), else its result.
+    pub health: Option<Result<(), String>>,
+}
+
+/// An app host.
+#[derive(Debug, Clone)]
+pub struct HostStatus {
+    /// `app1`, `app2`, ...
+    pub id: String,
+    /// The SSH address.
+    pub address: String,
+    /// Why the host could not be read, if it could not.
+    pub error: Option<String>,
+    /// Blue, then green (empty when unreadable).
+    pub slots: Vec<SlotStatus>,
+}
+
+/// The whole system: proxy, hosts, and what is inconsistent.
+#[derive(Debug, Clone)]
+pub struct StatusReport {
+    /// The app.
+    pub app: String,
+    /// The proxy's SSH address.
+    pub proxy_address: String,
+    /// Why the proxy could not be read, if it could not.
+    pub proxy_error: Option<String>,
+    /// The slot the upstream file points at: `blue`, `green`, `none`, or `mixed`.
+    pub upstream: String,
+    /// The state file (`live previous release time deployer app`), empty when there is none.
+    pub state: BTreeMap<String, String>,
+    /// The proxy's clock (seconds since the epoch) when it was read.
+    pub proxy_now: Option<u64>,
+    /// The deploy lock.
+    pub lock: Option<LockStatus>,
+    /// The app hosts, in config order.
+    pub hosts: Vec<HostStatus>,
+    /// Inconsistencies: any makes `bluegreen status` exit 1.
+    pub drift: Vec<String>,
+    /// Things worth knowing that are not inconsistencies (a retained slot, a stale lock).
+    pub notes: Vec<String>,
+}
+
+impl StatusReport {
+    /// No drift.
+    pub fn consistent(&self) -> bool {
+        self.drift.is_empty()
+    }
+
+    /// How long ago the last switch was recorded in the state file, by the proxy's clock; None
+    /// when there is no state file.
+    pub fn since_last_switch(&self) -> Option<Duration> {
+        let then = self
+            .state
+            .get("time")
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())?;
+        let now = self.proxy_now?;
+        Some(Duration::from_secs(now.saturating_sub(then.as_secs())))
+    }
+
+    /// Whether an idle slot is still running on some host (kept for the rollback window).
+    pub fn retained(&self) -> bool {
+        self.hosts
+            .iter()
+            .any(|h| h.slots.iter().any(|s| s.role == "retained"))
+    }
+
+    /// The report as JSON.
+    pub fn to_json(&self) -> Value {
+        let hosts: Vec<Value> = self
+            .hosts
+            .iter()
+            .map(|h| {
+                let slots: Vec<Value> = h
+                    .slots
+                    .iter()
+                    .map(|s| {
+                        json!({
+                            "slot": s.slot,
+                            "port": s.port,
+                            "role": s.role,
+                            "pid": s.pid,
+                            "uptime_secs": s.uptime.map(|u| u.as_secs()),
+                            "port_open": s.port_open,
+                            "release": s.release,
+                            "healthy": s.health.as_ref().map(Result::is_ok),
+                            "health": health_words(&s.health),
+                        })
+                    })
+                    .collect();
+                json!({ "host": h.id, "address": h.address, "error": h.error, "slots": slots })
+            })
+            .collect();
+        json!({
+            "app": self.app,
+            "consistent": self.consistent(),
+            "proxy": {
+                "address": self.proxy_address,
+                "error": self.proxy_error,
+                "upstream": self.upstream,
+                "state": self.state,
+                "lock": self.lock.as_ref().map(LockStatus::to_json),
+            },
+            "hosts": hosts,
+            "drift": self.drift,
+            "notes": self.notes,
+        })
+    }
+}
+
+fn health_words(h: &Option<Result<(), String>>) -> String {
+    match h {
+        None => "-".into(),
+        Some(Ok(())) => "healthy".into(),
+        Some(Err(m)) => format!("UNHEALTHY ({m})"),
+    }
+}
+
+impl fmt::Display for StatusReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.app)?;
+        match &self.proxy_error {
+            Some(e) => writeln!(f, "proxy {}: UNREACHABLE: {e}", self.proxy_address)?,
+            None => {
+                writeln!(
+                    f,
+                    "proxy {}: upstream -> {}",
+                    self.proxy_address, self.upstream
+                )?;
+                if self.state.is_empty() {
+                    writeln!(f, "  state: none (no switch recorded)")?;
+                } else {
+                    let g = |k: &str| self.state.get(k).map_or("?", String::as_str);
+                    writeln!(
+                        f,
+                        "  state: live={} previous={} release={} at {} by {}",
+                        g("live"),
+                        g("previous"),
+                        short(g("release")),
+                        g("time"),
+                        g("deployer")
+                    )?;
+                }
+                if let Some(l) = &self.lock {
+                    writeln!(f, "  lock:  {l}")?;
+                }
+            }
+        }
+        for h in &self.hosts {
+            write!(f, "{} {}", h.id, h.address)?;
+            if let Some(e) = &h.error {
+                writeln!(f, ": UNREACHABLE: {e}")?;
+                continue;
+            }
+            writeln!(f)?;
+            for s in &h.slots {
+                let running = match (s.pid, s.uptime) {
+                    (Some(p), Some(u)) => format!("pid {p}, up {}", ago(u.as_secs())),
+                    (Some(p), None) => format!("pid {p}"),
+                    (None, _) if s.port_open => "port open, not started by bluegreen".into(),
+                    (None, _) => "stopped".into(),
+                };
+                writeln!(
+                    f,
+                    "  {:<5} :{:<5}  {:<8}  {:<28}  release {:<12}  {}",
+                    s.slot,
+                    s.port,
+                    s.role,
+                    running,
+                    if s.release.is_empty() {
+                        "-"
+                    } else {
+                        short(&s.release)
+                    },
+                    health_words(&s.health)
+                )?;
+            }
+        }
+        for n in &self.notes {
+            writeln!(f, "note: {n}")?;
+        }
+        if self.drift.is_empty() {
+            write!(f, "consistent")
+        } else {
+            for d in &self.drift {
+                writeln!(f, "DRIFT: {d}")?;
+            }
+            write!(f, "{} problem(s) found", self.drift.len())
+        }
+    }
+}
+
+/// Reads the proxy and every app host at once, probes every running slot's health from here, and
+/// works out what is inconsistent.
+pub fn status(config: &Config, opts: &ExecOptions) -> Result<StatusReport, Error> {
+    let (plan, env) = prepare(config, opts)?;
+    let conns = connect(&plan, &env, opts, None)?;
+    let stale_after = config.jenkins.timeout;
+    let ports = [("blue", config.slots.blue), ("green", config.slots.green)];
+
+    // One remote call per host, all at once.
+    let results: Vec<Result<BTreeMap<String, String>, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = conns
+            .iter()
+            .map(|c| {
+                scope.spawn(move || {
+                    let w = c.worker.as_ref().map_err(|e| e.to_string())?;
+                    let r = if c.id == bluegreen_core::plan::PROXY_ID {
+                        proxystatus(config, &c.id, w)
+                    } else {
+                        call(
+                            &c.id,
+                            w,
+                            "hoststatus",
+                            RemoteFn::HostStatus,
+                            &[
+                                config.deploy_dir.clone(),
+                                config.slots.blue.to_string(),
+                                config.slots.green.to_string(),
+                            ],
+                        )
+                        .map(|o| parse_kv(&o.stdout))
+                    };
+                    r.map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("internal error (panic)".into()))
+            })
+            .collect()
+    });
+
+    let mut report = StatusReport {
+        app: config.app.clone(),
+        proxy_address: String::new(),
+        proxy_error: None,
+        upstream: "unknown".into(),
+        state: BTreeMap::new(),
+        proxy_now: None,
+        lock: None,
+        hosts: Vec::new(),
+        drift: Vec::new(),
+        notes: Vec::new(),
+    };
+    for (c, r) in conns.iter().zip(results) {
+        if c.id == bluegreen_core::plan::PROXY_ID {
+            report.proxy_address = c.addr.clone();
+            match r {
+                Ok(kv) => {
+                    report.upstream = kv.get("upstream.live").cloned().unwrap_or_default();
+                    report.proxy_now = kv.get("now").and_then(|n| n.parse().ok());
+                    report.state = kv
+                        .iter()
+                        .filter_map(|(k, v)| {
+                            Some((k.strip_prefix("state.")?.to_string(), v.clone()))
+                        })
+                        .collect();
+                    report.lock = Some(LockStatus::from_kv(&kv, lock_path(config), stale_after));
+                }
+                Err(e) => report.proxy_error = Some(e),
+            }
+            continue;
+        }
+        let mut host = HostStatus {
+            id: c.id.clone(),
+            address: c.addr.clone(),
+            error: None,
+            slots: Vec::new(),
+        };
+        match r {
+            Ok(kv) => {
+                for (slot, port) in ports {
+                    let g = |k: &str| kv.get(&format!("{slot}.{k}")).cloned().unwrap_or_default();
+                    host.slots.push(SlotStatus {
+                        slot: slot.into(),
+                        port,
+                        role: "idle",
+                        pid: g("pid").parse().ok(),
+                        uptime: g("uptime").parse().ok().map(Duration::from_secs),
+                        port_open: g("port_open") == "yes",
+                        release: g("release"),
+                        health: None,
+                    });
+                }
+            }
+            Err(e) => host.error = Some(e),
+        }
+        report.hosts.push(host);
+    }
+
+    // Health of every running slot, probed from here, all at once.
+    let app_addrs: BTreeMap<String, String> = plan
+        .servers
+        .iter()
+        .filter_map(|h| Some((h.id.clone(), env.word(&h.app_address, "address").ok()?)))
+        .collect();
+    let h = &config.health;
+    std::thread::scope(|scope| {
+        for host in &mut report.hosts {
+            let Some(addr) = app_addrs.get(&host.id) else {
+                continue;
+            };
+            for s in &mut host.slots {
+                if s.pid.is_none() && !s.port_open {
+                    continue;
+                }
+                let url = format!("http://{}:{}{}", url_host(addr), s.port, h.path);
+                scope.spawn(move || {
+                    s.health = Some(http::probe(&url, h.status, h.body.as_deref(), h.timeout));
+                });
+            }
+        }
+    });
+
+    judge(&mut report, config);
+    Ok(report)
+}
+
+/// An address as the host part of a URL (IPv6 in brackets).
+fn url_host(addr: &str) -> String {
+    if addr.contains(':') && !addr.starts_with('[') {
+        format!("[{addr}]")
+    } else {
+        addr.to_string()
+    }
+}
+
+/// Sets each slot's role and lists drift and notes.
+fn judge(r: &mut StatusReport, config: &Config) {
+    let live = match r.upstream.as_str() {
+        s @ ("blue" | "green") => Some(s.to_string()),
+        _ => None,
+    };
+    if let Some(e) = &r.proxy_error {
+        r.drift.push(format!(
+            "proxy: cannot be read, nothing can be checked: {e}"
+        ));
+    } else {
+        let state_live = r.state.get("live").cloned();
+        match (r.upstream.as_str(), state_live.as_deref()) {
+            ("mixed", _) => r
+                .drift
+                .push("proxy: the upstream file sends traffic to both slots".into()),
+            (u, Some(s)) if u != s => r.drift.push(format!(
+                "proxy: the upstream points at {u} but the state file says live={s}"
+            )),
+            (u @ ("blue" | "green"), None) => r.drift.push(format!(
+                "proxy: the upstream points at {u} but there is no state file"
+            )),
+            _ => {}
+        }
+        if let Some(l) = &r.lock {
+            if l.stale() {
+                r.notes.push(format!(
+                    "the deploy lock of {} is stale (held {}, longer than jenkins.timeout {}): \
+                     `bluegreen lock release` removes it",
+                    l.holder_or_unknown(),
+                    l.age_words(),
+                    human(l.stale_after)
+                ));
+            }
+        }
+    }
+    let mut live_releases: Vec<(String, String)> = Vec::new();
+    for h in &mut r.hosts {
+        if let Some(e) = &h.error {
+            r.drift.push(format!("{}: cannot be read: {e}", h.id));
+            continue;
+        }
+        for s in &mut h.slots {
+            let running = s.pid.is_some();
+            if live.as_deref() == Some(s.slot.as_str()) {
+                s.role = "live";
+                if !running {
+                    r.drift.push(format!(
+                        "{}: the live slot {} is not running{}",
+                        h.id,
+                        s.slot,
+                        if s.port_open {
+                            " (its port is held by a process bluegreen did not start)"
+                        } else {
+                            ""
+                        }
+                    ));
+                } else if let Some(Err(m)) = &s.health {
+                    r.drift.push(format!(
+                        "{}: the live slot {} is unhealthy: {m}",
+                        h.id, s.slot
+                    ));
+                }
+                live_releases.push((h.id.clone(), s.release.clone()));
+                if let Some(want) = r.state.get("release").filter(|v| !v.is_empty()) {
+                    if !s.release.is_empty() && &s.release != want {
+                        r.drift.push(format!(
+                            "{}: the live slot {} holds release {}, the state file says {}",
+                            h.id,
+                            s.slot,
+                            short(&s.release),
+                            short(want)
+                        ));
+                    }
+                }
+            } else if running {
+                s.role = "retained";
+                r.notes.push(format!(
+                    "{}: the idle slot {} is still running (retained for rollback; `bluegreen retire` stops it)",
+                    h.id, s.slot
+                ));
+            } else if s.port_open {
+                r.notes.push(format!(
+                    "{}: port {} of the idle slot {} is held by a process bluegreen did not start: the next deploy will refuse to start there",
+                    h.id, s.port, s.slot
+                ));
+            }
+        }
+    }
+    let mut distinct: Vec<&str> = live_releases.iter().map(|(_, r)| r.as_str()).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() > 1 {
+        let list: Vec<String> = live_releases
+            .iter()
+            .map(|(h, rel)| format!("{h} {}", if rel.is_empty() { "none" } else { short(rel) }))
+            .collect();
+        r.drift.push(format!(
+            "the live slot {} runs different releases: {}",
+            live.unwrap_or_default(),
+            list.join(", ")
+        ));
+    }
+    if !config.retain.is_zero()
+        && r.hosts
+            .iter()
+            .any(|h| h.slots.iter().any(|s| s.role == "retained"))
+    {
+        r.notes.push(format!(
+            "the rollback window (retain) is {}",
+            human(config.retain)
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_and_lock_staleness() {
+        assert_eq!(ago(5), "5s");
+        assert_eq!(ago(125), "2m05s");
+        assert_eq!(ago(3 * 3600 + 120), "3h02m");
+        assert_eq!(ago(2 * 86_400 + 4 * 3600), "2d04h");
+        let kv = parse_kv(
+            "upstream.live=blue\nnow=1000\nlock.held=yes\nlock.since=100\nlock.holder=a@b:1\nlock.message=deploy of x\n",
+        );
+        let l = LockStatus::from_kv(&kv, "/s/lock".into(), Duration::from_secs(600));
+        assert!(l.stale());
+        assert!(l
+            .to_string()
+            .starts_with("held by a@b:1 since ? (15m00s ago): deploy of x [STALE"));
+        let l = LockStatus::from_kv(&kv, "/s/lock".into(), Duration::from_secs(1800));
+        assert!(!l.stale());
+        assert_eq!(l.to_json()["age_secs"], 900);
+    }
+
+    #[test]
+    fn history_lines() {
+        let e: Value = serde_json::from_str(
+            r#"{"time":"2024-05-01T10:00:00Z","event":"rollback","app":"x","outcome":"success","target":"blue","from":"green","release":"0123456789abcdef","deployer":"me@h:1"}"#,
+        )
+        .unwrap();
+        let l = history_line(&e);
+        assert!(
+            l.starts_with("2024-05-01T10:00:00Z  rollback    success"),
+            "{l}"
+        );
+        assert!(
+            l.contains("blue (from green)") && l.contains("0123456789ab ") && l.ends_with("me@h:1"),
+            "{l}"
+        );
+    }
+}
