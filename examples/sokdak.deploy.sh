@@ -951,18 +951,34 @@ server ${WAS_2_PRIVATE_IP}:${BG_LIVE_PORT};
   bg_log "abort: done"
 }
 
-# bg_run_all ACTION PHASE...: every phase in its own process, as Jenkins stages run them; the first
-# failure is undone.
+# bg_run_all ACTION PHASE...: every phase in its own process (and process group), as Jenkins stages
+# run them; the first failure is undone. Ctrl-C or SIGTERM stops the running phase, all of it, and
+# undoes it the same way.
 bg_run_all() {
-  local action=$1 phase
+  local action=$1 phase status child="" interrupted=""
   shift
   [ -n "$BG_RUN_ID" ] || BG_RUN_ID="$(id -un)@$(hostname)-$$-$(date +%s)"
   export BG_RUN_ID
-  trap 'bg_log "interrupted"; exit 130' INT TERM
+  trap 'interrupted=yes; if [ -n "$child" ]; then kill -TERM -- "-$child" 2>/dev/null || true; fi' INT TERM
   for phase in "$@"; do
-    if ! "$BASH" "$0" run "$action" "$phase"; then
-      trap - INT TERM
+    setsid "$BASH" "$0" run "$action" "$phase" &
+    child=$!
+    status=0
+    wait "$child" || status=$?
+    # A trapped signal ends `wait` early: wait for the phase itself to end.
+    while kill -0 "$child" 2>/dev/null; do
+      status=0
+      wait "$child" || status=$?
+    done
+    child=""
+    if [ "$status" -ne 0 ] || [ -n "$interrupted" ]; then
+      # The undo runs to its end: a second Ctrl-C does not cut it short.
+      trap '' INT TERM
       "$BASH" "$0" abort || true
+      if [ -n "$interrupted" ]; then
+        bg_log "interrupted during the $phase phase of the $action; undone"
+        exit 130
+      fi
       exit 1
     fi
   done

@@ -24,7 +24,7 @@ readonly SSH_PORT=22
 readonly SUBNET_PREFIX=10.251
 readonly LOCK_FILE=/run/bgtb.lock
 readonly MAX_APP_HOSTS=50
-readonly JAVA_OPTS_RECOMMENDED="-Xmx64m -Xss512k -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:-UsePerfData"
+readonly JAVA_OPTS_RECOMMENDED="-Xmx64m -Xss512k -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:-UsePerfData -Dsun.net.httpserver.nodelay=true"
 
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 readonly SELF

@@ -1056,7 +1056,7 @@ fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
         start,
         start_template,
         health,
-        drain: r.drain.map_or(Duration::from_secs(2), |d| d.0),
+        drain: r.drain.map_or(Duration::ZERO, |d| d.0),
         stop,
         retain: r.retain.map_or(Duration::ZERO, |d| d.0),
         slack,
