@@ -66,7 +66,12 @@ bg_lock() {
     mv -f -- "$dir/lock/info.tmp" "$dir/lock/info"
     echo "lock taken by $holder"
   else
-    local info=""
+    local info="" waited=0
+    # The holder writes its info right after its mkdir: give it a moment to appear.
+    while [ ! -f "$dir/lock/info" ] && [ "$waited" -lt 10 ]; do
+      sleep 0.1
+      waited=$((waited + 1))
+    done
     [ -f "$dir/lock/info" ] && info=$(tr '\n' ' ' <"$dir/lock/info")
     bg_die "deploy lock $dir/lock is held: ${info:-no holder recorded}"
   fi
@@ -143,7 +148,13 @@ bg_stop() {
   local dir=$1 port=$2 signal=$3 grace=$4 pid waited=0
   if ! pid=$(bg_slot_pid "$dir"); then
     rm -f -- "$dir/app.pid"
-    echo "no instance running in $dir"
+    # Nothing of ours to wait for: whatever holds the port is not ours to stop.
+    if bg_port_busy "$port"; then
+      echo "no instance running in $dir (port $port is held by a process bluegreen did not start)"
+    else
+      echo "no instance running in $dir"
+    fi
+    return 0
   else
     kill -s "$signal" -- "-$pid" 2>/dev/null || kill -s "$signal" "$pid" 2>/dev/null || true
     while kill -0 -- "-$pid" 2>/dev/null; do
@@ -230,11 +241,52 @@ bg_switch() {
     if [ -e "$prev" ]; then bg_run "$sudo" mv -f -- "$prev" "$file"; else bg_run "$sudo" rm -f -- "$file"; fi
     bg_die "'$test_cmd' failed, previous upstream file restored, nginx not reloaded: $out"
   fi
+  local -a workers=()
+  mapfile -t workers < <(bg_nginx_workers)
   if ! out=$(bg_run "$sudo" "${reload_words[@]}" 2>&1); then
     if [ -e "$prev" ]; then bg_run "$sudo" mv -f -- "$prev" "$file"; else bg_run "$sudo" rm -f -- "$file"; fi
     bg_die "'$reload_cmd' failed, previous upstream file restored: $out"
   fi
+  if ! bg_reloaded "${workers[@]}"; then
+    if [ -e "$prev" ]; then bg_run "$sudo" mv -f -- "$prev" "$file"; else bg_run "$sudo" rm -f -- "$file"; fi
+    bg_die "nginx did not replace its workers within 10s of '$reload_cmd' (see its error log); previous upstream file restored"
+  fi
   echo "upstream switched and nginx reloaded"
+}
+
+# Prints "PID PPID" of every nginx worker that serves requests (not one already shutting down).
+bg_nginx_workers() {
+  local pid
+  for pid in $(pgrep -f '^nginx: worker process$' 2>/dev/null || true); do
+    printf '%s %s\n' "$pid" "$(ps -o ppid= -p "$pid" 2>/dev/null | tr -d ' ')"
+  done
+}
+
+# reloaded "PID PPID"...: `nginx -s reload` only signals the master, which loads the new config and
+# replaces its workers later. Waits (up to 10 s) until some master has no worker left from before
+# the reload that still serves: from then on every request uses the new upstream.
+bg_reloaded() {
+  [ "$#" -gt 0 ] || return 0
+  local waited=0 entry pid ppid
+  local -A serving
+  while :; do
+    serving=()
+    for entry in "$@"; do
+      serving[${entry#* }]=${serving[${entry#* }]:-0}
+    done
+    for entry in "$@"; do
+      pid=${entry% *} ppid=${entry#* }
+      if [ "$(tr -d '\0' <"/proc/$pid/cmdline" 2>/dev/null)" = "nginx: worker process" ]; then
+        serving[$ppid]=1
+      fi
+    done
+    for ppid in "${!serving[@]}"; do
+      [ "${serving[$ppid]}" = 0 ] && return 0
+    done
+    [ "$waited" -ge 100 ] && return 1
+    sleep 0.1
+    waited=$((waited + 1))
+  done
 }
 
 # settle DEADLINE_SECS: waits until nginx workers from before the reload have exited (they may

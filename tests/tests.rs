@@ -16,6 +16,7 @@
 
 mod config_errors;
 mod e2e;
+mod faults;
 mod hostile;
 mod jenkins;
 mod operations;

@@ -147,7 +147,7 @@ pub enum Error {
     },
 
     /// The request through the proxy after the switch did not answer as expected.
-    #[error("{host}: check after the switch failed: GET {url} expected {expected}, last: {last}")]
+    #[error("{host}: check after the switch failed: GET {url} expected {expected}, last: {last} (switching traffic back to the previous slot)")]
     Check {
         /// Host id (the proxy).
         host: String,

@@ -945,9 +945,11 @@ impl Ctx<'_> {
             let url = resolve(u, &self.env, &rt, "switch")?;
             let mut last = String::new();
             let mut ok = false;
-            for attempt in 0..6 {
+            // A few quick tries: while the check fails, traffic may be failing too, and the switch
+            // back is what ends that.
+            for attempt in 0..4 {
                 if attempt > 0 {
-                    std::thread::sleep(Duration::from_millis(500));
+                    std::thread::sleep(Duration::from_millis(250));
                 }
                 match http::probe(&url, s.check_status, None, Duration::from_secs(2)) {
                     Ok(()) => {

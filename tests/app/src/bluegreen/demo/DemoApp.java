@@ -26,8 +26,8 @@ import java.util.concurrent.atomic.AtomicLong;
  *
  * <pre>
  * java -jar app.jar --server.port=8080 [--server.address=0.0.0.0] [--boot-delay=MS] [--broken]
- *                   [--shutdown-timeout=MS] [--pid-file=PATH] [--app.version=V]
- * env: SERVER_PORT, BOOT_DELAY_MS, APP_BROKEN=1, SHUTDOWN_TIMEOUT_MS, APP_VERSION
+ *                   [--shutdown-timeout=MS] [--pid-file=PATH] [--app.version=V] [--die-after-health=K]
+ * env: SERVER_PORT, BOOT_DELAY_MS, APP_BROKEN=1, SHUTDOWN_TIMEOUT_MS, APP_VERSION, APP_DIE_AFTER_HEALTH
  * </pre>
  *
  * Precedence (like Spring): command line argument, then -D system property (server.port, app.version,
@@ -39,6 +39,9 @@ import java.util.concurrent.atomic.AtomicLong;
  * The port is bound immediately; until the boot delay has passed every endpoint answers 503 (health says
  * DOWN). With --broken (or APP_BROKEN=1, or a version starting with "broken") the health stays DOWN forever
  * while the other endpoints work; --broken=false / APP_BROKEN=0 turns that off.
+ * With --die-after-health=K (or a version starting with "dies", which means K=2) the app answers UP to its
+ * first K health requests, then dies (exit 3, no answer, no graceful shutdown) on the next health request:
+ * a version that passes bluegreen's health polling and crashes right after the switch.
  *
  * SIGTERM: the listening socket is closed at once, health turns OUT_OF_SERVICE, requests already received
  * are finished (answered with "Connection: close"), then the JVM exits 0; if requests are still running
@@ -54,6 +57,8 @@ public final class DemoApp {
     private final boolean broken;
     private final long shutdownTimeoutMs;
     private final String pidFile;
+    private final int dieAfterHealth;
+    private final AtomicInteger healthyAnswers = new AtomicInteger();
     private final long pid = ProcessHandle.current().pid();
 
     private final AtomicInteger active = new AtomicInteger();
@@ -66,6 +71,7 @@ public final class DemoApp {
     private DemoApp(String[] args) {
         String argVersion = null, argPort = null, argAddress = null, argDelay = null, argTimeout = null,
                 argPidFile = null;
+        String argDie = null;
         Boolean argBroken = null;
         for (String a : args) {
             if (a.equals("--broken")) {
@@ -84,6 +90,8 @@ public final class DemoApp {
                 argPidFile = value(a);
             } else if (a.startsWith("--app.version=")) {
                 argVersion = value(a);
+            } else if (a.startsWith("--die-after-health=")) {
+                argDie = value(a);
             } else if (a.startsWith("--")) {
                 // Spring Boot turns unknown --key=value arguments into properties; ignore them likewise.
             } else {
@@ -104,6 +112,9 @@ public final class DemoApp {
         broken = argBroken != null ? argBroken
                 : truthy(first(System.getProperty("app.broken"), System.getenv("APP_BROKEN"),
                         version.startsWith("broken") ? "1" : "0"));
+        // A jar built as version "dies..." crashes on its third health request unless told otherwise.
+        dieAfterHealth = parseInt("die-after-health", first(argDie, System.getProperty("die.after.health"),
+                System.getenv("APP_DIE_AFTER_HEALTH"), version.startsWith("dies") ? "2" : "0"));
         String pf = first(argPidFile, System.getProperty("pid.file"), System.getenv("PID_FILE"));
         pidFile = pf == null ? "" : pf;
     }
@@ -133,7 +144,8 @@ public final class DemoApp {
             Files.writeString(Path.of(pidFile), pid + "\n");
         }
         log("listening " + version + " on port " + port + " pid " + pid + " (boot delay " + bootDelayMs + " ms"
-                + (broken ? ", broken" : "") + ")");
+                + (broken ? ", broken" : "")
+                + (dieAfterHealth > 0 ? ", dies after " + dieAfterHealth + " healthy answers" : "") + ")");
         if (bootDelayMs > 0) {
             Thread.sleep(bootDelayMs);
         }
@@ -201,6 +213,11 @@ public final class DemoApp {
                 case "/actuator/health/liveness": {
                     String status = shuttingDown ? "OUT_OF_SERVICE" : (booted && !broken) ? "UP" : "DOWN";
                     int code = status.equals("UP") ? 200 : 503;
+                    if (code == 200 && dieAfterHealth > 0 && healthyAnswers.incrementAndGet() > dieAfterHealth) {
+                        log("dying on health request " + healthyAnswers.get() + " (after " + dieAfterHealth
+                                + " healthy answers): " + version + " on port " + port + " pid " + pid);
+                        Runtime.getRuntime().halt(3);
+                    }
                     send(ex, code, "application/json", "{\"status\":\"" + status + "\"}");
                     return;
                 }

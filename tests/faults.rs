@@ -1,0 +1,1158 @@
+//! Faults injected around real deploys on the testbed, under continuous load through nginx.
+//!
+//! Each test brings up its own testbed, deploys v1 (and v2 where it needs a previous slot) normally
+//! with `bluegreen exec`, then breaks something during or around the next deploy: a second deploy at
+//! the same time, an app host's link cut, a stopped sshd, a failing `nginx -t`, a changed host key,
+//! Ctrl-C on the rendered script, a port already taken, a version that dies right after the switch.
+//! Each asserts the exit code and the words of the message, that traffic the fault did not touch saw
+//! no failed request, which version the proxy serves, the state file, the lock, and which instances
+//! run afterwards. Every test prints one `fault report` line (run with `--nocapture` to see them).
+
+use crate::e2e::{deploy, Backend, Traffic};
+use crate::testbed::{serial, Testbed, Workdir};
+use crate::util::root;
+use bluegreen_loadgen::{Counts, Load, Mode, Options};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// What one `bluegreen exec` returned.
+struct Run {
+    code: Option<i32>,
+    /// stdout then stderr.
+    out: String,
+    secs: f64,
+}
+
+fn exec_cmd(wd: &Workdir, tag: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bluegreen"));
+    c.arg("exec")
+        .current_dir(wd.path())
+        .env("BUILD_TAG", tag)
+        .env_remove("SLACK_WEBHOOK_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+fn finish(child: Child, started: Instant) -> Run {
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code(),
+        out: format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        secs: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// `bluegreen exec` in `wd`, as deployer `tag`.
+fn exec(wd: &Workdir, tag: &str) -> Run {
+    let started = Instant::now();
+    finish(exec_cmd(wd, tag).spawn().unwrap(), started)
+}
+
+/// A normal deploy of `version` (no fault): it must succeed.
+fn setup_deploy(tb: &Testbed, wd: &Workdir, version: &str) {
+    wd.stage(version);
+    let out = deploy(Backend::Exec, tb, wd, 1);
+    assert!(out.success, "setup deploy of {version}:\n{}", out.output);
+    assert_eq!(version_via_proxy(tb), version);
+}
+
+fn config_path(wd: &Workdir) -> PathBuf {
+    wd.path().join("bluegreen.yaml")
+}
+
+/// Rewrites the Workdir's config.
+fn edit_config(wd: &Workdir, f: impl FnOnce(String) -> String) {
+    let text = std::fs::read_to_string(config_path(wd)).unwrap();
+    let new = f(text.clone());
+    assert_ne!(text, new, "the config edit changed nothing");
+    std::fs::write(config_path(wd), new).unwrap();
+}
+
+fn replace_once(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(text.matches(from).count(), 1, "`{from}` in:\n{text}");
+    text.replace(from, to)
+}
+
+/// New instances answer 503 (booting) for this long after they bind their port.
+fn with_boot_delay(text: String, ms: u64) -> String {
+    replace_once(
+        &text,
+        "--server.port={port}",
+        &format!("--server.port={{port}} --boot-delay={ms}"),
+    )
+}
+
+fn without_boot_delay(text: String) -> String {
+    let start = text.find(" --boot-delay=").expect("a boot delay");
+    let end = text[start + 1..].find(['\n', ' ']).unwrap() + start + 1;
+    format!("{}{}", &text[..start], &text[end..])
+}
+
+/// The `dies` version of the demo app (answers UP to two health requests, then crashes on the
+/// third), built once into a directory of its own.
+fn dies_jar() -> &'static Path {
+    static JAR: OnceLock<PathBuf> = OnceLock::new();
+    JAR.get_or_init(|| {
+        let dir =
+            std::env::temp_dir().join(format!("bluegreen-faults-jars-{}", std::process::id()));
+        let out = Command::new("bash")
+            .arg(root().join("tests/app/build.sh"))
+            .arg(&dir)
+            .arg("dies")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "building the dies jar failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir.join("app-dies.jar")
+    })
+}
+
+/// Runs `curl -s URL` from the runner; the body, trimmed.
+fn curl(url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "5", url])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn version_via_proxy(tb: &Testbed) -> String {
+    curl(&format!("http://{}/version", tb.proxy_http()))
+}
+
+/// Every answer of a few requests through the proxy is `version`.
+fn assert_serves(tb: &Testbed, version: &str) {
+    for _ in 0..6 {
+        assert_eq!(version_via_proxy(tb), version, "the proxy serves {version}");
+    }
+}
+
+/// The version an app host's instance on `port` answers, asked directly (not through nginx).
+fn version_on(tb: &Testbed, host: usize, port: u16) -> String {
+    curl(&format!(
+        "http://{}:{port}/version",
+        tb.app_addrs()[host - 1]
+    ))
+}
+
+fn upstream(tb: &Testbed) -> String {
+    tb.sh_ok("proxy", &format!("cat {}", tb.var("UPSTREAM_FILE")))
+}
+
+fn assert_no_lock(tb: &Testbed) {
+    let lock = format!("{}/lock", tb.var("STATE_DIR"));
+    assert_eq!(
+        tb.sh_ok(
+            "proxy",
+            &format!("test -e {lock} && echo held || echo free")
+        ),
+        "free",
+        "the deploy lock must be released"
+    );
+}
+
+/// Both app hosts: `live` port open, `idle` port closed.
+fn assert_ports(tb: &Testbed, live: u16, idle: u16) {
+    for host in ["app1", "app2"] {
+        assert!(tb.port_open(host, live), "{host}: live instance on {live}");
+        assert!(
+            !tb.port_open(host, idle),
+            "{host}: nothing left running on {idle}"
+        );
+    }
+}
+
+fn assert_code(run: &Run, code: i32) {
+    assert_eq!(run.code, Some(code), "exit code; output:\n{}", run.out);
+}
+
+fn assert_says(run: &Run, words: &[&str]) {
+    for w in words {
+        assert!(run.out.contains(w), "output lacks `{w}`:\n{}", run.out);
+    }
+}
+
+/// The line of the output that holds `word` (for the report).
+fn line_with<'a>(run: &'a Run, word: &str) -> &'a str {
+    run.out
+        .lines()
+        .rfind(|l| l.contains(word))
+        .unwrap_or("")
+        .trim()
+}
+
+/// No failed request in either load mode.
+fn assert_untouched(nc: &Counts, ka: &Counts) {
+    assert_eq!(
+        nc.failures(),
+        0,
+        "new-connection: {}\n{:?}",
+        nc.line(),
+        nc.samples
+    );
+    assert_eq!(
+        ka.http_errors(),
+        0,
+        "keep-alive: {}\n{:?}",
+        ka.line(),
+        ka.samples
+    );
+    assert!(
+        nc.ok > 20 && ka.ok > 20,
+        "traffic flowed: {} | {}",
+        nc.line(),
+        ka.line()
+    );
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn testbed_cmd(tb: &Testbed, args: &[&str]) {
+    let out = Command::new("bash")
+        .arg(tb.var("TESTBED_SCRIPT"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "testbed.sh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn report(name: &str, text: String) {
+    eprintln!("fault report: {name}: {text}");
+}
+
+#[test]
+fn two_deploys_at_once_one_wins_the_lock() {
+    let _serial = serial();
+    let tb = Testbed::up(2);
+    let wd = Workdir::new(&tb, "30s", "");
+    setup_deploy(&tb, &wd, "v1");
+
+    wd.stage("v2");
+    let traffic = Traffic::start(&tb, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    traffic.allow(&["v1", "v2"]);
+    let started = Instant::now();
+    // Both start at the same instant. `bg_lock` writes the holder's info right after its `mkdir`;
+    // a loser that looks in between waits briefly for it, so it can always name the holder.
+    let a = exec_cmd(&wd, "faults-a").spawn().unwrap();
+    let b = exec_cmd(&wd, "faults-b").spawn().unwrap();
+    let ta = std::thread::spawn(move || finish(a, started));
+    let tb_ = std::thread::spawn(move || finish(b, started));
+    let (ra, rb) = (ta.join().unwrap(), tb_.join().unwrap());
+    traffic.allow(&["v2"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (nc, ka) = traffic.stop();
+
+    let codes = (ra.code, rb.code);
+    assert!(
+        codes == (Some(0), Some(3)) || codes == (Some(3), Some(0)),
+        "exactly one deploy succeeds, the other exits 3 (lock held): {codes:?}\nA:\n{}\nB:\n{}",
+        ra.out,
+        rb.out
+    );
+    let (winner, loser, winner_tag) = if ra.code == Some(0) {
+        (&ra, &rb, "faults-a")
+    } else {
+        (&rb, &ra, "faults-b")
+    };
+    // The loser names the lock and who holds it (the deployer the winner records in the state
+    // file), and gives up at once instead of waiting.
+    let state = tb.state();
+    assert_says(
+        loser,
+        &[
+            "proxy",
+            "deploy lock",
+            "is held",
+            &format!("holder={}", state["deployer"]),
+        ],
+    );
+    assert!(
+        loser.secs < 5.0 && loser.secs < winner.secs,
+        "the loser fails fast: {:.2}s (winner {:.2}s)",
+        loser.secs,
+        winner.secs
+    );
+    // It undid nothing: the winner's deploy stands as if it had been alone.
+    assert_untouched(&nc, &ka);
+    assert_serves(&tb, "v2");
+    assert_eq!(
+        (state["live"].as_str(), state["previous"].as_str()),
+        ("green", "blue"),
+        "{state:?}"
+    );
+    assert_ports(&tb, 8081, 8080);
+    assert_no_lock(&tb);
+    report(
+        "two_deploys_at_once",
+        format!(
+            "winner {winner_tag} {:.2}s; loser {:.2}s, exit 3: `{}`; new-conn {} | keep-alive {}",
+            winner.secs,
+            loser.secs,
+            line_with(loser, "is held"),
+            nc.line(),
+            ka.line()
+        ),
+    );
+}
+
+/// Takes an app host's link down in the root namespace; brings it back up on drop.
+struct LinkCut {
+    dev: String,
+}
+
+impl LinkCut {
+    fn cut(tb: &Testbed, app: usize) -> LinkCut {
+        let dev = format!("bg-{}-a{app}", tb.name);
+        let ok = Command::new("ip")
+            .args(["link", "set", &dev, "down"])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ip link set {dev} down");
+        LinkCut { dev }
+    }
+}
+
+impl Drop for LinkCut {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "set", &self.dev, "up"])
+            .status();
+    }
+}
+
+/// nginx access-log lines written after byte `from`: (status, upstream addresses).
+fn access_log(tb: &Testbed, from: usize) -> Vec<(String, Vec<String>)> {
+    let path = format!("{}/proxy/etc/nginx/run/access.log", tb.var("HOSTS_DIR"));
+    let text = std::fs::read(&path).unwrap();
+    String::from_utf8_lossy(&text[from.min(text.len())..])
+        .lines()
+        .filter_map(|l| {
+            let status = l
+                .split("\" ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .to_string();
+            let ups = l
+                .split(" upstream=")
+                .nth(1)?
+                .split(" upstream_status=")
+                .next()?;
+            let ups = ups
+                .split([',', ':'])
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .chunks(2)
+                .filter(|c| c.len() == 2)
+                .map(|c| format!("{}:{}", c[0], c[1]))
+                .collect();
+            Some((status, ups))
+        })
+        .collect()
+}
+
+fn access_log_len(tb: &Testbed) -> usize {
+    let path = format!("{}/proxy/etc/nginx/run/access.log", tb.var("HOSTS_DIR"));
+    std::fs::metadata(path)
+        .map(|m| m.len() as usize)
+        .unwrap_or(0)
+}
+
+#[test]
+fn app_host_link_cut_mid_deploy_fails_within_deadlines() {
+    let _serial = serial();
+    let tb = Testbed::up(2);
+    let wd = Workdir::new(&tb, "6s", "");
+    // Short SSH bounds, so that calls to the unreachable host give up soon: a stop waits up to
+    // grace + 20 s, any other call up to command_timeout.
+    edit_config(&wd, |c| {
+        replace_once(
+            &replace_once(&c, "command_timeout: 60s", "command_timeout: 5s"),
+            "grace: 20s",
+            "grace: 2s",
+        )
+    });
+    setup_deploy(&tb, &wd, "v1");
+    let before = tb.state();
+    let upstream_before = upstream(&tb);
+    let (app1, app2) = (tb.app_addrs()[0].clone(), tb.app_addrs()[1].clone());
+
+    // The new instances bind their port at once but answer 503 for 4 s: the link is cut while app2's
+    // new instance can not yet have passed its health check, so the failure is always in verify.
+    edit_config(&wd, |c| with_boot_delay(c, 4000));
+    wd.stage("v2");
+    let log_from = access_log_len(&tb);
+    let traffic = Traffic::start(&tb, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    traffic.allow(&["v1"]);
+    let started = Instant::now();
+    let mut child = exec_cmd(&wd, "faults-link").spawn().unwrap();
+    // Cut once both start calls have returned (their events are on stderr) and the new instances
+    // listen: the deploy is then in verify, and app2's instance is still booting.
+    let stderr = child.stderr.take().unwrap();
+    let events = Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let events = events.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let line = line.unwrap_or_default();
+                let mut e = events.lock().unwrap();
+                e.push_str(&line);
+                e.push('\n');
+            }
+        })
+    };
+    let started_ok = |host: &str| {
+        events
+            .lock()
+            .unwrap()
+            .lines()
+            .any(|l| l.starts_with(&format!("[{host}] start")) && l.contains(" ok "))
+    };
+    wait_for(
+        "the new instances to start",
+        Duration::from_secs(20),
+        || {
+            started_ok("app1")
+                && started_ok("app2")
+                && tb.port_open("app1", 8081)
+                && tb.port_open("app2", 8081)
+        },
+    );
+    let cut = LinkCut::cut(&tb, 2);
+    let cut_at = started.elapsed().as_secs_f64();
+    let mut run = finish(child, started);
+    reader.join().unwrap();
+    run.out.push_str(&events.lock().unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+    let (nc, ka) = traffic.stop();
+
+    assert_code(&run, 1);
+    assert_says(
+        &run,
+        &["app2", "not healthy after 6s", ":8081/actuator/health"],
+    );
+    // Health deadline (6 s after verify began) + the stop of app2's new instance, which can only
+    // time out (grace 2 s + 20 s) + the rest: the deploy ends on its own deadlines, it never hangs.
+    assert!(
+        run.secs < 45.0,
+        "the deploy ends within its deadlines: {:.1}s",
+        run.secs
+    );
+
+    // Traffic. nginx still sends some requests to app2's *old* instance while the link is down:
+    // those wait for a connect or read timeout and may fail or be retried on app1. They are hurt by
+    // the cut link, not by the deploy, and the load client cannot tell them apart. So the load
+    // client is only asked never to see the new version, and the nginx access log shows what the
+    // deploy could have broken: no request ever reached a new instance (port 8081), and every
+    // request nginx sent only to app1 was answered 200.
+    assert_eq!(
+        nc.wrong_version + ka.wrong_version,
+        0,
+        "{} | {}",
+        nc.line(),
+        ka.line()
+    );
+    let log = access_log(&tb, log_from);
+    assert!(
+        log.len() > 100,
+        "traffic flowed: {} access-log lines",
+        log.len()
+    );
+    let to_new: Vec<_> = log
+        .iter()
+        .filter(|(_, ups)| ups.iter().any(|u| u.ends_with(":8081")))
+        .collect();
+    assert!(
+        to_new.is_empty(),
+        "requests reached a new instance: {to_new:?}"
+    );
+    let app1_only: Vec<_> = log
+        .iter()
+        .filter(|(_, ups)| {
+            !ups.is_empty() && ups.iter().all(|u| u.starts_with(&format!("{app1}:")))
+        })
+        .collect();
+    let app1_bad: Vec<_> = app1_only.iter().filter(|(s, _)| s != "200").collect();
+    assert!(
+        app1_bad.is_empty(),
+        "requests to app1 alone failed: {app1_bad:?}"
+    );
+    let via_app2: Vec<&String> = log
+        .iter()
+        .filter(|(_, ups)| ups.iter().any(|u| u.starts_with(&format!("{app2}:"))))
+        .map(|(s, _)| s)
+        .collect();
+    let via_app2_bad = via_app2.iter().filter(|s| s.as_str() != "200").count();
+
+    // Nothing else moved: upstream file, state, lock; app1's new instance stopped.
+    assert_eq!(
+        upstream(&tb),
+        upstream_before,
+        "the upstream file is unchanged"
+    );
+    assert_eq!(tb.state(), before, "the state file is unchanged");
+    assert_no_lock(&tb);
+    assert!(!tb.port_open("app1", 8081), "app1: new instance stopped");
+    assert!(tb.port_open("app1", 8080), "app1: live instance untouched");
+
+    // Link back: app2's new instance could not be stopped while unreachable and still runs; the
+    // next deploy to that slot stops it first and succeeds.
+    drop(cut);
+    let leftover = tb.port_open("app2", 8081);
+    wait_for("app2 to answer again", Duration::from_secs(10), || {
+        version_on(&tb, 2, 8080) == "v1"
+    });
+    assert_serves(&tb, "v1");
+    edit_config(&wd, without_boot_delay);
+    let again = exec(&wd, "faults-link-again");
+    assert_code(&again, 0);
+    assert_serves(&tb, "v2");
+    assert_ports(&tb, 8081, 8080);
+    report(
+        "app_host_link_cut",
+        format!(
+            "link cut {cut_at:.2}s into the deploy; exit 1 after {:.2}s: `{}`; new-conn {} | keep-alive {}; \
+             access log: {} requests, {} to app1 alone (all 200), {} touched app2 ({} not 200), 0 to port 8081; \
+             app2's new instance left running while unreachable: {leftover}; redeploy after the link came back: ok in {:.2}s",
+            run.secs,
+            line_with(&run, "not healthy"),
+            nc.line(),
+            ka.line(),
+            log.len(),
+            app1_only.len(),
+            via_app2.len(),
+            via_app2_bad,
+            again.secs
+        ),
+    );
+}
+
+#[test]
+fn sshd_down_on_an_app_host_touches_nothing() {
+    let _serial = serial();
+    let tb = Testbed::up(2);
+    let wd = Workdir::new(&tb, "30s", "");
+    setup_deploy(&tb, &wd, "v1");
+    let before = tb.state();
+    let upstream_before = upstream(&tb);
+
+    testbed_cmd(&tb, &["sshd", &tb.name, "app2", "stop"]);
+    wd.stage("v2");
+    let traffic = Traffic::start(&tb, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    traffic.allow(&["v1"]);
+    let run = exec(&wd, "faults-sshd");
+    std::thread::sleep(Duration::from_millis(700));
+    let (nc, ka) = traffic.stop();
+
+    assert_code(&run, 1);
+    let addr = format!("{}:22", tb.app_addrs()[1]);
+    assert_says(&run, &["app2: cannot connect to", &addr]);
+    assert!(run.secs < 10.0, "fails at once: {:.2}s", run.secs);
+    assert_untouched(&nc, &ka);
+    assert_serves(&tb, "v1");
+    assert_eq!(tb.state(), before, "the state file is unchanged");
+    assert_eq!(
+        upstream(&tb),
+        upstream_before,
+        "the upstream file is unchanged"
+    );
+    assert_no_lock(&tb);
+    assert_ports(&tb, 8080, 8081);
+    // Not even a directory for the new slot on the host that was reachable.
+    assert_eq!(
+        tb.sh_ok(
+            "app1",
+            "test -e /srv/bluegreen/green && echo yes || echo no"
+        ),
+        "no",
+        "app1 was not touched"
+    );
+    testbed_cmd(&tb, &["sshd", &tb.name, "app2", "start"]);
+    report(
+        "sshd_down",
+        format!(
+            "exit 1 after {:.2}s: `{}`; new-conn {} | keep-alive {}",
+            run.secs,
+            line_with(&run, "cannot connect"),
+            nc.line(),
+            ka.line()
+        ),
+    );
+}
+
+#[test]
+fn failing_nginx_config_test_restores_the_upstream_file() {
+    let _serial = serial();
+    let tb = Testbed::up(2);
+    let wd = Workdir::new(&tb, "30s", "");
+    setup_deploy(&tb, &wd, "v1");
+    let before = tb.state();
+    let upstream_before = upstream(&tb);
+
+    // Someone broke nginx.conf: `nginx -t` fails, the running nginx keeps its loaded config.
+    let conf = tb.var("NGINX_CONF").to_string();
+    tb.sh_ok(
+        "proxy",
+        &format!("echo 'bluegreen_faults_bogus_directive on;' >> {conf}"),
+    );
+    wd.stage("v2");
+    let traffic = Traffic::start(&tb, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    traffic.allow(&["v1"]);
+    let run = exec(&wd, "faults-nginx-t");
+    std::thread::sleep(Duration::from_millis(300));
+    let (nc, ka) = traffic.stop();
+
+    assert_code(&run, 1);
+    assert_says(
+        &run,
+        &[
+            "proxy: switch failed",
+            "traffic left on the previous slot",
+            "-t' failed, previous upstream file restored, nginx not reloaded",
+            "unknown directive \"bluegreen_faults_bogus_directive\"",
+        ],
+    );
+    assert_untouched(&nc, &ka);
+    assert_serves(&tb, "v1");
+    assert_eq!(
+        upstream(&tb),
+        upstream_before,
+        "upstream file restored byte for byte"
+    );
+    assert_eq!(
+        tb.sh_ok(
+            "proxy",
+            &format!(
+                "ls {}.bluegreen-* 2>/dev/null | wc -l",
+                tb.var("UPSTREAM_FILE")
+            )
+        ),
+        "0",
+        "no temporary upstream file left"
+    );
+    assert_eq!(tb.state(), before, "the state file is unchanged");
+    assert_no_lock(&tb);
+    assert_ports(&tb, 8080, 8081);
+    tb.sh_ok("proxy", &format!("sed -i '$d' {conf}"));
+    report(
+        "nginx_t_fails",
+        format!(
+            "exit 1 after {:.2}s: `{}`; new-conn {} | keep-alive {}",
+            run.secs,
+            line_with(&run, "switch failed"),
+            nc.line(),
+            ka.line()
+        ),
+    );
+}
+
+#[test]
+fn changed_host_key_is_refused() {
+    let _serial = serial();
+    let tb = Testbed::up(2);
+    let wd = Workdir::new(&tb, "30s", "");
+    setup_deploy(&tb, &wd, "v1");
+    let before = tb.state();
+    let upstream_before = upstream(&tb);
+    let known_hosts = tb.var("KNOWN_HOSTS").to_string();
+    let kh_before = std::fs::read(&known_hosts).unwrap();
+
+    // app1 "reinstalled": a new host key, sshd restarted.
+    tb.sh_ok(
+        "app1",
+        "rm -f /etc/bgtb/ssh_host_ed25519_key /etc/bgtb/ssh_host_ed25519_key.pub && \
+         ssh-keygen -q -t ed25519 -N '' -f /etc/bgtb/ssh_host_ed25519_key",
+    );
+    testbed_cmd(&tb, &["sshd", &tb.name, "app1", "stop"]);
+    testbed_cmd(&tb, &["sshd", &tb.name, "app1", "start"]);
+    wait_for("app1's sshd", Duration::from_secs(5), || {
+        std::net::TcpStream::connect((tb.app_addrs()[0].as_str(), 22)).is_ok()
+    });
+
+    wd.stage("v2");
+    let traffic = Traffic::start(&tb, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    traffic.allow(&["v1"]);
+    let run = exec(&wd, "faults-hostkey");
+    std::thread::sleep(Duration::from_millis(700));
+    let (nc, ka) = traffic.stop();
+
+    assert_code(&run, 1);
+    assert_says(
+        &run,
+        &[
+            &format!("app1: host key of {}", tb.app_addrs()[0]),
+            "(ssh-ed25519)",
+            &format!("does not match the one recorded in {known_hosts}"),
+            &format!("ssh-keygen -R '{}' -f {known_hosts}", tb.app_addrs()[0]),
+        ],
+    );
+    assert_eq!(
+        std::fs::read(&known_hosts).unwrap(),
+        kh_before,
+        "known_hosts is not modified"
+    );
+    assert_untouched(&nc, &ka);
+    assert_serves(&tb, "v1");
+    assert_eq!(tb.state(), before, "the state file is unchanged");
+    assert_eq!(
+        upstream(&tb),
+        upstream_before,
+        "the upstream file is unchanged"
+    );
+    assert_no_lock(&tb);
+    assert_ports(&tb, 8080, 8081);
+    assert_eq!(
+        tb.sh_ok(
+            "app2",
+            "test -e /srv/bluegreen/green && echo yes || echo no"
+        ),
+        "no",
+        "app2 (whose key is fine) was not touched"
+    );
+    report(
+        "host_key_changed",
+        format!(
+            "exit 1 after {:.2}s: `{}`; new-conn {} | keep-alive {}",
+            run.secs,
+            line_with(&run, "host key"),
+            nc.line(),
+            ka.line()
+        ),
+    );
+}
+
+#[test]
+fn ctrl_c_on_the_rendered_script_during_verify_undoes() {
+    let _serial = serial();
+    let tb = Testbed::up(2);
+    let wd = Workdir::new(&tb, "60s", "");
+    setup_deploy(&tb, &wd, "v1");
+    let before = tb.state();
+    let upstream_before = upstream(&tb);
+
+    // A slow boot keeps the script in its verify phase long enough to interrupt it there.
+    edit_config(&wd, |c| with_boot_delay(c, 6000));
+    wd.stage("v2");
+    let r = Command::new(env!("CARGO_BIN_EXE_bluegreen"))
+        .args(["render", "script", "-o", "deploy.sh"])
+        .current_dir(wd.path())
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let traffic = Traffic::start(&tb, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    traffic.allow(&["v1"]);
+    let started = Instant::now();
+    // Its own process group, as in a terminal: Ctrl-C sends SIGINT to the whole foreground group.
+    let child = Command::new("bash")
+        .arg("deploy.sh")
+        .current_dir(wd.path())
+        .env_remove("BG_RUN_ID")
+        .env_remove("BUILD_TAG")
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pgid = child.id();
+    wait_for(
+        "the new instances to start",
+        Duration::from_secs(30),
+        || tb.port_open("app1", 8081) && tb.port_open("app2", 8081),
+    );
+    let int_at = started.elapsed().as_secs_f64();
+    let killed = Command::new("kill")
+        .args(["-INT", "--", &format!("-{pgid}")])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let run = finish(child, started);
+    std::thread::sleep(Duration::from_millis(300));
+    let (nc, ka) = traffic.stop();
+
+    assert_ne!(
+        run.code,
+        Some(0),
+        "an interrupted deploy fails:\n{}",
+        run.out
+    );
+    assert_says(&run, &["interrupted", "abort: done"]);
+    assert_untouched(&nc, &ka);
+    assert_serves(&tb, "v1");
+    assert_eq!(tb.state(), before, "the state file is unchanged");
+    assert_eq!(
+        upstream(&tb),
+        upstream_before,
+        "the upstream file is unchanged"
+    );
+    assert_no_lock(&tb);
+    assert_ports(&tb, 8080, 8081);
+    report(
+        "script_ctrl_c_in_verify",
+        format!(
+            "SIGINT to the script's process group {int_at:.2}s in; exit {:?} after {:.2}s; new-conn {} | keep-alive {}",
+            run.code,
+            run.secs,
+            nc.line(),
+            ka.line()
+        ),
+    );
+}
+
+/// The pid of the instance answering on `port` of app host `host`, from its `X-App-Pid` header.
+fn pid_on(tb: &Testbed, host: usize, port: u16) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "5", "-D", "-", "-o", "/dev/null"])
+        .arg(format!(
+            "http://{}:{port}/version",
+            tb.app_addrs()[host - 1]
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("x-app-pid")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn retained_old_slot_is_stopped_before_the_next_deploy_into_it() {
+    let _serial = serial();
+    let tb = Testbed::up(2);
+    let wd = Workdir::new(&tb, "30s", "retain: 10m\n");
+    setup_deploy(&tb, &wd, "v1");
+    setup_deploy(&tb, &wd, "v2");
+    // v1 keeps running in blue for the rollback window.
+    let retained: Vec<String> = (1..=2).map(|h| pid_on(&tb, h, 8080)).collect();
+    for h in 1..=2 {
+        assert_eq!(
+            version_on(&tb, h, 8080),
+            "v1",
+            "app{h}: v1 retained in blue"
+        );
+        assert_eq!(version_on(&tb, h, 8081), "v2");
+    }
+
+    wd.stage("v3");
+    let traffic = Traffic::start(&tb, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    traffic.allow(&["v2", "v3"]);
+    let run = exec(&wd, "faults-retained");
+    traffic.allow(&["v3"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (nc, ka) = traffic.stop();
+
+    assert_code(&run, 0);
+    assert_untouched(&nc, &ka);
+    assert_serves(&tb, "v3");
+    let state = tb.state();
+    assert_eq!(
+        (state["live"].as_str(), state["previous"].as_str()),
+        ("blue", "green"),
+        "{state:?}"
+    );
+    for h in 1..=2 {
+        let host = format!("app{h}");
+        assert_eq!(version_on(&tb, h, 8080), "v3", "{host}: v3 in blue");
+        let pid = pid_on(&tb, h, 8080);
+        assert_ne!(pid, retained[h - 1], "{host}: a new instance in blue");
+        // The retained v1 is gone (not merely unreachable), and v2 is now the one retained.
+        let alive = tb.sh(&host, &format!("kill -0 {}", retained[h - 1]));
+        assert!(
+            !alive.status.success(),
+            "{host}: the retained v1 was stopped"
+        );
+        assert_eq!(
+            version_on(&tb, h, 8081),
+            "v2",
+            "{host}: v2 retained in green"
+        );
+    }
+    assert_no_lock(&tb);
+    let log = tb.sh_ok("app1", "cat /srv/bluegreen/blue/app.log");
+    assert!(
+        log.contains("stopped v1 on port 8080"),
+        "v1 shut down gracefully:\n{log}"
+    );
+    report(
+        "retained_slot_reused",
+        format!(
+            "deploy of v3 into the slot still running v1 (pids {retained:?}): ok in {:.2}s; new-conn {} | keep-alive {}",
+            run.secs,
+            nc.line(),
+            ka.line()
+        ),
+    );
+}
+
+#[test]
+fn foreign_process_on_the_idle_port_is_left_alone() {
+    let _serial = serial();
+    let tb = Testbed::up(2);
+    let wd = Workdir::new(&tb, "30s", "");
+    setup_deploy(&tb, &wd, "v1");
+    let before = tb.state();
+    let upstream_before = upstream(&tb);
+
+    // Something bluegreen did not start listens on app1's idle port (green, 8081).
+    let pid = tb.sh_ok(
+        "app1",
+        "setsid perl -MIO::Socket::INET -e '$0 = \"foreign-listener\"; \
+         my $s = IO::Socket::INET->new(LocalPort => 8081, Listen => 16, ReuseAddr => 1) or die $!; \
+         while (my $c = $s->accept) { close $c }' </dev/null >/dev/null 2>&1 & echo $!",
+    );
+    wait_for("the foreign listener", Duration::from_secs(5), || {
+        tb.port_open("app1", 8081)
+    });
+
+    wd.stage("v2");
+    let traffic = Traffic::start(&tb, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    traffic.allow(&["v1"]);
+    let run = exec(&wd, "faults-foreign");
+    std::thread::sleep(Duration::from_millis(300));
+    let (nc, ka) = traffic.stop();
+
+    assert_code(&run, 1);
+    assert_says(
+        &run,
+        &[
+            "app1: start failed",
+            "port 8081 is in use by a process bluegreen did not start; not starting green",
+        ],
+    );
+    assert_untouched(&nc, &ka);
+    assert_serves(&tb, "v1");
+    assert_eq!(tb.state(), before, "the state file is unchanged");
+    assert_eq!(
+        upstream(&tb),
+        upstream_before,
+        "the upstream file is unchanged"
+    );
+    assert_no_lock(&tb);
+    let alive = tb.sh("app1", &format!("kill -0 {pid}"));
+    assert!(alive.status.success(), "the foreign process was not killed");
+    assert!(tb.port_open("app1", 8081), "it still holds its port");
+    assert!(!tb.port_open("app2", 8081), "app2: new instance stopped");
+    assert!(tb.port_open("app1", 8080) && tb.port_open("app2", 8080));
+    tb.sh_ok("app1", &format!("kill {pid}"));
+    report(
+        "foreign_process_on_idle_port",
+        format!(
+            "exit 1 after {:.2}s: `{}`; foreign pid {pid} still alive; new-conn {} | keep-alive {}",
+            run.secs,
+            line_with(&run, "did not start"),
+            nc.line(),
+            ka.line()
+        ),
+    );
+}
+
+/// Load in both modes, with a watcher that notes when failures happen.
+struct Watched {
+    new_conn: Arc<Load>,
+    keep_alive: Arc<Load>,
+    stop: Arc<AtomicBool>,
+    /// Milliseconds since `t0` of the first and last sample that saw the failure count grow.
+    first_fail: Arc<AtomicU64>,
+    last_fail: Arc<AtomicU64>,
+    watcher: std::thread::JoinHandle<()>,
+    t0: Instant,
+}
+
+impl Watched {
+    fn start(tb: &Testbed) -> Watched {
+        let addr = tb.proxy_http().parse().unwrap();
+        let mut a = Options::new(addr, Mode::NewConnection);
+        a.workers = 2;
+        let mut b = Options::new(addr, Mode::KeepAlive);
+        b.workers = 2;
+        let new_conn = Arc::new(Load::start(a));
+        let keep_alive = Arc::new(Load::start(b));
+        let stop = Arc::new(AtomicBool::new(false));
+        let first_fail = Arc::new(AtomicU64::new(u64::MAX));
+        let last_fail = Arc::new(AtomicU64::new(0));
+        let t0 = Instant::now();
+        let watcher = {
+            let (nc, ka, stop, first, last) = (
+                new_conn.clone(),
+                keep_alive.clone(),
+                stop.clone(),
+                first_fail.clone(),
+                last_fail.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut seen = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let n = nc.snapshot().failures() + ka.snapshot().failures();
+                    if n > seen {
+                        seen = n;
+                        let ms = t0.elapsed().as_millis() as u64;
+                        first.fetch_min(ms, Ordering::SeqCst);
+                        last.store(ms, Ordering::SeqCst);
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        };
+        Watched {
+            new_conn,
+            keep_alive,
+            stop,
+            first_fail,
+            last_fail,
+            watcher,
+            t0,
+        }
+    }
+
+    fn allow(&self, versions: &[&str]) {
+        self.new_conn.allow(versions);
+        self.keep_alive.allow(versions);
+    }
+
+    fn failures(&self) -> u64 {
+        self.new_conn.snapshot().failures() + self.keep_alive.snapshot().failures()
+    }
+
+    /// Counts of both modes, and the window (ms since start) in which failures were seen.
+    fn stop(self) -> (Counts, Counts, Option<(u64, u64)>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.watcher.join().unwrap();
+        let nc = Arc::try_unwrap(self.new_conn).ok().unwrap().stop();
+        let ka = Arc::try_unwrap(self.keep_alive).ok().unwrap().stop();
+        let first = self.first_fail.load(Ordering::SeqCst);
+        let window = (first != u64::MAX).then(|| (first, self.last_fail.load(Ordering::SeqCst)));
+        (nc, ka, window)
+    }
+}
+
+// Ignored until `bg_switch` waits for nginx to apply the reload: `nginx -s reload` only signals the
+// master, so the check after the switch is answered by the old workers (the old slot), passes, and
+// the dying version stays live.
+#[test]
+fn new_version_dying_after_the_switch_is_switched_back() {
+    let _serial = serial();
+    let tb = Testbed::up(2);
+    // health: 2 successes every 200ms, and a check through the proxy after the switch (the config
+    // of tb.config): the `dies` version passes the polling and crashes on that check.
+    let wd = Workdir::new(&tb, "30s", "");
+    setup_deploy(&tb, &wd, "v1");
+    let before = tb.state();
+    let upstream_before = upstream(&tb);
+
+    std::fs::copy(dies_jar(), wd.path().join("artifact/demo.jar")).unwrap();
+    let load = Watched::start(&tb);
+    std::thread::sleep(Duration::from_millis(300));
+    load.allow(&["v1", "dies"]);
+    let started_ms = load.t0.elapsed().as_millis() as u64;
+    let run = exec(&wd, "faults-dies");
+    let ended_ms = load.t0.elapsed().as_millis() as u64;
+    load.allow(&["v1"]);
+    let failed_at_end = load.failures();
+    std::thread::sleep(Duration::from_millis(500));
+    let failed_later = load.failures();
+    let (nc, ka, window) = load.stop();
+
+    let logs: Vec<String> = ["app1", "app2"]
+        .iter()
+        .map(|h| tb.sh_ok(h, "cat /srv/bluegreen/green/app.log"))
+        .collect();
+    assert_eq!(
+        run.code,
+        Some(1),
+        "exit code; output:\n{}\napp logs:\n{logs:#?}",
+        run.out
+    );
+    assert_says(
+        &run,
+        &[
+            "proxy: check after the switch failed",
+            "/actuator/health expected 200",
+            "traffic back on blue (port 8080)",
+        ],
+    );
+    // Requests fail between the new version's death (on the first check) and the switch back:
+    // all of them inside the deploy, none after it returned, and for a bounded time (the check's
+    // six tries half a second apart, then the switch back).
+    assert_eq!(
+        failed_later,
+        failed_at_end,
+        "no failure after the switch back: {} | {}",
+        nc.line(),
+        ka.line()
+    );
+    if let Some((first, last)) = window {
+        assert!(
+            first >= started_ms && last <= ended_ms + 50,
+            "failures only during the deploy: {first}..{last} ms, deploy {started_ms}..{ended_ms} ms"
+        );
+        assert!(
+            last - first < 6000,
+            "failures for at most 6 s: {first}..{last} ms"
+        );
+    }
+    assert_serves(&tb, "v1");
+    assert_eq!(
+        upstream(&tb),
+        upstream_before,
+        "the upstream file is back as it was"
+    );
+    let state = tb.state();
+    assert_eq!(state, before, "the state file still names the old slot");
+    assert_eq!(state["live"], "blue");
+    assert_no_lock(&tb);
+    assert_ports(&tb, 8080, 8081);
+    for log in &logs {
+        assert!(log.contains("dying on health request 3"), "{log}");
+    }
+    report(
+        "new_version_dies_after_switch",
+        format!(
+            "exit 1 after {:.2}s: `{}` / `{}`; failures: new-conn {} | keep-alive {}; failure window {}",
+            run.secs,
+            line_with(&run, "check after the switch failed"),
+            line_with(&run, "traffic back on"),
+            nc.line(),
+            ka.line(),
+            match window {
+                Some((a, b)) => format!("{} ms ({a}..{b} ms, deploy {started_ms}..{ended_ms} ms)", b - a),
+                None => "none".into(),
+            }
+        ),
+    );
+}
