@@ -445,3 +445,27 @@ fn harness_rejects_malformed_pipelines() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn plan_prints_for_a_person_and_as_json() {
+    let out = bluegreen(&["-c", "examples/sokdak.yaml", "plan"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    insta::assert_snapshot!("sokdak_plan", stdout(&out));
+
+    let out = bluegreen(&["-c", "examples/sokdak.yaml", "plan", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["action"], "deploy");
+    let phases: Vec<&str> = json["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        ["prepare", "upload", "start", "verify", "switch", "drain", "retire", "finish"]
+    );
+    // The target slot stays symbolic until run time.
+    assert!(stdout(&out).contains("\"target_slot\""));
+}
