@@ -6,6 +6,7 @@
 
 use crate::render::harness;
 use crate::testbed::{serial, Testbed, Workdir};
+use crate::util::sha256;
 use bluegreen_loadgen::{Counts, Load, Mode, Options};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -111,16 +112,6 @@ pub fn deploy(backend: Backend, tb: &Testbed, wd: &Workdir, run: usize) -> Outco
     }
 }
 
-/// GET /version through nginx.
-fn version_via_proxy(tb: &Testbed) -> String {
-    let out = Command::new("curl")
-        .args(["-s", "-m", "5"])
-        .arg(format!("http://{}/version", tb.proxy_http()))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// The two load clients, one per mode, running through nginx.
 pub struct Traffic {
     new_conn: Load,
@@ -150,15 +141,6 @@ impl Traffic {
     }
 }
 
-fn sha256(path: &std::path::Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
 fn slot_port(slot: &str) -> u16 {
     if slot == "blue" {
         8080
@@ -167,23 +149,11 @@ fn slot_port(slot: &str) -> u16 {
     }
 }
 
-fn assert_no_lock(tb: &Testbed) {
-    let lock = format!("{}/lock", tb.var("STATE_DIR"));
-    assert_eq!(
-        tb.sh_ok(
-            "proxy",
-            &format!("test -e {lock} && echo held || echo free")
-        ),
-        "free",
-        "the deploy lock was released"
-    );
-}
-
 /// Checks the end state after a good deploy of `version` to `slot` (with `previous` live before).
 fn assert_deployed(tb: &Testbed, wd: &Workdir, version: &str, slot: &str, previous: &str) {
     for _ in 0..5 {
         assert_eq!(
-            version_via_proxy(tb),
+            tb.version_via_proxy(),
             version,
             "the proxy serves the new version"
         );
@@ -209,7 +179,7 @@ fn assert_deployed(tb: &Testbed, wd: &Workdir, version: &str, slot: &str, previo
             );
         }
     }
-    assert_no_lock(tb);
+    tb.assert_lock_free();
 }
 
 /// A first deploy, three alternating deploys under continuous load, then a broken version.
@@ -306,7 +276,7 @@ pub fn series(backend: Backend) {
     );
     assert_eq!(ka.http_errors(), 0, "keep-alive mode: {}", ka.line());
     assert_eq!(
-        version_via_proxy(&tb),
+        tb.version_via_proxy(),
         live.0,
         "the old version keeps serving"
     );
@@ -322,19 +292,9 @@ pub fn series(backend: Backend) {
             "{host}: live instance untouched"
         );
     }
-    assert_no_lock(&tb);
+    tb.assert_lock_free();
     if let Some(json) = &out.jenkins {
-        let stages: Vec<(String, String)> = json["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| {
-                (
-                    s["name"].as_str().unwrap().into(),
-                    s["status"].as_str().unwrap().into(),
-                )
-            })
-            .collect();
+        let stages = crate::render::stage_statuses(json);
         assert!(
             stages.contains(&("Verify".into(), "failed".into())),
             "{stages:?}"
@@ -421,11 +381,11 @@ fn ctrl_c_before_the_switch_leaves_traffic_alone() {
     assert!(err.contains("interrupted"), "{err}");
     assert_eq!(nc.failures(), 0, "{}", nc.line());
     assert_eq!(ka.http_errors(), 0, "{}", ka.line());
-    assert_eq!(version_via_proxy(&tb), "v1");
+    assert_eq!(tb.version_via_proxy(), "v1");
     assert_eq!(tb.state(), before);
     for host in ["app1", "app2"] {
         assert!(!tb.port_open(host, 8081), "{host}: new instance stopped");
         assert!(tb.port_open(host, 8080), "{host}: live instance untouched");
     }
-    assert_no_lock(&tb);
+    tb.assert_lock_free();
 }

@@ -63,7 +63,7 @@ fn setup_deploy(tb: &Testbed, wd: &Workdir, version: &str) {
     wd.stage(version);
     let out = deploy(Backend::Exec, tb, wd, 1);
     assert!(out.success, "setup deploy of {version}:\n{}", out.output);
-    assert_eq!(version_via_proxy(tb), version);
+    assert_eq!(tb.version_via_proxy(), version);
 }
 
 fn config_path(wd: &Workdir) -> PathBuf {
@@ -129,14 +129,14 @@ fn curl(url: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn version_via_proxy(tb: &Testbed) -> String {
-    curl(&format!("http://{}/version", tb.proxy_http()))
-}
-
 /// Every answer of a few requests through the proxy is `version`.
 fn assert_serves(tb: &Testbed, version: &str) {
     for _ in 0..6 {
-        assert_eq!(version_via_proxy(tb), version, "the proxy serves {version}");
+        assert_eq!(
+            tb.version_via_proxy(),
+            version,
+            "the proxy serves {version}"
+        );
     }
 }
 
@@ -150,18 +150,6 @@ fn version_on(tb: &Testbed, host: usize, port: u16) -> String {
 
 fn upstream(tb: &Testbed) -> String {
     tb.sh_ok("proxy", &format!("cat {}", tb.var("UPSTREAM_FILE")))
-}
-
-fn assert_no_lock(tb: &Testbed) {
-    let lock = format!("{}/lock", tb.var("STATE_DIR"));
-    assert_eq!(
-        tb.sh_ok(
-            "proxy",
-            &format!("test -e {lock} && echo held || echo free")
-        ),
-        "free",
-        "the deploy lock must be released"
-    );
 }
 
 /// Both app hosts: `live` port open, `idle` port closed.
@@ -305,7 +293,7 @@ fn two_deploys_at_once_one_wins_the_lock() {
         "{state:?}"
     );
     assert_ports(&tb, 8081, 8080);
-    assert_no_lock(&tb);
+    tb.assert_lock_free();
     report(
         "two_deploys_at_once",
         format!(
@@ -517,7 +505,7 @@ fn app_host_link_cut_mid_deploy_fails_within_deadlines() {
         "the upstream file is unchanged"
     );
     assert_eq!(tb.state(), before, "the state file is unchanged");
-    assert_no_lock(&tb);
+    tb.assert_lock_free();
     assert!(!tb.port_open("app1", 8081), "app1: new instance stopped");
     assert!(tb.port_open("app1", 8080), "app1: live instance untouched");
 
@@ -583,7 +571,7 @@ fn sshd_down_on_an_app_host_touches_nothing() {
         upstream_before,
         "the upstream file is unchanged"
     );
-    assert_no_lock(&tb);
+    tb.assert_lock_free();
     assert_ports(&tb, 8080, 8081);
     // Not even a directory for the new slot on the host that was reachable.
     assert_eq!(
@@ -659,7 +647,7 @@ fn failing_nginx_config_test_restores_the_upstream_file() {
         "no temporary upstream file left"
     );
     assert_eq!(tb.state(), before, "the state file is unchanged");
-    assert_no_lock(&tb);
+    tb.assert_lock_free();
     assert_ports(&tb, 8080, 8081);
     tb.sh_ok("proxy", &format!("sed -i '$d' {conf}"));
     report(
@@ -728,7 +716,7 @@ fn changed_host_key_is_refused() {
         upstream_before,
         "the upstream file is unchanged"
     );
-    assert_no_lock(&tb);
+    tb.assert_lock_free();
     assert_ports(&tb, 8080, 8081);
     assert_eq!(
         tb.sh_ok(
@@ -815,7 +803,7 @@ fn ctrl_c_on_the_rendered_script_during_verify_undoes() {
         upstream_before,
         "the upstream file is unchanged"
     );
-    assert_no_lock(&tb);
+    tb.assert_lock_free();
     assert_ports(&tb, 8080, 8081);
     report(
         "script_ctrl_c_in_verify",
@@ -902,7 +890,7 @@ fn retained_old_slot_is_stopped_before_the_next_deploy_into_it() {
             "{host}: v2 retained in green"
         );
     }
-    assert_no_lock(&tb);
+    tb.assert_lock_free();
     let log = tb.sh_ok("app1", "cat /srv/bluegreen/blue/app.log");
     assert!(
         log.contains("stopped v1 on port 8080"),
@@ -963,7 +951,7 @@ fn foreign_process_on_the_idle_port_is_left_alone() {
         upstream_before,
         "the upstream file is unchanged"
     );
-    assert_no_lock(&tb);
+    tb.assert_lock_free();
     let alive = tb.sh("app1", &format!("kill -0 {pid}"));
     assert!(alive.status.success(), "the foreign process was not killed");
     assert!(tb.port_open("app1", 8081), "it still holds its port");
@@ -1135,7 +1123,7 @@ fn new_version_dying_after_the_switch_is_switched_back() {
     let state = tb.state();
     assert_eq!(state, before, "the state file still names the old slot");
     assert_eq!(state["live"], "blue");
-    assert_no_lock(&tb);
+    tb.assert_lock_free();
     assert_ports(&tb, 8080, 8081);
     for log in &logs {
         assert!(log.contains("dying on health request 3"), "{log}");

@@ -226,7 +226,7 @@ fn gate_rejection_and_rollback_parameter_on_the_testbed() {
     assert_eq!(json["result"], "FAILURE");
     assert!(has(&stages(&json), "Rollback", "failed"));
     assert_eq!(tb.state(), before);
-    assert_no_lock(&tb);
+    tb.assert_lock_free();
 
     // After a good deploy of v4 (into blue), ROLLBACK=true goes back to v2: its instance was stopped,
     // so it is restarted from the release kept in the green slot.
@@ -256,16 +256,6 @@ fn gate_rejection_and_rollback_parameter_on_the_testbed() {
     assert_eq!(line["event"], "rollback");
     assert_eq!(line["outcome"], "success");
     assert_eq!(line["target"], "green");
-}
-
-fn assert_no_lock(tb: &Testbed) {
-    assert_eq!(
-        tb.sh_ok(
-            "proxy",
-            "test -e /var/lib/bluegreen/lock && echo held || echo free"
-        ),
-        "free"
-    );
 }
 
 #[test]

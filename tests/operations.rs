@@ -49,13 +49,7 @@ fn deploy_ok(wd: &Workdir, version: &str, env: &[(&str, &str)]) {
 }
 
 fn sha256_of(version: &str) -> String {
-    let path = crate::testbed::jars().join(format!("app-{version}.jar"));
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
+    crate::util::sha256(&crate::testbed::jars().join(format!("app-{version}.jar")))
 }
 
 /// Runs `bluegreen rollback` and measures, from the moment the command starts, how long until the
@@ -201,17 +195,6 @@ fn assert_running(tb: &Testbed, slot: &str, running: bool) {
     }
 }
 
-fn assert_lock_free(tb: &Testbed) {
-    let lock = format!("{}/lock", tb.var("STATE_DIR"));
-    assert_eq!(
-        tb.sh_ok(
-            "proxy",
-            &format!("test -e {lock} && echo held || echo free")
-        ),
-        "free"
-    );
-}
-
 fn history_json(wd: &Workdir) -> Vec<Value> {
     let out = bg(wd, &["history", "--json", "-n", "50"], &[]);
     assert!(out.status.success(), "{}", text(&out));
@@ -273,7 +256,7 @@ fn rollback_to_a_retained_slot_then_retire_with_slack_and_history() {
     );
     // The slot rolled back from is retained in turn.
     assert_running(&tb, "green", true);
-    assert_lock_free(&tb);
+    tb.assert_lock_free();
 
     // `retire --if-expired` (the cron job) leaves the window alone while it is open.
     let out = bg(&wd, &["retire", "--if-expired"], &[]);
@@ -299,7 +282,7 @@ fn rollback_to_a_retained_slot_then_retire_with_slack_and_history() {
         http_get(&tb.proxy_http(), "/version").as_deref(),
         Some("v1")
     );
-    assert_lock_free(&tb);
+    tb.assert_lock_free();
     let out = bg(&wd, &["retire", "--if-expired"], &[]);
     assert!(
         out.status.success() && stdout(&out).contains("nothing to retire"),
@@ -389,7 +372,7 @@ fn rollback_restarts_a_stopped_release_and_refuses_without_one() {
         "{}",
         text(&out)
     );
-    assert_lock_free(&tb);
+    tb.assert_lock_free();
 
     // After a first deploy the other slot keeps no release.
     deploy_ok(&wd, "v1", &[]);
@@ -403,7 +386,7 @@ fn rollback_restarts_a_stopped_release_and_refuses_without_one() {
         text(&out)
     );
     assert_eq!(tb.state(), before);
-    assert_lock_free(&tb);
+    tb.assert_lock_free();
 
     // Without retain the old slot is stopped after the switch; rollback restarts its kept jar.
     deploy_ok(&wd, "v2", &[]);
@@ -429,7 +412,7 @@ fn rollback_restarts_a_stopped_release_and_refuses_without_one() {
             Some("v1")
         );
     }
-    assert_lock_free(&tb);
+    tb.assert_lock_free();
 }
 
 #[test]
@@ -606,7 +589,7 @@ fn lock_show_release_force_and_wait() {
         "{}",
         text(&out)
     );
-    assert_lock_free(&tb);
+    tb.assert_lock_free();
 
     // A stale lock (older than jenkins.timeout) is flagged and released without --force.
     take("crashed-job");
@@ -621,7 +604,7 @@ fn lock_show_release_force_and_wait() {
     );
     let out = bg(&wd, &["lock", "release"], &[]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_lock_free(&tb);
+    tb.assert_lock_free();
 
     // --lock-wait: the deploy goes ahead once the holder lets go.
     take("slow-job");
@@ -647,7 +630,7 @@ fn lock_show_release_force_and_wait() {
         http_get(&tb.proxy_http(), "/version").as_deref(),
         Some("v1")
     );
-    assert_lock_free(&tb);
+    tb.assert_lock_free();
 
     // The audit log: two lock breaks and the deploy.
     let events: Vec<(String, String)> = history_json(&wd)

@@ -3,7 +3,7 @@
 //! all-or-nothing order of the plan, with hostile values arriving intact. (The testbed tests run the
 //! same script against real sshd, nginx and a JVM.)
 
-use crate::util::{bluegreen_in, require, root, stderr, TempDir};
+use crate::util::{bluegreen_in, require, root, sha256, stderr, TempDir};
 use bluegreen_core::plan::{Step, When};
 use bluegreen_core::remote::LIBRARY;
 use bluegreen_core::{Config, Plan, RemoteCall, RuntimeVar, Var};
@@ -155,15 +155,6 @@ fn run_script(config_text: &str, artifact: &str, fail: Option<&str>, live: &str)
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         dir,
     }
-}
-
-fn sha256(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 /// What `exec` would send on a first deploy: (address, arguments) for every remote call, in order.

@@ -133,6 +133,29 @@ impl Testbed {
             .success()
     }
 
+    /// GET /version through nginx.
+    pub fn version_via_proxy(&self) -> String {
+        let out = Command::new("curl")
+            .args(["-s", "-m", "5"])
+            .arg(format!("http://{}/version", self.proxy_http()))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Asserts that the deploy lock on the proxy is free.
+    pub fn assert_lock_free(&self) {
+        let lock = format!("{}/lock", self.var("STATE_DIR"));
+        assert_eq!(
+            self.sh_ok(
+                "proxy",
+                &format!("test -e {lock} && echo held || echo free")
+            ),
+            "free",
+            "the deploy lock must be released"
+        );
+    }
+
     /// The proxy's state file, as key/value pairs.
     pub fn state(&self) -> HashMap<String, String> {
         parse_env(&self.sh_ok("proxy", &format!("cat {}/state", self.var("STATE_DIR"))))

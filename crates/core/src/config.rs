@@ -455,31 +455,38 @@ impl Config {
     pub fn check_env(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<(), Error> {
         for (field, word) in self.env_refs() {
             for name in word.env_vars() {
-                let Some(value) = lookup(name) else {
-                    return Err(Error::MissingVariable {
-                        field,
-                        name: name.to_string(),
-                    });
-                };
-                let leaf = field.rsplit('.').next().unwrap_or_default();
-                let problem = match leaf {
-                    "host" | "address" => host_problem(&value),
-                    "user" => user_problem(&value),
-                    _ => value
-                        .contains(['\n', '\0'])
-                        .then(|| "contains a newline or NUL".to_string()),
-                };
-                if let Some(message) = problem {
-                    return Err(Error::BadVariable {
-                        field,
-                        name: name.to_string(),
-                        value,
-                        message,
-                    });
-                }
+                check_variable(&field, name, lookup(name))?;
             }
         }
         Ok(())
+    }
+}
+
+/// Checks the value of environment variable `name`, used by config field `field`: it must be set,
+/// and hosts and users must hold the characters validation allows in literal ones. Returns the value.
+pub fn check_variable(field: &str, name: &str, value: Option<String>) -> Result<String, Error> {
+    let Some(value) = value else {
+        return Err(Error::MissingVariable {
+            field: field.to_string(),
+            name: name.to_string(),
+        });
+    };
+    let leaf = field.rsplit('.').next().unwrap_or_default();
+    let problem = match leaf {
+        "host" | "address" => host_problem(&value),
+        "user" => user_problem(&value),
+        _ => value
+            .contains(['\n', '\0'])
+            .then(|| "contains a newline or NUL".to_string()),
+    };
+    match problem {
+        Some(message) => Err(Error::BadVariable {
+            field: field.to_string(),
+            name: name.to_string(),
+            value,
+            message,
+        }),
+        None => Ok(value),
     }
 }
 

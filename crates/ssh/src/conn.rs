@@ -65,6 +65,21 @@ pub(crate) struct Output {
     pub stderr: String,
 }
 
+impl Output {
+    /// The output of a call that exited 0, or [`Error::Remote`] with the last lines of its stderr.
+    pub fn success(self, host: &str, step: &str) -> Result<Output, crate::Error> {
+        if self.status == 0 {
+            return Ok(self);
+        }
+        Err(crate::Error::Remote {
+            host: host.to_string(),
+            step: step.to_string(),
+            status: self.status,
+            stderr: crate::error::last_lines(&self.stderr, 5),
+        })
+    }
+}
+
 type Job = Box<dyn FnOnce(&Session) + Send>;
 
 /// A host's worker thread.

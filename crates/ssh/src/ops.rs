@@ -6,7 +6,7 @@
 //! that prints as text (`Display`) or JSON (`to_json`).
 
 use crate::conn::{self, Output, Worker};
-use crate::error::{human, last_lines, Error};
+use crate::error::{human, Error};
 use crate::http;
 use crate::run::{last_line, settings, targets};
 use crate::runtime::{clean_deployer, default_deployer, Env};
@@ -73,22 +73,13 @@ fn call(
             name: format!("{v:?}"),
         })
     })?;
-    let out = w
-        .run(step, move |s| conn::exec(s, &stdin, None))?
+    w.run(step, move |s| conn::exec(s, &stdin, None))?
         .map_err(|message| Error::Ssh {
             host: host.to_string(),
             step: step.to_string(),
             message,
-        })?;
-    if out.status != 0 {
-        return Err(Error::Remote {
-            host: host.to_string(),
-            step: step.to_string(),
-            status: out.status,
-            stderr: last_lines(&out.stderr, 5),
-        });
-    }
-    Ok(out)
+        })?
+        .success(host, step)
 }
 
 /// `key=value` lines.

@@ -501,16 +501,8 @@ impl Ctx<'_> {
         let name = step.name();
         let rt = self.rt();
         let when = match step {
-            Step::Lock(s)
-            | Step::Detect(s)
-            | Step::Start(s)
-            | Step::Record(s)
-            | Step::Inspect(s)
-            | Step::Audit(s)
-            | Step::Stop(s)
-            | Step::Unlock(s) => s.when,
             Step::Switch(s) => s.when,
-            _ => When::Always,
+            _ => step.remote().map_or(When::Always, |s| s.when),
         };
         let skip = if when == When::LiveExists && !rt.live_exists() {
             Some("no slot was live before this deploy")
@@ -540,16 +532,8 @@ impl Ctx<'_> {
         let mut started = em.event(host, name, Status::Started);
         if self.opts.verbose {
             let call = match step {
-                Step::Lock(s)
-                | Step::Detect(s)
-                | Step::Start(s)
-                | Step::Record(s)
-                | Step::Inspect(s)
-                | Step::Audit(s)
-                | Step::Stop(s)
-                | Step::Unlock(s) => Some(&s.call),
                 Step::Switch(s) => Some(&s.call),
-                _ => None,
+                _ => step.remote().map(|s| &s.call),
             };
             if let Some(c) = call {
                 started.command = c.call_line(|v| lookup(v, &self.env, &rt, name)).ok();
@@ -602,16 +586,8 @@ impl Ctx<'_> {
         em: &Em,
         show: bool,
     ) -> Result<Output, Error> {
-        let out = self.call_raw(host, step, call, em, show)?;
-        if out.status != 0 {
-            return Err(Error::Remote {
-                host: host.to_string(),
-                step: step.to_string(),
-                status: out.status,
-                stderr: last_lines(&out.stderr, 5),
-            });
-        }
-        Ok(out)
+        self.call_raw(host, step, call, em, show)?
+            .success(host, step)
     }
 
     /// One remote call, whatever its exit status. With `show` and verbose on, the call line is

@@ -1,7 +1,7 @@
 //! What the backend works out before and while it runs: the environment, the artifact, the slots.
 
 use crate::error::Error;
-use bluegreen_core::config::{host_problem, user_problem, Slots};
+use bluegreen_core::config::{check_variable, Slots};
 use bluegreen_core::plan::EnvRef;
 use bluegreen_core::{RuntimeVar, Var, Word};
 use sha2::{Digest, Sha256};
@@ -18,30 +18,7 @@ impl Env {
     pub fn resolve(refs: &[EnvRef], lookup: &dyn Fn(&str) -> Option<String>) -> Result<Env, Error> {
         let mut map = HashMap::new();
         for r in refs {
-            let Some(value) = lookup(&r.name) else {
-                return Err(bluegreen_core::Error::MissingVariable {
-                    field: r.field.clone(),
-                    name: r.name.clone(),
-                }
-                .into());
-            };
-            let leaf = r.field.rsplit('.').next().unwrap_or_default();
-            let problem = match leaf {
-                "host" | "address" => host_problem(&value),
-                "user" => user_problem(&value),
-                _ => value
-                    .contains(['\n', '\0'])
-                    .then(|| "contains a newline or NUL".to_string()),
-            };
-            if let Some(message) = problem {
-                return Err(bluegreen_core::Error::BadVariable {
-                    field: r.field.clone(),
-                    name: r.name.clone(),
-                    value,
-                    message,
-                }
-                .into());
-            }
+            let value = check_variable(&r.field, &r.name, lookup(&r.name))?;
             map.insert(r.name.clone(), value);
         }
         Ok(Env(map))
