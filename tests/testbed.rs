@@ -1,7 +1,7 @@
 //! The Rust side of the testbed (`tests/testbed/testbed.sh`): hosts in network namespaces with sshd,
 //! nginx on the proxy, and the demo app's jars. Everything is torn down on drop, even after a panic.
 
-use crate::util::{require, root, TempDir};
+use crate::util::{require, TempDir};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -38,109 +38,39 @@ pub fn require_root() {
     }
 }
 
-/// A running testbed.
-pub struct Testbed {
-    pub name: String,
-    pub env: HashMap<String, String>,
-    script: PathBuf,
-}
+/// A running testbed: [`bluegreen_testbed::Testbed`] with methods that panic, as tests want.
+pub struct Testbed(bluegreen_testbed::Testbed);
 
-fn parse_env(text: &str) -> HashMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
-        .collect()
+impl std::ops::Deref for Testbed {
+    type Target = bluegreen_testbed::Testbed;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Testbed {
     /// Brings up `apps` app hosts and a proxy.
     pub fn up(apps: usize) -> Testbed {
         require_root();
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "t{:x}{}",
-            std::process::id() % 0xfffff,
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        let script = root().join("tests/testbed/testbed.sh");
-        // Created before `up` so that a half-done `up` is torn down too.
-        let mut tb = Testbed {
-            name: name.clone(),
-            env: HashMap::new(),
-            script,
-        };
-        let out = Command::new("bash")
-            .arg(&tb.script)
-            .args(["up", &name, &apps.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "testbed up failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = std::fs::read_to_string(format!("/tmp/bgtb-{name}/env")).unwrap();
-        tb.env = parse_env(&text);
-        tb
+        Testbed(bluegreen_testbed::Testbed::up(apps).unwrap_or_else(|e| panic!("{e}")))
     }
 
-    /// A value of the testbed's env file.
+    /// A value of the testbed's env file; panics when missing.
     pub fn var(&self, k: &str) -> &str {
-        self.env
-            .get(k)
-            .map(String::as_str)
-            .unwrap_or_else(|| panic!("testbed env has no {k}"))
-    }
-
-    /// The app hosts' addresses.
-    pub fn app_addrs(&self) -> Vec<String> {
-        self.var("APP_ADDRS")
-            .split_whitespace()
-            .map(str::to_string)
-            .collect()
-    }
-
-    /// nginx's address as host:port.
-    pub fn proxy_http(&self) -> String {
-        format!("{}:{}", self.var("PROXY_ADDR"), self.var("NGINX_PORT"))
+        match self.0.var(k) {
+            "" => panic!("testbed env has no {k}"),
+            v => v,
+        }
     }
 
     /// Runs a shell command as root inside a host's namespaces.
     pub fn sh(&self, host: &str, cmd: &str) -> Output {
-        Command::new("bash")
-            .arg(&self.script)
-            .args(["exec", &self.name, host, "bash", "-c", cmd])
-            .output()
-            .unwrap()
+        self.0.exec(host, cmd).expect("run testbed.sh exec")
     }
 
     /// Like `sh`, returning trimmed stdout and asserting success.
     pub fn sh_ok(&self, host: &str, cmd: &str) -> String {
-        let out = self.sh(host, cmd);
-        assert!(
-            out.status.success(),
-            "[{host}] {cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    /// Whether something listens on `port` on app host `host`.
-    pub fn port_open(&self, host: &str, port: u16) -> bool {
-        self.sh(host, &format!("exec 3<>/dev/tcp/127.0.0.1/{port}"))
-            .status
-            .success()
-    }
-
-    /// GET /version through nginx.
-    pub fn version_via_proxy(&self) -> String {
-        let out = Command::new("curl")
-            .args(["-s", "-m", "5"])
-            .arg(format!("http://{}/version", self.proxy_http()))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        self.0.sh(host, cmd).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Asserts that the deploy lock on the proxy is free.
@@ -158,70 +88,7 @@ impl Testbed {
 
     /// The proxy's state file, as key/value pairs.
     pub fn state(&self) -> HashMap<String, String> {
-        parse_env(&self.sh_ok("proxy", &format!("cat {}/state", self.var("STATE_DIR"))))
-    }
-
-    /// A config for deploying the demo app from `artifact` to this testbed.
-    pub fn config(&self, artifact: &Path, deadline: &str, extra: &str) -> String {
-        let servers: String = self
-            .app_addrs()
-            .iter()
-            .map(|a| format!("  - host: {a}\n"))
-            .collect();
-        format!(
-            "app: demo
-artifact: {artifact}
-ssh:
-  user: {user}
-  identity_file: {key}
-  known_hosts: {known_hosts}
-  credentials_id: testbed-key
-  connect_timeout: 5s
-  command_timeout: 60s
-proxy:
-  host: {proxy}
-  upstream_file: {upstream}
-  upstream_name: {upstream_name}
-  test_command: {test}
-  reload_command: {reload}
-  state_dir: {state}
-  check_url: http://{proxy}:{port}/actuator/health
-servers:
-{servers}deploy_dir: {deploy}
-start: {java} {java_opts} -jar {{jar}} --server.port={{port}}
-health:
-  interval: 200ms
-  timeout: 2s
-  deadline: {deadline}
-  successes: 2
-drain: 1s
-stop:
-  grace: 20s
-{extra}",
-            artifact = artifact.display(),
-            user = self.var("SSH_USER"),
-            key = self.var("SSH_KEY"),
-            known_hosts = self.var("KNOWN_HOSTS"),
-            proxy = self.var("PROXY_ADDR"),
-            port = self.var("NGINX_PORT"),
-            upstream = self.var("UPSTREAM_FILE"),
-            upstream_name = self.var("UPSTREAM_NAME"),
-            test = self.var("NGINX_TEST_CMD"),
-            reload = self.var("NGINX_RELOAD_CMD"),
-            state = self.var("STATE_DIR"),
-            deploy = self.var("DEPLOY_DIR"),
-            java = self.var("JAVA"),
-            java_opts = self.var("JAVA_OPTS"),
-        )
-    }
-}
-
-impl Drop for Testbed {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(&self.script)
-            .args(["down", &self.name])
-            .output();
+        self.0.state().unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -232,17 +99,8 @@ pub fn jars() -> &'static Path {
     DIR.get_or_init(|| {
         require("javac", "default-jdk-headless");
         let dir = std::env::temp_dir().join(format!("bluegreen-jars-{}", std::process::id()));
-        let out = Command::new("bash")
-            .arg(root().join("tests/app/build.sh"))
-            .arg(&dir)
-            .args(["v1", "v2", "v3", "v4", "v5", "v6", "broken"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "building the demo app failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bluegreen_testbed::build_jars(&dir, &["v1", "v2", "v3", "v4", "v5", "v6", "broken"], 0)
+            .unwrap_or_else(|e| panic!("building the demo app failed: {e}"));
         dir
     })
 }
@@ -250,24 +108,20 @@ pub fn jars() -> &'static Path {
 /// A scratch directory holding the artifact to deploy (`demo.jar`) and the config.
 pub struct Workdir {
     pub dir: TempDir,
+    inner: bluegreen_testbed::Workdir,
 }
 
 impl Workdir {
     pub fn new(tb: &Testbed, deadline: &str, extra: &str) -> Workdir {
         let dir = TempDir::new("e2e");
-        let cfg = tb.config(&dir.path().join("artifact/demo.jar"), deadline, extra);
-        dir.write("bluegreen.yaml", &cfg);
-        std::fs::create_dir_all(dir.path().join("artifact")).unwrap();
-        Workdir { dir }
+        let inner = bluegreen_testbed::Workdir::new(tb, dir.path(), jars(), deadline, extra)
+            .unwrap_or_else(|e| panic!("{e}"));
+        Workdir { dir, inner }
     }
 
     /// Puts version `v` in place as the artifact.
     pub fn stage(&self, v: &str) {
-        std::fs::copy(
-            jars().join(format!("app-{v}.jar")),
-            self.dir.path().join("artifact/demo.jar"),
-        )
-        .unwrap();
+        self.inner.stage(v).unwrap_or_else(|e| panic!("{e}"));
     }
 
     pub fn path(&self) -> &Path {

@@ -51,7 +51,6 @@ pub fn measured(cmd: &Path, args: &[&str], dir: &Path) -> Result<Measured> {
     let me = std::env::current_exe()?;
     let t = Instant::now();
     let out = Command::new(me)
-        .env("EXTRA_JAVA_OPTS", crate::testbed::NODELAY)
         .arg("__rss")
         .arg(cmd)
         .args(args)

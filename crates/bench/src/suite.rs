@@ -3,7 +3,7 @@
 
 use crate::poller::Poller;
 use crate::proc::{self, measured, Measured};
-use crate::testbed::{build_jars, Scratch, Testbed, Workdir};
+use crate::testbed::{build_jars, Scratch, Testbed, Workdir, DEADLINE};
 use crate::{root, Result};
 use bluegreen_loadgen::{Counts, Load, Mode, Options};
 use bluegreen_ssh::{ExecOptions, Status};
@@ -264,8 +264,8 @@ pub fn delta(a: &Counts, b: &Counts) -> Counts {
 /// Items 1 and 2 on a two-host testbed (the seed's topology).
 pub fn zero_downtime(s: &Sizes, jars: &Jars, scratch: &Scratch) -> Result<ZeroDowntime> {
     let tb = Testbed::up(2)?;
-    let wd = Workdir::new(&tb, scratch.path().join("zd"), &jars.dir, "")?;
-    let addr = tb.proxy_http()?;
+    let wd = Workdir::new(&tb, &scratch.path().join("zd"), &jars.dir, DEADLINE, "")?;
+    let addr = tb.proxy_http().parse()?;
     let mut next = versions("z", 4 * s.deploys + 1).into_iter();
     let mut live = next.next().ok_or("no versions")?;
     wd.stage(&live)?;
@@ -403,7 +403,7 @@ pub struct Baseline {
 /// Item 3: both tools on one two-host testbed, one after the other, each after a warm-up deploy.
 pub fn baseline(s: &Sizes, jars: &Jars, bin: &Path, scratch: &Scratch) -> Result<Baseline> {
     let tb = Testbed::up(2)?;
-    let addr = tb.proxy_http()?;
+    let addr = tb.proxy_http().parse()?;
     let poller = Poller::start(addr);
     let mut v = versions("b", 2 * s.baseline_runs + 2).into_iter();
     let script = root().join("tests/baseline/seed-style.sh");
@@ -436,7 +436,13 @@ pub fn baseline(s: &Sizes, jars: &Jars, bin: &Path, scratch: &Scratch) -> Result
         eprintln!("bench: seed-style {version}: {:.2}s", m.wall.as_secs_f64());
     }
     tb.reset_apps()?;
-    let wd = Workdir::new(&tb, scratch.path().join("baseline"), &jars.dir, "")?;
+    let wd = Workdir::new(
+        &tb,
+        &scratch.path().join("baseline"),
+        &jars.dir,
+        DEADLINE,
+        "",
+    )?;
     let mut bg = Vec::new();
     let mut phases = Vec::new();
     for i in 0..=s.baseline_runs {
@@ -493,7 +499,13 @@ pub fn scaling(s: &Sizes, jars: &Jars, bin: &Path, scratch: &Scratch) -> Result<
     let mut points = Vec::new();
     for &n in &s.scaling_hosts {
         let tb = Testbed::up(n)?;
-        let wd = Workdir::new(&tb, scratch.path().join(format!("scale{n}")), &jars.dir, "")?;
+        let wd = Workdir::new(
+            &tb,
+            &scratch.path().join(format!("scale{n}")),
+            &jars.dir,
+            DEADLINE,
+            "",
+        )?;
         let mut totals = Vec::new();
         let mut phases = Vec::new();
         let mut max_rss_kib = 0;
@@ -640,7 +652,7 @@ pub fn upload(s: &Sizes, bin: &Path, scratch: &Scratch) -> Result<Upload> {
     let tb = Testbed::up(1)?;
     let host = tb.app_addrs().into_iter().next().ok_or("no app host")?;
     let dir = scratch.path().join("upload");
-    let wd = Workdir::new(&tb, dir.join("wd"), &dir, "")?;
+    let wd = Workdir::new(&tb, &dir.join("wd"), &dir, DEADLINE, "")?;
     let ssh_opts = |cmd: &mut std::process::Command| {
         cmd.args([
             "-i",
@@ -764,11 +776,12 @@ pub fn rollback(s: &Sizes, jars: &Jars, bin: &Path, scratch: &Scratch) -> Result
         ));
     }
     let tb = Testbed::up(2)?;
-    let addr = tb.proxy_http()?;
+    let addr = tb.proxy_http().parse()?;
     let wd = Workdir::new(
         &tb,
-        scratch.path().join("rollback"),
+        &scratch.path().join("rollback"),
         &jars.dir,
+        DEADLINE,
         "retain: 10m\n",
     )?;
     let mut v = versions("r", s.rollback_runs + 2).into_iter();

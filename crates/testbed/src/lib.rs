@@ -1,0 +1,298 @@
+//! The testbed from Rust: a proxy with nginx and app hosts with sshd, each in its own network, mount
+//! and PID namespaces on this machine (`tests/testbed/testbed.sh`), the demo JVM app's jars
+//! (`tests/app/build.sh`), and the deploy config that points bluegreen at them. Used by the
+//! end-to-end tests and the benchmark suite, so both deploy the same way.
+//!
+//! Every testbed is torn down when its [`Testbed`] is dropped, even after a panic.
+//!
+//! ```no_run
+//! let tb = bluegreen_testbed::Testbed::up(2)?;
+//! println!("nginx at {}", tb.proxy_http());
+//! # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Errors are reported as text: every one of them is an environment problem for a person to read.
+pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The workspace root (where `tests/testbed` and `tests/app` live).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")))
+}
+
+/// A running testbed.
+pub struct Testbed {
+    /// Its name (`testbed.sh` NAME).
+    pub name: String,
+    /// The values of its env file (`/tmp/bgtb-NAME/env`).
+    pub env: HashMap<String, String>,
+    script: PathBuf,
+}
+
+fn parse_env(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        .collect()
+}
+
+impl Testbed {
+    /// Brings up a proxy and `apps` app hosts, under a name unique to this process.
+    pub fn up(apps: usize) -> Result<Testbed> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "t{:x}{}",
+            std::process::id() % 0xfffff,
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        // Created before `up` so that a half-done `up` is torn down too.
+        let mut tb = Testbed {
+            name: name.clone(),
+            env: HashMap::new(),
+            script: root().join("tests/testbed/testbed.sh"),
+        };
+        let out = Command::new("bash")
+            .arg(&tb.script)
+            .args(["up", &name, &apps.to_string()])
+            .output()?;
+        if !out.status.success() {
+            return Err(format!(
+                "testbed up {name} {apps} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        tb.env = parse_env(&std::fs::read_to_string(tb.env_file())?);
+        Ok(tb)
+    }
+
+    /// `/tmp/bgtb-NAME/env`.
+    pub fn env_file(&self) -> PathBuf {
+        PathBuf::from(format!("/tmp/bgtb-{}/env", self.name))
+    }
+
+    /// A value of the env file ("" when missing).
+    pub fn var(&self, k: &str) -> &str {
+        self.env.get(k).map_or("", String::as_str)
+    }
+
+    /// The app hosts' addresses.
+    pub fn app_addrs(&self) -> Vec<String> {
+        self.var("APP_ADDRS")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// nginx's address, `host:port`.
+    pub fn proxy_http(&self) -> String {
+        format!("{}:{}", self.var("PROXY_ADDR"), self.var("NGINX_PORT"))
+    }
+
+    /// Runs a shell command as root inside a host's namespaces (`proxy`, `app1`, ...).
+    pub fn exec(&self, host: &str, cmd: &str) -> std::io::Result<Output> {
+        Command::new("bash")
+            .arg(&self.script)
+            .args(["exec", &self.name, host, "bash", "-c", cmd])
+            .output()
+    }
+
+    /// Like [`Testbed::exec`], failing on a non-zero exit; its stdout, trimmed.
+    pub fn sh(&self, host: &str, cmd: &str) -> Result<String> {
+        let out = self.exec(host, cmd)?;
+        if !out.status.success() {
+            return Err(format!(
+                "[{host}] {cmd}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+            .into());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Whether something listens on `port` on `host`.
+    pub fn port_open(&self, host: &str, port: u16) -> bool {
+        self.exec(host, &format!("exec 3<>/dev/tcp/127.0.0.1/{port}"))
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// The proxy's state file, as key/value pairs.
+    pub fn state(&self) -> Result<HashMap<String, String>> {
+        Ok(parse_env(&self.sh(
+            "proxy",
+            &format!("cat {}/state", self.var("STATE_DIR")),
+        )?))
+    }
+
+    /// GET /version through nginx ("" when nothing answers).
+    pub fn version_via_proxy(&self) -> String {
+        Command::new("curl")
+            .args(["-s", "-m", "5"])
+            .arg(format!("http://{}/version", self.proxy_http()))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Stops every app instance on every app host (through their pid files: bluegreen's slots and
+    /// the seed-style baseline's ports), forgets bluegreen's state and points nginx back at nothing,
+    /// so another deploy tool can start from clean hosts.
+    pub fn reset_apps(&self) -> Result<()> {
+        let dir = self.var("DEPLOY_DIR");
+        for i in 1..=self.app_addrs().len() {
+            self.sh(
+                &format!("app{i}"),
+                &format!(
+                    "for f in {dir}/*/app.pid; do [ -f \"$f\" ] || continue; p=$(cat \"$f\"); \
+                     kill -TERM -- \"-$p\" 2>/dev/null || kill -TERM \"$p\" 2>/dev/null || true; \
+                     for _ in $(seq 100); do kill -0 \"$p\" 2>/dev/null || break; sleep 0.05; done; \
+                     rm -f \"$f\"; done; rm -rf {dir}/*"
+                ),
+            )?;
+        }
+        let state = self.var("STATE_DIR");
+        self.sh(
+            "proxy",
+            &format!(
+                "printf 'server 127.0.0.1:9;\\n' >{} && rm -rf {state}/state {state}/lock {state}/audit.log && \
+                 kill -HUP $(cat {})",
+                self.var("UPSTREAM_FILE"),
+                self.var("NGINX_PID_FILE")
+            ),
+        )?;
+        Ok(())
+    }
+
+    /// A config deploying the demo app from `artifact` to this testbed: health polled every 200 ms,
+    /// two good answers needed within `deadline`; `extra` is appended (more top-level keys).
+    pub fn config(&self, artifact: &Path, deadline: &str, extra: &str) -> String {
+        let servers: String = self
+            .app_addrs()
+            .iter()
+            .map(|a| format!("  - host: {a}\n"))
+            .collect();
+        format!(
+            "app: demo
+artifact: {artifact}
+ssh:
+  user: {user}
+  identity_file: {key}
+  known_hosts: {known_hosts}
+  credentials_id: testbed-key
+  connect_timeout: 5s
+  command_timeout: 60s
+proxy:
+  host: {proxy}
+  upstream_file: {upstream}
+  upstream_name: {upstream_name}
+  test_command: {test}
+  reload_command: {reload}
+  state_dir: {state}
+  check_url: http://{proxy}:{port}/actuator/health
+servers:
+{servers}deploy_dir: {deploy}
+start: {java} {java_opts} -jar {{jar}} --server.port={{port}}
+health:
+  interval: 200ms
+  timeout: 2s
+  deadline: {deadline}
+  successes: 2
+stop:
+  grace: 20s
+{extra}",
+            artifact = artifact.display(),
+            user = self.var("SSH_USER"),
+            key = self.var("SSH_KEY"),
+            known_hosts = self.var("KNOWN_HOSTS"),
+            proxy = self.var("PROXY_ADDR"),
+            port = self.var("NGINX_PORT"),
+            upstream = self.var("UPSTREAM_FILE"),
+            upstream_name = self.var("UPSTREAM_NAME"),
+            test = self.var("NGINX_TEST_CMD"),
+            reload = self.var("NGINX_RELOAD_CMD"),
+            state = self.var("STATE_DIR"),
+            deploy = self.var("DEPLOY_DIR"),
+            java = self.var("JAVA"),
+            java_opts = self.var("JAVA_OPTS"),
+        )
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(&self.script)
+            .args(["down", &self.name])
+            .output();
+    }
+}
+
+/// Builds the demo app's jars `app-VERSION.jar` into `out`, each padded with `pad_kib` KiB of
+/// incompressible bytes.
+pub fn build_jars(out: &Path, versions: &[&str], pad_kib: u64) -> Result<()> {
+    let o = Command::new("bash")
+        .arg(root().join("tests/app/build.sh"))
+        .arg(out)
+        .args(versions)
+        .env("APP_JAR_PAD_KB", pad_kib.to_string())
+        .output()?;
+    if !o.status.success() {
+        return Err(format!(
+            "tests/app/build.sh failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// A deploy workspace: the config (`bluegreen.yaml`) and the artifact (`artifact/demo.jar`).
+pub struct Workdir {
+    /// The directory.
+    pub dir: PathBuf,
+    jars: PathBuf,
+}
+
+impl Workdir {
+    /// A workdir in `dir` for `tb`, deploying jars from `jars` (see [`Testbed::config`]).
+    pub fn new(
+        tb: &Testbed,
+        dir: &Path,
+        jars: &Path,
+        deadline: &str,
+        extra: &str,
+    ) -> Result<Workdir> {
+        std::fs::create_dir_all(dir.join("artifact"))?;
+        let cfg = tb.config(&dir.join("artifact/demo.jar"), deadline, extra);
+        std::fs::write(dir.join("bluegreen.yaml"), cfg)?;
+        Ok(Workdir {
+            dir: dir.to_path_buf(),
+            jars: jars.to_path_buf(),
+        })
+    }
+
+    /// The config file.
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("bluegreen.yaml")
+    }
+
+    /// The staged artifact.
+    pub fn artifact(&self) -> PathBuf {
+        self.dir.join("artifact/demo.jar")
+    }
+
+    /// Puts `app-VERSION.jar` in place as the artifact (atomically).
+    pub fn stage(&self, version: &str) -> Result<()> {
+        let tmp = self.dir.join("artifact/.demo.jar.tmp");
+        std::fs::copy(self.jars.join(format!("app-{version}.jar")), &tmp)?;
+        std::fs::rename(&tmp, self.artifact())?;
+        Ok(())
+    }
+}
