@@ -531,6 +531,16 @@ bg_disconnect() {
   done
 }
 
+# bg_check_space HOST PREPARE_OUTPUT DIR: fails before uploading when DIR has too little room.
+bg_check_space() {
+  local free_kib need_kib
+  free_kib=$(printf '%s\n' "$2" | sed -n 's/^free_kib=//p')
+  need_kib=$((($(stat -c %s -- "$BG_ARTIFACT") + 1023) / 1024))
+  if [ -n "$free_kib" ] && [ "$free_kib" -lt "$need_kib" ]; then
+    bg_fail "[$1] only ${free_kib} KiB free in $3, the artifact needs ${need_kib} KiB"
+  fi
+}
+
 bg_upload() {
   local id=$1 dest=$2 start elapsed
   start=$(bg_now_ms)
@@ -715,7 +725,8 @@ bg_deploy_phase_prepare() {
 }
 
 bg_deploy_phase_upload() {
-  bg_on app1 prepare "/srv/billing/${BG_TARGET_SLOT}"
+  bg_prepared=$(bg_remote app1 prepare "/srv/billing/${BG_TARGET_SLOT}")
+  bg_check_space app1 "$bg_prepared" "/srv/billing/${BG_TARGET_SLOT}"
   bg_upload app1 "/srv/billing/${BG_TARGET_SLOT}/.billing.jar.upload"
   bg_on app1 install "/srv/billing/${BG_TARGET_SLOT}" ".billing.jar.upload" "billing.jar" "${BG_RELEASE}"
 }

@@ -536,6 +536,16 @@ bg_disconnect() {
   done
 }
 
+# bg_check_space HOST PREPARE_OUTPUT DIR: fails before uploading when DIR has too little room.
+bg_check_space() {
+  local free_kib need_kib
+  free_kib=$(printf '%s\n' "$2" | sed -n 's/^free_kib=//p')
+  need_kib=$((($(stat -c %s -- "$BG_ARTIFACT") + 1023) / 1024))
+  if [ -n "$free_kib" ] && [ "$free_kib" -lt "$need_kib" ]; then
+    bg_fail "[$1] only ${free_kib} KiB free in $3, the artifact needs ${need_kib} KiB"
+  fi
+}
+
 bg_upload() {
   local id=$1 dest=$2 start elapsed
   start=$(bg_now_ms)
@@ -720,13 +730,15 @@ bg_deploy_phase_prepare() {
 }
 
 bg_deploy_upload_app1() {
-  bg_on app1 prepare "/home/ubuntu/sokdak/${BG_TARGET_SLOT}"
+  bg_prepared=$(bg_remote app1 prepare "/home/ubuntu/sokdak/${BG_TARGET_SLOT}")
+  bg_check_space app1 "$bg_prepared" "/home/ubuntu/sokdak/${BG_TARGET_SLOT}"
   bg_upload app1 "/home/ubuntu/sokdak/${BG_TARGET_SLOT}/.sokdak.jar.upload"
   bg_on app1 install "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" ".sokdak.jar.upload" "sokdak.jar" "${BG_RELEASE}"
 }
 
 bg_deploy_upload_app2() {
-  bg_on app2 prepare "/home/ubuntu/sokdak/${BG_TARGET_SLOT}"
+  bg_prepared=$(bg_remote app2 prepare "/home/ubuntu/sokdak/${BG_TARGET_SLOT}")
+  bg_check_space app2 "$bg_prepared" "/home/ubuntu/sokdak/${BG_TARGET_SLOT}"
   bg_upload app2 "/home/ubuntu/sokdak/${BG_TARGET_SLOT}/.sokdak.jar.upload"
   bg_on app2 install "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" ".sokdak.jar.upload" "sokdak.jar" "${BG_RELEASE}"
 }

@@ -132,6 +132,16 @@ bg_disconnect() {
   done
 }
 
+# bg_check_space HOST PREPARE_OUTPUT DIR: fails before uploading when DIR has too little room.
+bg_check_space() {
+  local free_kib need_kib
+  free_kib=$(printf '%s\n' "$2" | sed -n 's/^free_kib=//p')
+  need_kib=$((($(stat -c %s -- "$BG_ARTIFACT") + 1023) / 1024))
+  if [ -n "$free_kib" ] && [ "$free_kib" -lt "$need_kib" ]; then
+    bg_fail "[$1] only ${free_kib} KiB free in $3, the artifact needs ${need_kib} KiB"
+  fi
+}
+
 bg_upload() {
   local id=$1 dest=$2 start elapsed
   start=$(bg_now_ms)

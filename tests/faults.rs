@@ -1144,3 +1144,114 @@ fn new_version_dying_after_the_switch_is_switched_back() {
         ),
     );
 }
+
+/// A 2 MiB jar of version `big`, built once.
+fn big_jar() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("bluegreen-bigjar-{}", std::process::id()));
+        bluegreen_testbed::build_jars(&dir, &["big"], 2048).unwrap();
+        dir.join("app-big.jar")
+    })
+}
+
+#[test]
+fn full_disk_on_an_app_host_fails_before_the_switch() {
+    let _serial = serial();
+    let tb = Testbed::up(2);
+    let wd = Workdir::new(&tb, "30s", "");
+    setup_deploy(&tb, &wd, "v1");
+    let before = tb.state();
+    let upstream_before = upstream(&tb);
+    // app2's idle slot directory sits on a 512 KiB filesystem; the new jar is 2 MiB.
+    tb.sh_ok(
+        "app2",
+        "mkdir -p /srv/bluegreen/green && mount -t tmpfs -o size=512k tmpfs /srv/bluegreen/green \
+         && chown bgdeploy /srv/bluegreen/green",
+    );
+    std::fs::copy(big_jar(), wd.path().join("artifact/demo.jar")).unwrap();
+
+    // exec sees the free space before it uploads anything.
+    let traffic = Traffic::start(&tb, 2);
+    traffic.allow(&["v1"]);
+    let run = exec(&wd, "faults-disk");
+    std::thread::sleep(Duration::from_millis(300));
+    let (nc, ka) = traffic.stop();
+    assert_code(&run, 1);
+    assert_says(
+        &run,
+        &[
+            "app2",
+            "free in /srv/bluegreen/green",
+            "the artifact needs 2.0 MiB",
+        ],
+    );
+    assert_untouched(&nc, &ka);
+
+    // The rendered script checks the same before its scp, and the abort undoes.
+    let r = Command::new(env!("CARGO_BIN_EXE_bluegreen"))
+        .args(["render", "script", "-o", "deploy.sh"])
+        .current_dir(wd.path())
+        .output()
+        .unwrap();
+    assert!(r.status.success());
+    let traffic = Traffic::start(&tb, 2);
+    traffic.allow(&["v1"]);
+    let started = Instant::now();
+    let out = Command::new("bash")
+        .arg("deploy.sh")
+        .current_dir(wd.path())
+        .env_remove("BUILD_TAG")
+        .env_remove("BG_RUN_ID")
+        .output()
+        .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(300));
+    let (nc2, ka2) = traffic.stop();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("[app2] only ")
+            && err.contains("KiB free in /srv/bluegreen/green, the artifact needs 2"),
+        "{err}"
+    );
+    assert!(
+        err.contains("abort after a failure in the upload phase"),
+        "{err}"
+    );
+    assert_untouched(&nc2, &ka2);
+
+    for (what, _) in [("exec", 0), ("script", 1)] {
+        assert_eq!(tb.state(), before, "{what}: the state file is unchanged");
+    }
+    assert_eq!(
+        upstream(&tb),
+        upstream_before,
+        "the upstream file is unchanged"
+    );
+    assert_serves(&tb, "v1");
+    tb.assert_lock_free();
+    assert_ports(&tb, 8080, 8081);
+    // The partial upload is not left behind as the slot's jar.
+    assert_eq!(
+        tb.sh_ok(
+            "app2",
+            "test -e /srv/bluegreen/green/demo.jar && echo yes || echo no"
+        ),
+        "no"
+    );
+    tb.sh_ok("app2", "umount /srv/bluegreen/green");
+    report(
+        "full_disk",
+        format!(
+            "exec: exit 1 after {:.2}s: `{}`; script: exit 1 after {secs:.2}s (space checked before scp, undone); \
+             new-conn {} / {} | keep-alive {} / {}",
+            run.secs,
+            line_with(&run, "free in"),
+            nc.line(),
+            nc2.line(),
+            ka.line(),
+            ka2.line()
+        ),
+    );
+}

@@ -21,7 +21,7 @@
 
 use askama::Template;
 use bluegreen_core::config::{HostKeyPolicy, ProbeFrom};
-use bluegreen_core::plan::{Host, PhaseKind, RemoteStep, Step, When};
+use bluegreen_core::plan::{Host, PhaseKind, Step, When};
 use bluegreen_core::remote::{RemoteCall, LIBRARY, REMOTE_COMMAND};
 use bluegreen_core::{Plan, Word};
 use std::fmt::Write as _;
@@ -301,9 +301,9 @@ fn guard(when: When, line: String) -> String {
 /// The bash lines for one step; each line is one command, so `abort` can try each on its own.
 fn step_lines(step: &Step) -> Vec<String> {
     // `VAR=$(bg_remote HOST FN ARGS...)`: a call whose output sets a runtime variable.
-    let capture = |var: &str, s: &RemoteStep| {
-        let mut line = format!("{var}=$(bg_remote {} {}", s.host, s.call.func.name());
-        for a in &s.call.args {
+    let capture = |var: &str, host: &str, call: &RemoteCall| {
+        let mut line = format!("{var}=$(bg_remote {host} {}", call.func.name());
+        for a in &call.args {
             line.push(' ');
             line.push_str(&a.to_bash());
         }
@@ -312,10 +312,13 @@ fn step_lines(step: &Step) -> Vec<String> {
     };
     match step {
         Step::Inspect(s) => vec![
-            capture("BG_RELEASE", s),
+            capture("BG_RELEASE", &s.host, &s.call),
             "bg_log \"[$BG_APP] release to roll back to: $BG_RELEASE\"".into(),
         ],
-        Step::Detect(s) => vec![capture("BG_LIVE_SLOT", s), "bg_select_slots".into()],
+        Step::Detect(s) => vec![
+            capture("BG_LIVE_SLOT", &s.host, &s.call),
+            "bg_select_slots".into(),
+        ],
         Step::Lock(s)
         | Step::Start(s)
         | Step::Record(s)
@@ -325,7 +328,12 @@ fn step_lines(step: &Step) -> Vec<String> {
         Step::Copy(c) => {
             let dest = c.dir.clone().then_lit("/").then_lit(&c.tmp_name);
             vec![
-                on(&c.host, &c.prepare),
+                capture("bg_prepared", &c.host, &c.prepare),
+                format!(
+                    "bg_check_space {} \"$bg_prepared\" {}",
+                    c.host,
+                    c.dir.to_bash()
+                ),
                 format!("bg_upload {} {}", c.host, dest.to_bash()),
                 on(&c.host, &c.install),
             ]
