@@ -673,6 +673,7 @@ bg_save() {
     printf 'BG_ACTION=%q\n' "$BG_ACTION"
     printf 'BG_PHASE=%q\n' "$BG_PHASE"
     printf 'BG_CTL_DIR=%q\n' "$BG_CTL_DIR"
+    printf 'BG_STARTED=%q\n' "$BG_STARTED"
     printf 'BG_ARTIFACT=%q\n' "$BG_ARTIFACT"
     printf 'BG_RELEASE=%q\n' "$BG_RELEASE"
     printf 'BG_DEPLOYER=%q\n' "$BG_DEPLOYER"
@@ -703,6 +704,7 @@ bg_begin() {
     [ -n "$BG_RUN_ID" ] || BG_RUN_ID="$(id -un)@$(hostname)-$$-$(date +%s)"
     BG_DEPLOYER=${BUILD_TAG:-$BG_RUN_ID}
     BG_CTL_DIR=$(mktemp -d "${TMPDIR:-/tmp}/bluegreen.XXXXXX")
+    BG_STARTED=$(date +%s)
     BG_LIVE_SLOT="" BG_LIVE_PORT="" BG_TARGET_SLOT="" BG_TARGET_PORT="" BG_RELEASE="" BG_ARTIFACT=""
     rm -f -- "$BG_RUN_DIR/summary"
   else
@@ -900,10 +902,11 @@ bg_run_phase() {
   bg_save
   if [ "$2" = finish ]; then
     case "$1" in
-      deploy) printf 'deployed %s to the %s slot of %s host(s)\n' "${BG_RELEASE:0:12}" "$BG_TARGET_SLOT" "${#BG_APP_HOSTS[@]}" ;;
-      rollback) printf 'rolled back to %s on the %s slot of %s host(s)\n' "${BG_RELEASE:0:12}" "$BG_TARGET_SLOT" "${#BG_APP_HOSTS[@]}" ;;
-      *) printf 'retired the %s slot of %s host(s)\n' "$BG_TARGET_SLOT" "${#BG_APP_HOSTS[@]}" ;;
+      deploy) printf 'deployed %s to the %s slot of %s host(s)' "${BG_RELEASE:0:12}" "$BG_TARGET_SLOT" "${#BG_APP_HOSTS[@]}" ;;
+      rollback) printf 'rolled back to %s on the %s slot of %s host(s)' "${BG_RELEASE:0:12}" "$BG_TARGET_SLOT" "${#BG_APP_HOSTS[@]}" ;;
+      *) printf 'retired the %s slot of %s host(s)' "$BG_TARGET_SLOT" "${#BG_APP_HOSTS[@]}" ;;
     esac >"$BG_RUN_DIR/summary"
+    printf ' in %ss by %s\n' "$(($(date +%s) - BG_STARTED))" "$BG_DEPLOYER" >>"$BG_RUN_DIR/summary"
     bg_disconnect
   fi
 }
