@@ -7,7 +7,8 @@ packages=(
   groovy default-jdk-headless                          # Groovy 2.4 (Jenkins' compiler); javac for the demo app
   openssh-server openssh-client                        # real sshd per testbed host; ssh/scp for the script
   nginx-light                                          # the proxy
-  libssl-dev pkg-config                                # ssh2's libssh2 links OpenSSL
+  libssl-dev pkg-config gcc libc6-dev make             # ssh2 builds libssh2 (C) and links OpenSSL
+  passwd mount hostname                                # the testbed's useradd, mount, hostname
 )
 if [ "$(id -u)" -ne 0 ]; then
   echo "tests/deps.sh: run as root (it installs Debian packages: ${packages[*]})" >&2

@@ -351,7 +351,7 @@ pub fn write(r: &Results, s: &Sizes, m: &Machine, out: &Path, plots: &Path) -> R
                  run alone for {:.1} s at growing worker counts; the series then use the fewest workers \
                  that reach 95% of the best rate, i.e. the highest rate this machine sustains (client, \
                  nginx and both JVMs share its cores). Each series is {} consecutive deploys \
-                 (`bluegreen_ssh::deploy` in-process) under continuous load through nginx; a \
+                 (`bluegreen_ssh::run` in-process) under continuous load through nginx; a \
                  request is a failure unless it answers 200 from a version allowed at that moment (old \
                  or new during a deploy, only the new one after it returns).\n",
                 s.calib_secs, s.deploys

@@ -95,7 +95,7 @@ pub fn deploy_in_process(config: &Path) -> Result<InProcess> {
     let mut last_health_ok = None;
     let mut switch_started = None;
     let mut log = Vec::new();
-    let result = bluegreen_ssh::deploy(&plan, &opts, &mut |e| {
+    let result = bluegreen_ssh::run(&plan, &opts, &mut |e| {
         let now = Instant::now();
         match (e.step.as_str(), e.status, e.cleanup) {
             ("health", Status::Ok, false) => last_health_ok = Some(now),

@@ -2,7 +2,7 @@
 //! the integration tests so that both deploy the same way; a scratch directory is the suite's own.
 
 use crate::Result;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub use bluegreen_testbed::{Testbed, Workdir};
 
@@ -17,25 +17,20 @@ pub fn build_jars(out: &Path, versions: &[String], pad_kib: u64) -> Result<()> {
 }
 
 /// A scratch directory for jars and configs, removed on drop.
-pub struct Scratch(pub PathBuf);
+pub struct Scratch(tempfile::TempDir);
 
 impl Scratch {
     /// A fresh directory under the system temp dir.
     pub fn new(tag: &str) -> Result<Scratch> {
-        let p = std::env::temp_dir().join(format!("bluegreen-bench-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p)?;
-        Ok(Scratch(p))
+        Ok(Scratch(
+            tempfile::Builder::new()
+                .prefix(&format!("bluegreen-bench-{tag}-"))
+                .tempdir()?,
+        ))
     }
 
     /// The directory.
     pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path()
     }
 }

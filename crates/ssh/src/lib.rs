@@ -15,10 +15,10 @@
 //! [`ops::lock_show`], [`ops::history`]; [`ops::lock_release`] breaks a stale lock.
 //!
 //! ```no_run
-//! use bluegreen_ssh::{deploy, ExecOptions};
+//! use bluegreen_ssh::{run, ExecOptions};
 //! let config = bluegreen_core::Config::load("bluegreen.yaml".as_ref())?;
 //! let plan = bluegreen_core::Plan::new(&config);
-//! let summary = deploy(&plan, &ExecOptions::default(), &mut |e| eprintln!("{e}"))?;
+//! let summary = run(&plan, &ExecOptions::default(), &mut |e| eprintln!("{e}"))?;
 //! println!("{summary}");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -163,15 +163,6 @@ pub(crate) fn short(sha: &str) -> &str {
 /// are ready. A rollback or retire with nothing to act on fails with [`Error::Refused`] having
 /// changed nothing; a lock held by another run fails with [`Error::LockHeld`].
 pub fn run(plan: &Plan, opts: &ExecOptions, out: &mut dyn FnMut(&Event)) -> Result<Summary, Error> {
-    run::run(plan, opts, out)
-}
-
-/// [`run`], under its historical name.
-pub fn deploy(
-    plan: &Plan,
-    opts: &ExecOptions,
-    out: &mut dyn FnMut(&Event),
-) -> Result<Summary, Error> {
     run::run(plan, opts, out)
 }
 
