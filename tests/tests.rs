@@ -6,6 +6,7 @@
 //! - `e2e`: deploys on the testbed (`testbed`) under load, with each backend.
 //! - `script_calls`: the rendered script sends the same remote calls as `exec`.
 //! - `operations`: rollback, retire, status and drift, lock commands, history, Slack (testbed).
+//! - `host_keys`: host keys as OpenSSH checks them, against a real sshd with several key types (testbed).
 //! - `hostile`: values with quotes, `$()`, backticks, newlines ... are rejected or rendered inert.
 //!
 //! Tests that need an outside tool (shellcheck, groovy, bash) fail, never skip, when it is missing:
@@ -17,6 +18,7 @@
 mod config_errors;
 mod e2e;
 mod faults;
+mod host_keys;
 mod hostile;
 mod jenkins;
 mod operations;

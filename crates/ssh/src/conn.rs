@@ -5,10 +5,11 @@
 //! the jobs it is sent (remote calls, uploads) one after another.
 
 use crate::error::{known_hosts_name, Error, HostKeyProblem, SshMsg};
+use crate::known_hosts::{self, Verdict};
 use bluegreen_core::config::HostKeyPolicy;
 use bluegreen_core::remote::REMOTE_COMMAND;
 use sha2::{Digest, Sha256};
-use ssh2::{CheckResult, HostKeyType, KnownHostFileKind, Session};
+use ssh2::{HostKeyType, MethodType, Session};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -37,9 +38,29 @@ pub(crate) struct Target {
     pub user: String,
 }
 
+/// OpenSSH's GlobalKnownHostsFile: read after `ssh.known_hosts`, never written.
+pub(crate) const GLOBAL_KNOWN_HOSTS: &str = "/etc/ssh/ssh_known_hosts";
+
+/// Names another file to read instead of [`GLOBAL_KNOWN_HOSTS`] (tests, or a machine keeping it
+/// elsewhere).
+pub(crate) const GLOBAL_KNOWN_HOSTS_ENV: &str = "BLUEGREEN_GLOBAL_KNOWN_HOSTS";
+
+/// The global known_hosts file: `$BLUEGREEN_GLOBAL_KNOWN_HOSTS` when set and not empty, else
+/// [`GLOBAL_KNOWN_HOSTS`].
+pub(crate) fn global_known_hosts(env: &crate::EnvLookup) -> PathBuf {
+    PathBuf::from(
+        env(GLOBAL_KNOWN_HOSTS_ENV)
+            .filter(|p| !p.trim().is_empty())
+            .unwrap_or_else(|| GLOBAL_KNOWN_HOSTS.to_string()),
+    )
+}
+
 /// Settings shared by every connection.
 pub(crate) struct Settings {
+    /// The user's known_hosts file (`ssh.known_hosts`): read first, `accept-new` adds keys to it.
     pub known_hosts: PathBuf,
+    /// The global known_hosts file, read after it and never written (see [`global_known_hosts`]).
+    pub global_known_hosts: PathBuf,
     pub policy: HostKeyPolicy,
     pub identity: Option<PathBuf>,
     /// Never shown anywhere.
@@ -200,6 +221,7 @@ pub(crate) fn connect(t: &Target, s: &Settings) -> Result<(Session, Connected), 
     // The handshake is bounded by the connect timeout, everything after it by the command timeout.
     sess.set_timeout(millis_u32(s.connect_timeout));
     sess.set_tcp_stream(tcp);
+    prefer_host_keys(&sess, t, s)?;
     sess.handshake()
         .map_err(|e| connect_err(t, format!("ssh handshake failed: {}", SshMsg(&e))))?;
     sess.set_timeout(millis_u32(s.command_timeout));
@@ -251,35 +273,55 @@ fn base64_nopad(data: &[u8]) -> String {
     out
 }
 
-/// Reads a known_hosts file into libssh2 line by line, so that a line it cannot parse (a
-/// certificate authority, a key type it does not know) does not hide the others.
-fn load_known_hosts(sess: &Session, t: &Target, file: &Path) -> Result<ssh2::KnownHosts, Error> {
-    let mut kh = sess
-        .known_hosts()
-        .map_err(|e| connect_err(t, format!("cannot check the host key: {}", SshMsg(&e))))?;
-    match std::fs::read_to_string(file) {
-        Ok(text) => {
-            for line in text.lines() {
-                let line = line.trim();
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                let _ = kh.read_str(line, KnownHostFileKind::OpenSSH);
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(Error::Io {
+/// The user's known_hosts file, then the global one, parsed (a file that does not exist is empty).
+fn load_known_hosts(s: &Settings) -> Result<Vec<known_hosts::File>, Error> {
+    let mut paths = vec![&s.known_hosts];
+    if s.global_known_hosts != s.known_hosts {
+        paths.push(&s.global_known_hosts);
+    }
+    paths
+        .into_iter()
+        .map(|path| {
+            known_hosts::File::load(path).map_err(|source| Error::Io {
                 what: "cannot read known_hosts file".into(),
-                path: file.to_path_buf(),
+                path: path.clone(),
                 source,
             })
-        }
-    }
-    Ok(kh)
+        })
+        .collect()
 }
 
-/// Applies the host key policy. Returns a note for the connect event and a warning, if any.
+/// Before the handshake: asks for the host key algorithms of the key types known_hosts records for
+/// this host first, then for the rest of what libssh2 supports, as OpenSSH does. A host recorded
+/// with its ecdsa key that also has an ed25519 one is then checked against its ecdsa key rather
+/// than looking changed. Host certificates are never asked for: bluegreen does not verify them.
+fn prefer_host_keys(sess: &Session, t: &Target, s: &Settings) -> Result<(), Error> {
+    let pinned = if s.policy == HostKeyPolicy::Off {
+        Vec::new()
+    } else {
+        let names = known_hosts::host_names(&t.addr, t.port);
+        known_hosts::pinned_types(&load_known_hosts(s)?, &names)
+    };
+    let supported = sess.supported_algs(MethodType::HostKey).map_err(|e| {
+        connect_err(
+            t,
+            format!("cannot list libssh2's host key algorithms: {}", SshMsg(&e)),
+        )
+    })?;
+    let prefs = known_hosts::host_key_prefs(&pinned, &supported);
+    if prefs.is_empty() {
+        return Ok(());
+    }
+    sess.method_pref(MethodType::HostKey, &prefs).map_err(|e| {
+        connect_err(
+            t,
+            format!("cannot set the host key algorithms {prefs}: {}", SshMsg(&e)),
+        )
+    })
+}
+
+/// Applies the host key policy to the key the host offered, with both known_hosts files (see
+/// [`known_hosts::check`]). Returns a note for the connect event and a warning, if any.
 fn check_host_key(
     sess: &Session,
     t: &Target,
@@ -288,7 +330,9 @@ fn check_host_key(
     let (key, ktype) = sess
         .host_key()
         .ok_or_else(|| connect_err(t, "the server sent no host key"))?;
-    let type_name = key_type_name(ktype);
+    let type_name = known_hosts::blob_type(key)
+        .unwrap_or(key_type_name(ktype))
+        .to_string();
     let fp = fingerprint(key);
     if s.policy == HostKeyPolicy::Off {
         return Ok((
@@ -298,65 +342,74 @@ fn check_host_key(
             )),
         ));
     }
+    let names = known_hosts::host_names(&t.addr, t.port);
     let problem = |kind| Error::HostKey {
         host: t.id.clone(),
         addr: t.addr.clone(),
         port: t.port,
-        key_type: type_name.to_string(),
+        key_type: type_name.clone(),
         file: s.known_hosts.clone(),
-        kind,
+        kind: Box::new(kind),
     };
-    let check = |kh: &ssh2::KnownHosts| kh.check_port(&t.addr, t.port, key);
-    match check(&load_known_hosts(sess, t, &s.known_hosts)?) {
-        CheckResult::Match => Ok((format!("{type_name} key known"), None)),
-        CheckResult::Mismatch => Err(problem(HostKeyProblem::Mismatch)),
-        CheckResult::Failure => Err(connect_err(t, "libssh2 could not check the host key")),
-        CheckResult::NotFound if s.policy == HostKeyPolicy::Strict => {
-            Err(problem(HostKeyProblem::Unknown))
+    // Ok(true): the key is known; Ok(false): nothing is recorded for the host.
+    let check = || -> Result<bool, Error> {
+        match known_hosts::check(&load_known_hosts(s)?, &names, key) {
+            Verdict::Known(_) => Ok(true),
+            Verdict::Unknown => Ok(false),
+            Verdict::Revoked(at) => Err(problem(HostKeyProblem::Revoked {
+                file: at.file,
+                line: at.line,
+            })),
+            Verdict::Mismatch(at) => Err(problem(HostKeyProblem::Mismatch {
+                file: at.file,
+                line: at.line,
+            })),
+            Verdict::OtherTypes { pinned, at } => Err(problem(HostKeyProblem::OtherType {
+                pinned,
+                file: at.file,
+                line: at.line,
+            })),
+            Verdict::CertAuthority(at) => Err(problem(HostKeyProblem::CertAuthority {
+                file: at.file,
+                line: at.line,
+            })),
         }
-        CheckResult::NotFound => {
-            let _guard = KNOWN_HOSTS_WRITE
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            // Another thread may have added it (two host ids, one address) while we waited.
-            match check(&load_known_hosts(sess, t, &s.known_hosts)?) {
-                CheckResult::Match => return Ok((format!("{type_name} key known"), None)),
-                CheckResult::Mismatch => return Err(problem(HostKeyProblem::Mismatch)),
-                _ => {}
-            }
-            let name = known_hosts_name(&t.addr, t.port);
-            let line = known_hosts_line(sess, &name, key, ktype).map_err(|e| {
-                connect_err(t, format!("cannot record the host key: {}", SshMsg(&e)))
-            })?;
-            append_line(&s.known_hosts, &line).map_err(|source| Error::Io {
-                what: "cannot add the host key to".into(),
-                path: s.known_hosts.clone(),
-                source,
-            })?;
-            Ok((
-                format!("{type_name} key added"),
-                Some(format!(
-                    "added {type_name} key {fp} of {name} to {} (host_key_policy: accept-new)",
-                    s.known_hosts.display()
-                )),
-            ))
-        }
+    };
+    let known = || Ok((format!("{type_name} key known"), None));
+    if check()? {
+        return known();
     }
-}
-
-fn known_hosts_line(
-    sess: &Session,
-    name: &str,
-    key: &[u8],
-    ktype: HostKeyType,
-) -> Result<String, ssh2::Error> {
-    let mut kh = sess.known_hosts()?;
-    kh.add(name, key, "", ktype.into())?;
-    let hosts = kh.hosts()?;
-    let first = hosts
-        .first()
-        .ok_or_else(|| ssh2::Error::from_errno(ssh2::ErrorCode::Session(-1)))?;
-    kh.write_string(first, KnownHostFileKind::OpenSSH)
+    if s.policy == HostKeyPolicy::Strict {
+        return Err(problem(HostKeyProblem::Unknown {
+            global: s.global_known_hosts.clone(),
+        }));
+    }
+    let _guard = KNOWN_HOSTS_WRITE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Another thread may have added it (two host ids, one address) while we waited.
+    if check()? {
+        return known();
+    }
+    let name = known_hosts_name(&t.addr, t.port);
+    let line = known_hosts::entry_line(&name, key).ok_or_else(|| {
+        connect_err(
+            t,
+            "cannot record the host key: it does not start with its type",
+        )
+    })?;
+    append_line(&s.known_hosts, &line).map_err(|source| Error::Io {
+        what: "cannot add the host key to".into(),
+        path: s.known_hosts.clone(),
+        source,
+    })?;
+    Ok((
+        format!("{type_name} key added"),
+        Some(format!(
+            "added {type_name} key {fp} of {name} to {} (host_key_policy: accept-new)",
+            s.known_hosts.display()
+        )),
+    ))
 }
 
 fn append_line(file: &Path, line: &str) -> std::io::Result<()> {
@@ -566,6 +619,15 @@ mod tests {
         assert_eq!(base64_nopad(b"fo"), "Zm8");
         assert_eq!(base64_nopad(b"foo"), "Zm9v");
         assert_eq!(base64_nopad(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn global_known_hosts_can_be_overridden() {
+        let default = PathBuf::from("/etc/ssh/ssh_known_hosts");
+        assert_eq!(global_known_hosts(&|_: &str| None), default);
+        let set = |n: &str| (n == "BLUEGREEN_GLOBAL_KNOWN_HOSTS").then(|| "/tmp/kh".to_string());
+        assert_eq!(global_known_hosts(&set), PathBuf::from("/tmp/kh"));
+        assert_eq!(global_known_hosts(&|_: &str| Some(" ".into())), default);
     }
 
     #[test]

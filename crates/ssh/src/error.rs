@@ -4,13 +4,45 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// What is wrong with a host key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What is wrong with a host key. `file` and `line` say where the line that decided it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostKeyProblem {
-    /// The host has no key in the known_hosts file (refused by `host_key_policy: strict`).
-    Unknown,
-    /// The host's key differs from the one recorded in the known_hosts file.
-    Mismatch,
+    /// Neither known_hosts file records a key for the host (refused by `host_key_policy: strict`).
+    Unknown {
+        /// The global known_hosts file, read after the user's (`/etc/ssh/ssh_known_hosts`).
+        global: PathBuf,
+    },
+    /// A key of the type the host offered is recorded for it, and it differs.
+    Mismatch {
+        /// The known_hosts file holding the recorded key.
+        file: PathBuf,
+        /// Its line, from 1.
+        line: usize,
+    },
+    /// Keys are recorded for the host, but the host offers none of their types.
+    OtherType {
+        /// The types recorded, e.g. `ecdsa-sha2-nistp256`.
+        pinned: Vec<String>,
+        /// The known_hosts file of the first key recorded.
+        file: PathBuf,
+        /// Its line, from 1.
+        line: usize,
+    },
+    /// The host's key is marked `@revoked` (refused whatever the policy and the other lines say).
+    Revoked {
+        /// The known_hosts file.
+        file: PathBuf,
+        /// The `@revoked` line, from 1.
+        line: usize,
+    },
+    /// Only a `@cert-authority` line covers the host: bluegreen does not verify host
+    /// certificates, and never trusts such a host on first use.
+    CertAuthority {
+        /// The known_hosts file.
+        file: PathBuf,
+        /// The `@cert-authority` line, from 1.
+        line: usize,
+    },
 }
 
 /// Everything that can make a deploy fail.
@@ -55,8 +87,9 @@ pub enum Error {
         message: String,
     },
 
-    /// The host key is unknown (strict policy) or does not match the known_hosts file.
-    #[error("{}", host_key_message(host, addr, *port, key_type, file, *kind))]
+    /// The host key is refused: unknown (strict policy), different from the one recorded,
+    /// revoked, or covered only by a certificate authority.
+    #[error("{}", host_key_message(host, addr, *port, key_type, file, kind))]
     HostKey {
         /// Host id.
         host: String,
@@ -64,12 +97,12 @@ pub enum Error {
         addr: String,
         /// SSH port.
         port: u16,
-        /// Key type, e.g. `ssh-ed25519`.
+        /// The type of the key the host offered, e.g. `ssh-ed25519`.
         key_type: String,
-        /// The known_hosts file.
+        /// The user's known_hosts file (`ssh.known_hosts`), the one new keys are added to.
         file: PathBuf,
-        /// Unknown or mismatch.
-        kind: HostKeyProblem,
+        /// What is wrong (boxed: it is large, and errors are passed around by value).
+        kind: Box<HostKeyProblem>,
     },
 
     /// Authentication was refused or impossible.
@@ -286,20 +319,45 @@ fn host_key_message(
     port: u16,
     key_type: &str,
     file: &std::path::Path,
-    kind: HostKeyProblem,
+    kind: &HostKeyProblem,
 ) -> String {
     let name = known_hosts_name(addr, port);
-    let file = file.display();
+    let user_file = file.display();
+    let keyscan = format!("ssh-keyscan -p {port} -t {key_type} {addr} >> {user_file}");
     match kind {
-        HostKeyProblem::Unknown => format!(
-            "{host}: host key of {name} ({key_type}) is not in {file} and ssh.host_key_policy is strict; \
-             check the key out of band, then add it with `ssh-keyscan -p {port} -t {key_type} {addr} >> {file}` \
-             (or set host_key_policy: accept-new)"
+        HostKeyProblem::Unknown { global } => format!(
+            "{host}: host key of {name} ({key_type}) is not in {user_file} (nor in {}) and ssh.host_key_policy is strict; \
+             check the key out of band, then add it with `{keyscan}` (or set host_key_policy: accept-new)",
+            global.display()
         ),
-        HostKeyProblem::Mismatch => format!(
-            "{host}: host key of {name} ({key_type}) does not match the one recorded in {file}: someone may be \
-             intercepting the connection, or the host was reinstalled; if you know why the key changed, remove the \
-             old entry with `ssh-keygen -R '{name}' -f {file}` and add the new one"
+        HostKeyProblem::Mismatch { file, line } => {
+            let file = file.display();
+            format!(
+                "{host}: host key of {name} ({key_type}) does not match the one recorded in {file}:{line}: someone may be \
+                 intercepting the connection, or the host was reinstalled; if you know why the key changed, remove the \
+                 old entry with `ssh-keygen -R '{name}' -f {file}` and add the new one"
+            )
+        }
+        HostKeyProblem::OtherType { pinned, file, line } => {
+            let file = file.display();
+            format!(
+                "{host}: host key of {name} is {key_type}, but only {} keys are recorded for it (first in {file}:{line}) \
+                 and the host offers none of those types: someone may be intercepting the connection, or the host was \
+                 reinstalled; if you know why its keys changed, remove the old entries with `ssh-keygen -R '{name}' -f {file}` \
+                 and add the new one",
+                pinned.join(", ")
+            )
+        }
+        HostKeyProblem::Revoked { file, line } => format!(
+            "{host}: host key of {name} ({key_type}) is marked @revoked in {}:{line}: refusing to connect whatever \
+             ssh.host_key_policy says; the host needs a new key, recorded once checked out of band",
+            file.display()
+        ),
+        HostKeyProblem::CertAuthority { file, line } => format!(
+            "{host}: {name} is covered only by the @cert-authority line {}:{line}, but bluegreen does not verify host \
+             certificates and no key of the host itself is recorded (not even with host_key_policy: accept-new); \
+             check the host's {key_type} key out of band and record it: `{keyscan}`",
+            file.display()
         ),
     }
 }
@@ -350,27 +408,98 @@ mod tests {
             port,
             key_type: "ssh-ed25519".into(),
             file: "/home/ci/.ssh/known_hosts".into(),
-            kind,
+            kind: Box::new(kind),
+        }
+    }
+
+    fn mismatch(file: &str) -> HostKeyProblem {
+        HostKeyProblem::Mismatch {
+            file: file.into(),
+            line: 3,
         }
     }
 
     #[test]
     fn mismatch_names_host_key_type_and_file() {
-        let m = hk(22, HostKeyProblem::Mismatch).to_string();
-        assert!(m.starts_with("app1: host key of 10.0.0.11 (ssh-ed25519) does not match"));
-        assert!(m.contains("ssh-keygen -R '10.0.0.11' -f /home/ci/.ssh/known_hosts"));
-        assert!(!m.ends_with('.'));
-        let m = hk(2222, HostKeyProblem::Mismatch).to_string();
-        assert!(m.contains("ssh-keygen -R '[10.0.0.11]:2222' -f /home/ci/.ssh/known_hosts"));
+        let m = hk(22, mismatch("/home/ci/.ssh/known_hosts")).to_string();
+        assert_eq!(
+            m,
+            "app1: host key of 10.0.0.11 (ssh-ed25519) does not match the one recorded in /home/ci/.ssh/known_hosts:3: \
+             someone may be intercepting the connection, or the host was reinstalled; if you know why the key changed, \
+             remove the old entry with `ssh-keygen -R '10.0.0.11' -f /home/ci/.ssh/known_hosts` and add the new one"
+        );
+        let m = hk(2222, mismatch("/etc/ssh/ssh_known_hosts")).to_string();
+        assert!(m.contains("recorded in /etc/ssh/ssh_known_hosts:3"), "{m}");
+        assert!(
+            m.contains("ssh-keygen -R '[10.0.0.11]:2222' -f /etc/ssh/ssh_known_hosts"),
+            "{m}"
+        );
     }
 
     #[test]
     fn unknown_key_says_how_to_add_it() {
-        let m = hk(2222, HostKeyProblem::Unknown).to_string();
-        assert!(m.contains("[10.0.0.11]:2222 (ssh-ed25519) is not in /home/ci/.ssh/known_hosts"));
-        assert!(
-            m.contains("ssh-keyscan -p 2222 -t ssh-ed25519 10.0.0.11 >> /home/ci/.ssh/known_hosts")
+        let m = hk(
+            2222,
+            HostKeyProblem::Unknown {
+                global: "/etc/ssh/ssh_known_hosts".into(),
+            },
+        )
+        .to_string();
+        assert_eq!(
+            m,
+            "app1: host key of [10.0.0.11]:2222 (ssh-ed25519) is not in /home/ci/.ssh/known_hosts (nor in \
+             /etc/ssh/ssh_known_hosts) and ssh.host_key_policy is strict; check the key out of band, then add it with \
+             `ssh-keyscan -p 2222 -t ssh-ed25519 10.0.0.11 >> /home/ci/.ssh/known_hosts` (or set host_key_policy: accept-new)"
         );
+    }
+
+    #[test]
+    fn other_type_revoked_and_cert_authority_messages() {
+        let m = hk(
+            22,
+            HostKeyProblem::OtherType {
+                pinned: vec!["ecdsa-sha2-nistp256".into(), "ssh-rsa".into()],
+                file: "/etc/ssh/ssh_known_hosts".into(),
+                line: 7,
+            },
+        )
+        .to_string();
+        assert_eq!(
+            m,
+            "app1: host key of 10.0.0.11 is ssh-ed25519, but only ecdsa-sha2-nistp256, ssh-rsa keys are recorded for it \
+             (first in /etc/ssh/ssh_known_hosts:7) and the host offers none of those types: someone may be intercepting \
+             the connection, or the host was reinstalled; if you know why its keys changed, remove the old entries with \
+             `ssh-keygen -R '10.0.0.11' -f /etc/ssh/ssh_known_hosts` and add the new one"
+        );
+        let m = hk(
+            22,
+            HostKeyProblem::Revoked {
+                file: "/home/ci/.ssh/known_hosts".into(),
+                line: 2,
+            },
+        )
+        .to_string();
+        assert_eq!(
+            m,
+            "app1: host key of 10.0.0.11 (ssh-ed25519) is marked @revoked in /home/ci/.ssh/known_hosts:2: refusing to \
+             connect whatever ssh.host_key_policy says; the host needs a new key, recorded once checked out of band"
+        );
+        let m = hk(
+            2222,
+            HostKeyProblem::CertAuthority {
+                file: "/etc/ssh/ssh_known_hosts".into(),
+                line: 1,
+            },
+        )
+        .to_string();
+        assert_eq!(
+            m,
+            "app1: [10.0.0.11]:2222 is covered only by the @cert-authority line /etc/ssh/ssh_known_hosts:1, but bluegreen \
+             does not verify host certificates and no key of the host itself is recorded (not even with host_key_policy: \
+             accept-new); check the host's ssh-ed25519 key out of band and record it: \
+             `ssh-keyscan -p 2222 -t ssh-ed25519 10.0.0.11 >> /home/ci/.ssh/known_hosts`"
+        );
+        assert!(!m.ends_with('.'));
     }
 
     #[test]

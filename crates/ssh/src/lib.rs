@@ -27,6 +27,7 @@ mod conn;
 mod error;
 mod event;
 mod http;
+mod known_hosts;
 pub mod ops;
 mod run;
 mod runtime;

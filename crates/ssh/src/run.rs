@@ -226,6 +226,7 @@ pub(crate) fn run(
 pub(crate) fn settings(plan: &Plan, env: &Env, opts: &ExecOptions) -> Result<Arc<Settings>, Error> {
     Ok(Arc::new(Settings {
         known_hosts: PathBuf::from(env.word(&plan.ssh.known_hosts, "ssh.known_hosts")?),
+        global_known_hosts: crate::conn::global_known_hosts(&*opts.env),
         policy: plan.ssh.host_key_policy,
         identity: plan
             .ssh
