@@ -150,13 +150,14 @@ bg_upload() {
   bg_log "[$id] uploaded $BG_ARTIFACT in $(bg_secs "$elapsed")s"
 }
 
-# bg_health HOST URL STATUS BODY INTERVAL_MS TIMEOUT_MS DEADLINE_MS SUCCESSES [PROBE_ARGS...]
+# bg_health HOST URL STATUS BODY INTERVAL_MS TIMEOUT_MS DEADLINE_MS SUCCESSES SLOT_DIR SLOT [PROBE_ARGS...]
 # Polls URL from here (or, with PROBE_ARGS, from the host itself) until SUCCESSES consecutive
-# answers have STATUS (and contain BODY), or fails once DEADLINE_MS has passed.
+# answers have STATUS (and contain BODY), or fails once DEADLINE_MS has passed. After a failed
+# probe it asks the host whether the instance in SLOT_DIR still runs, and fails at once if not.
 bg_health() {
-  local id=$1 url=$2 want=$3 body=$4 interval=$5 timeout=$6 deadline=$7 need=$8
-  shift 8
-  local good=0 code start out result
+  local id=$1 url=$2 want=$3 body=$4 interval=$5 timeout=$6 deadline=$7 need=$8 dir=$9 slot=${10}
+  shift 10
+  local good=0 code start out result died
   start=$(bg_now_ms)
   out=$(mktemp)
   while :; do
@@ -176,6 +177,11 @@ bg_health() {
       rm -f -- "$out"
       bg_log "[$id] healthy after $(bg_secs $(($(bg_now_ms) - start)))s ($url)"
       return 0
+    fi
+    if [ "$good" -eq 0 ] && ! died=$(bg_remote "$id" alive "$dir" "$slot" 2>&1); then
+      rm -f -- "$out"
+      printf '%s\n' "$died" | sed '$d' | sed "s/^/[$id] /" >&2
+      bg_fail "[$id] $(printf '%s\n' "$died" | tail -n 1 | sed 's/^bluegreen: //'), $(bg_secs $(($(bg_now_ms) - start)))s into the health checks"
     fi
     if [ $(($(bg_now_ms) - start)) -ge "$deadline" ]; then
       rm -f -- "$out"
@@ -353,7 +359,7 @@ bg_abort() {
   mkdir -p -- "$BG_CTL_DIR"
   bg_ssh_opts
   bg_log "== abort after a failure in the $BG_PHASE phase of a $BG_ACTION: undoing"
-  local undo_failed=0
+  local undo_failed=0 bg_keep_new=""
   case "$BG_ACTION:$BG_PHASE" in
 {{ abort_cases }}
   esac

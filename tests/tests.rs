@@ -7,6 +7,9 @@
 //! - `script_calls`: the rendered script sends the same remote calls as `exec`.
 //! - `operations`: rollback, retire, status and drift, lock commands, history, Slack (testbed).
 //! - `host_keys`: host keys as OpenSSH checks them, against a real sshd with several key types (testbed).
+//! - `real_hosts`: hosts as production has them: upstream files written by people, apps that change
+//!   directory, symlinked deploy dirs, recycled pids, instances that die booting, a cut link mid-call,
+//!   `~/` paths and defaults, 32 app hosts (testbed).
 //! - `hostile`: values with quotes, `$()`, backticks, newlines ... are rejected or rendered inert.
 //!
 //! Tests that need an outside tool (shellcheck, groovy, bash) fail, never skip, when it is missing:
@@ -22,6 +25,7 @@ mod host_keys;
 mod hostile;
 mod jenkins;
 mod operations;
+mod real_hosts;
 mod render;
 mod script_calls;
 mod testbed;

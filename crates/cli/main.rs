@@ -154,6 +154,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 plan.servers.len(),
                 plan.phases.len()
             );
+            // What exec would read on this runner, `~/` resolved ($BG_KNOWN_HOSTS and $BG_SSH_KEY
+            // override the config, as for exec).
+            let lookup = |name: &str| std::env::var(name).ok();
+            for (field, path) in bluegreen_ssh::runner_paths(&plan, &lookup) {
+                let over = match field {
+                    "ssh.known_hosts" => std::env::var("BG_KNOWN_HOSTS").ok(),
+                    _ => std::env::var("BG_SSH_KEY").ok(),
+                }
+                .filter(|v| !v.trim().is_empty());
+                match over {
+                    Some(v) => println!("  {field}: {v} (from $BG_{})", if field == "ssh.known_hosts" { "KNOWN_HOSTS" } else { "SSH_KEY" }),
+                    None => println!("  {field}: {path}"),
+                }
+            }
         }
         Command::Plan { json } => {
             let (_, plan) = load(&cli.config)?;

@@ -188,9 +188,9 @@ http {
     }
 }
 EOF
-        # Placeholder: nginx refuses an upstream block without servers. Nothing listens on 127.0.0.1:9, so
-        # requests get 502 until a deploy writes real servers.
-        printf '# no app deployed yet\nserver 127.0.0.1:9;\n' >"$hd/state/upstream.conf"
+        # Placeholder: nginx refuses an upstream block without servers; a `down` one is never sent a request,
+        # so requests get 502 until a deploy writes real servers (and bluegreen reads it as a first deploy).
+        printf '# no app deployed yet\nserver 127.0.0.1:9 down;\n' >"$hd/state/upstream.conf"
         chown "$DEPLOY_USER:" "$hd/state/upstream.conf"
         chmod 644 "$hd/state/upstream.conf"
     fi

@@ -14,6 +14,14 @@ use std::time::Duration;
 /// The id of the proxy host in a plan.
 pub const PROXY_ID: &str = "proxy";
 
+/// How long the remote `stop` waits for the slot's port to be free after the instance exited
+/// (`bg_stop` in the remote library), on top of the stop's grace.
+pub const PORT_FREE_WAIT_SECS: u64 = 10;
+
+/// How long the remote `switch` may wait on purpose: for another switch on the same proxy to
+/// finish (it holds the switch's `flock`), and for nginx to replace its workers after the reload.
+pub const SWITCH_WAIT_SECS: u64 = 30;
+
 /// What a plan does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -275,6 +283,9 @@ pub struct HealthStep {
     pub from: ProbeFrom,
     /// The probe as a remote call, for `from: host`.
     pub probe: RemoteCall,
+    /// Whether the new instance still runs: asked after a failed probe, so that an instance that
+    /// died is reported at once, with its exit status and log, rather than at the deadline.
+    pub alive: RemoteCall,
 }
 
 /// The switch of the proxy.
@@ -427,6 +438,7 @@ impl Plan {
         let signal = Word::lit(&c.stop.signal);
         let grace = Word::lit(secs_ceil(c.stop.grace).to_string());
         let sudo = Word::lit(if c.proxy.sudo { "yes" } else { "no" });
+        let stop_wait = secs_ceil(c.stop.grace) + PORT_FREE_WAIT_SECS;
 
         let lock = Step::Lock(RemoteStep {
             host: PROXY_ID.into(),
@@ -445,15 +457,20 @@ impl Plan {
             call: RemoteCall::new(RemoteFn::Unlock, vec![state_dir.clone(), deployer.clone()]),
             when: When::Always,
         });
+        let app_addresses: Vec<Word> = servers.iter().map(|h| h.app_address.clone()).collect();
         let detect = Step::Detect(RemoteStep {
             host: PROXY_ID.into(),
             call: RemoteCall::new(
                 RemoteFn::Detect,
-                vec![
+                [
                     Word::lit(&c.proxy.upstream_file),
+                    sudo.clone(),
                     Word::lit(c.slots.blue.to_string()),
                     Word::lit(c.slots.green.to_string()),
-                ],
+                ]
+                .into_iter()
+                .chain(app_addresses.iter().cloned())
+                .collect(),
             ),
             when: When::Always,
         });
@@ -469,7 +486,8 @@ impl Plan {
                         signal.clone(),
                         grace.clone(),
                     ],
-                ),
+                )
+                .waiting(stop_wait),
                 when,
             })
         };
@@ -516,8 +534,10 @@ impl Plan {
                             signal.clone(),
                             grace.clone(),
                             Word::lit(&command),
+                            Word::runtime(RuntimeVar::LivePort),
                         ],
-                    ),
+                    )
+                    .waiting(stop_wait),
                     when: When::Always,
                 })
             })
@@ -552,41 +572,41 @@ impl Plan {
                             Word::lit(hc.body.clone().unwrap_or_default()),
                             Word::lit(secs_ceil(hc.timeout).to_string()),
                         ],
+                    )
+                    .waiting(secs_ceil(hc.timeout)),
+                    alive: RemoteCall::new(
+                        RemoteFn::Alive,
+                        vec![target_dir.clone(), Word::runtime(RuntimeVar::TargetSlot)],
                     ),
                 })
             })
             .collect();
 
-        let upstream = |port: RuntimeVar| {
-            let mut w = Word::lit(format!(
-                "# managed by bluegreen for {}: do not edit\n",
-                c.app
-            ));
-            for h in &servers {
-                w.push_lit("server ");
-                w.push_word(&h.app_address);
-                w.push_lit(":");
-                w.push_var(Var::Runtime(port));
-                w.push_lit(";\n");
-            }
-            w
-        };
         let switch_call = |port: RuntimeVar| {
             RemoteCall::new(
                 RemoteFn::Switch,
-                vec![
+                [
+                    state_dir.clone(),
                     Word::lit(&c.proxy.upstream_file),
-                    upstream(port),
                     sudo.clone(),
                     Word::lit(c.proxy.test_command.join(" ")),
                     Word::lit(c.proxy.reload_command.join(" ")),
-                ],
+                    Word::lit(c.slots.blue.to_string()),
+                    Word::lit(c.slots.green.to_string()),
+                    Word::runtime(port),
+                    Word::lit(format!("# managed by bluegreen for {}", c.app)),
+                ]
+                .into_iter()
+                .chain(app_addresses.iter().cloned())
+                .collect(),
             )
+            .waiting(SWITCH_WAIT_SECS)
         };
         let settle = RemoteCall::new(
             RemoteFn::Settle,
             vec![Word::lit(secs_ceil(c.stop.grace).to_string())],
-        );
+        )
+        .waiting(secs_ceil(c.stop.grace));
         let switch = Step::Switch(SwitchStep {
             host: PROXY_ID.into(),
             call: switch_call(RuntimeVar::TargetPort),
@@ -756,8 +776,16 @@ impl Plan {
             );
         }
 
+        let known_hosts = home_path(&c.ssh.known_hosts);
+        let identity_file = c.ssh.identity_file.as_ref().map(home_path);
+        // `~/` became `${HOME}`: the runner's home, which exec must look up like any variable.
+        let mut refs = c.env_refs();
+        refs.push(("ssh.known_hosts".into(), &known_hosts));
+        if let Some(w) = &identity_file {
+            refs.push(("ssh.identity_file".into(), w));
+        }
         let mut env: Vec<EnvRef> = Vec::new();
-        for (field, word) in c.env_refs() {
+        for (field, word) in refs {
             for name in word.env_vars() {
                 if !env.iter().any(|e| e.name == name) {
                     env.push(EnvRef {
@@ -778,8 +806,8 @@ impl Plan {
             slots: c.slots,
             ssh: SshPlan {
                 host_key_policy: c.ssh.host_key_policy,
-                known_hosts: home_path(&c.ssh.known_hosts),
-                identity_file: c.ssh.identity_file.as_ref().map(home_path),
+                known_hosts,
+                identity_file,
                 credentials_id: c.ssh.credentials_id.clone(),
                 known_hosts_credential: c.ssh.known_hosts_credential.clone(),
                 connect_timeout_secs: secs_ceil(c.ssh.connect_timeout),
@@ -1111,14 +1139,27 @@ mod tests {
     }
 
     #[test]
-    fn upstream_content_uses_env_hosts_and_target_port() {
+    fn switch_names_the_app_hosts_and_the_target_port() {
         let plan = example("sokdak.yaml");
         let Step::Switch(sw) = &plan.phases[4].steps[0] else {
             panic!("switch expected")
         };
+        let args: Vec<String> = sw.call.args.iter().map(Word::to_string).collect();
         assert_eq!(
-            sw.call.args[1].to_string(),
-            "# managed by bluegreen for sokdak: do not edit\nserver ${WAS_1_PRIVATE_IP}:${BG_TARGET_PORT};\nserver ${WAS_2_PRIVATE_IP}:${BG_TARGET_PORT};\n"
+            args,
+            [
+                "/var/lib/bluegreen/sokdak",
+                "/etc/nginx/bluegreen/sokdak-upstream.conf",
+                "yes",
+                "nginx -t",
+                "nginx -s reload",
+                "8080",
+                "8081",
+                "${BG_TARGET_PORT}",
+                "# managed by bluegreen for sokdak",
+                "${WAS_1_PRIVATE_IP}",
+                "${WAS_2_PRIVATE_IP}",
+            ]
         );
         let names: Vec<&str> = plan.env.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(
@@ -1210,6 +1251,30 @@ mod tests {
         assert_eq!(kinds[4..7], ["switch", "promote", "drain"]);
         // The state file is written only after the gate.
         assert_eq!(plan.phases[6].steps[0].name(), "record");
+    }
+
+    #[test]
+    fn waiting_calls_carry_their_own_bound() {
+        let plan = example("sokdak.yaml");
+        let mut bounds = Vec::new();
+        for step in plan.phases.iter().flat_map(|p| &p.steps) {
+            match step {
+                Step::Start(s) | Step::Stop(s) | Step::Lock(s) => {
+                    bounds.push((step.name(), s.call.wait_secs));
+                }
+                Step::Switch(s) => {
+                    bounds.push(("switch", s.call.wait_secs));
+                    bounds.push(("settle", s.settle.wait_secs));
+                }
+                _ => {}
+            }
+        }
+        // sokdak.yaml: stop.grace 30s.
+        assert!(bounds.contains(&("lock", 0)), "{bounds:?}");
+        assert!(bounds.contains(&("start", 30 + PORT_FREE_WAIT_SECS)));
+        assert!(bounds.contains(&("stop", 30 + PORT_FREE_WAIT_SECS)));
+        assert!(bounds.contains(&("switch", SWITCH_WAIT_SECS)));
+        assert!(bounds.contains(&("settle", 30)));
     }
 
     #[test]

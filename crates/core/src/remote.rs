@@ -33,6 +33,8 @@ pub enum RemoteFn {
     Stop,
     /// Start a slot's instance.
     Start,
+    /// Check that a slot's instance still runs.
+    Alive,
     /// One health probe from the host.
     Probe,
     /// Rewrite the upstream file, test and reload nginx.
@@ -68,6 +70,7 @@ impl RemoteFn {
             RemoteFn::Install => "install",
             RemoteFn::Stop => "stop",
             RemoteFn::Start => "start",
+            RemoteFn::Alive => "alive",
             RemoteFn::Probe => "probe",
             RemoteFn::Switch => "switch",
             RemoteFn::Settle => "settle",
@@ -90,12 +93,25 @@ pub struct RemoteCall {
     pub func: RemoteFn,
     /// Its arguments.
     pub args: Vec<Word>,
+    /// How long the call may wait on purpose (a stop's grace, nginx's old workers), in seconds:
+    /// a backend allows it this long beyond `ssh.command_timeout` before giving up on it.
+    pub wait_secs: u64,
 }
 
 impl RemoteCall {
-    /// A call of `func` with `args`.
+    /// A call of `func` with `args` that does not wait on purpose.
     pub fn new(func: RemoteFn, args: Vec<Word>) -> RemoteCall {
-        RemoteCall { func, args }
+        RemoteCall {
+            func,
+            args,
+            wait_secs: 0,
+        }
+    }
+
+    /// The same call, allowed to wait `secs` seconds on purpose.
+    pub fn waiting(mut self, secs: u64) -> RemoteCall {
+        self.wait_secs = secs;
+        self
     }
 
     /// The line that follows the library on the remote shell's standard input, with every argument
@@ -207,6 +223,7 @@ mod tests {
             RemoteFn::Install,
             RemoteFn::Stop,
             RemoteFn::Start,
+            RemoteFn::Alive,
             RemoteFn::Probe,
             RemoteFn::Switch,
             RemoteFn::Settle,

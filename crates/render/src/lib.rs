@@ -175,7 +175,16 @@ fn render_phases(plan: &Plan, phases: &mut String, abort_cases: &mut String) {
             let _ = writeln!(abort_cases, "    {action}:{name})");
             for step in &phase.on_failure {
                 for line in step_lines(step) {
-                    let _ = writeln!(abort_cases, "      {line} || undo_failed=1");
+                    let line = match step {
+                        // A failed switch back leaves traffic on the new slot: keep it running.
+                        Step::Switch(_) => format!("{line} || {{ undo_failed=1; bg_keep_new=yes; }}"),
+                        Step::Stop(s) => format!(
+                            "if [ -n \"$bg_keep_new\" ]; then bg_log \"[{}] left running: the switch back could not be confirmed, so the new slot may still serve traffic\"; else {line} || undo_failed=1; fi",
+                            s.host
+                        ),
+                        _ => format!("{line} || undo_failed=1"),
+                    };
+                    let _ = writeln!(abort_cases, "      {line}");
                 }
             }
             abort_cases.push_str("      ;;\n");
@@ -340,7 +349,7 @@ fn step_lines(step: &Step) -> Vec<String> {
         }
         Step::Health(h) => {
             let mut line = format!(
-                "bg_health {} {} {} {} {} {} {} {}",
+                "bg_health {} {} {} {} {} {} {} {} {}",
                 h.host,
                 h.url.to_bash(),
                 h.status,
@@ -348,7 +357,13 @@ fn step_lines(step: &Step) -> Vec<String> {
                 h.interval_ms,
                 h.timeout_ms,
                 h.deadline_ms,
-                h.successes
+                h.successes,
+                h.alive
+                    .args
+                    .iter()
+                    .map(Word::to_bash)
+                    .collect::<Vec<_>>()
+                    .join(" ")
             );
             if h.from == ProbeFrom::Host {
                 for a in &h.probe.args {

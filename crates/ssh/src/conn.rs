@@ -217,6 +217,7 @@ pub(crate) fn connect(t: &Target, s: &Settings) -> Result<(Session, Connected), 
     }
     let tcp = tcp.ok_or_else(|| connect_err(t, last))?;
     let _ = tcp.set_nodelay(true);
+    watch_liveness(&tcp, s.connect_timeout);
     let mut sess = Session::new().map_err(|e| connect_err(t, SshMsg(&e).to_string()))?;
     // The handshake is bounded by the connect timeout, everything after it by the command timeout.
     sess.set_timeout(millis_u32(s.connect_timeout));
@@ -225,7 +226,9 @@ pub(crate) fn connect(t: &Target, s: &Settings) -> Result<(Session, Connected), 
     sess.handshake()
         .map_err(|e| connect_err(t, format!("ssh handshake failed: {}", SshMsg(&e))))?;
     sess.set_timeout(millis_u32(s.command_timeout));
-    sess.set_keepalive(true, 15);
+    // No libssh2 keepalive: in blocking mode a read still waiting when a keepalive falls due fails
+    // with LIBSSH2_ERROR_TIMEOUT (`_libssh2_wait_socket` polls only until then), so any call longer
+    // than the interval would fail. The socket's own liveness check (above) replaces it.
     let (key_note, warning) = check_host_key(&sess, t, s)?;
     let auth_note = authenticate(&sess, t, s)?;
     Ok((
@@ -235,6 +238,23 @@ pub(crate) fn connect(t: &Target, s: &Settings) -> Result<(Session, Connected), 
             warning,
         },
     ))
+}
+
+/// Makes the kernel detect a dead peer within about `within`: TCP keepalive probes while the
+/// connection is idle (a call waiting for a slow remote command), and `TCP_USER_TIMEOUT` while data
+/// is unacknowledged (an upload into a cut link). Either closes the socket, which fails the call
+/// that waits on it, however long that call is allowed to take. The probes also keep NAT and
+/// firewall state alive, as SSH keepalives would.
+fn watch_liveness(tcp: &TcpStream, within: Duration) {
+    let sock = socket2::SockRef::from(tcp);
+    let idle = (within / 2).max(Duration::from_secs(1));
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(Duration::from_secs(1))
+        .with_retries(u32::try_from(within.as_secs().max(2) / 2).unwrap_or(5));
+    // Best effort: a kernel without these options still has the session timeout.
+    let _ = sock.set_tcp_keepalive(&probes);
+    let _ = sock.set_tcp_user_timeout(Some(within.max(Duration::from_secs(2))));
 }
 
 /// The OpenSSH name of a host key type.
@@ -503,18 +523,15 @@ fn authenticate(sess: &Session, t: &Target, s: &Settings) -> Result<String, Erro
 
 /// Runs [`REMOTE_COMMAND`] with `stdin` (the library and the call line) and collects its output.
 ///
-/// `timeout`, when given, replaces the session's timeout for this call only (calls that may wait for
-/// a stop grace period on purpose).
-pub(crate) fn exec(
-    sess: &Session,
-    stdin: &str,
-    timeout: Option<Duration>,
-) -> Result<Output, String> {
-    let Some(t) = timeout else {
+/// The call may stay silent for the session's timeout (`ssh.command_timeout`) plus `wait`, the time
+/// it waits on purpose (a stop's grace period, for one): its own bound. A dead peer is detected
+/// sooner, by the socket (see `watch_liveness`).
+pub(crate) fn exec(sess: &Session, stdin: &str, wait: Duration) -> Result<Output, String> {
+    if wait.is_zero() {
         return exec_inner(sess, stdin);
-    };
+    }
     let before = sess.timeout();
-    sess.set_timeout(millis_u32(t).max(before));
+    sess.set_timeout(before.saturating_add(millis_u32(wait)));
     let r = exec_inner(sess, stdin);
     sess.set_timeout(before);
     r

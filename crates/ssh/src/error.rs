@@ -165,6 +165,19 @@ pub enum Error {
         deadline: Duration,
     },
 
+    /// A new instance exited while it was being health-checked.
+    #[error("{host}: {what}, {}s into the health checks{}", secs(after), log_suffix(log))]
+    Died {
+        /// Host id.
+        host: String,
+        /// What the host said: which instance exited, with what status, where its log is.
+        what: String,
+        /// How long the health checks had run.
+        after: Duration,
+        /// The last lines of its log.
+        log: String,
+    },
+
     /// The proxy switch failed; nginx keeps the previous upstream.
     #[error(
         "{host}: switch failed (exit {status}), traffic left on the previous slot{}",
@@ -256,6 +269,7 @@ impl Error {
             | Error::Remote { host, .. }
             | Error::Detect { host, .. }
             | Error::Health { host, .. }
+            | Error::Died { host, .. }
             | Error::Switch { host, .. }
             | Error::Check { host, .. }
             | Error::LockHeld { host, .. }
@@ -263,6 +277,21 @@ impl Error {
             _ => None,
         }
     }
+}
+
+fn log_suffix(log: &str) -> String {
+    if log.trim().is_empty() {
+        String::new()
+    } else {
+        format!("; the last lines of its log:\n{}", indent(log.trim_end()))
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn secs(d: &Duration) -> String {

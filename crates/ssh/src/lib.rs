@@ -34,7 +34,7 @@ mod runtime;
 
 pub use error::{Error, HostKeyProblem};
 pub use event::{Event, Status, LOCAL};
-pub use runtime::Live;
+pub use runtime::{runner_paths, Live};
 
 use bluegreen_core::plan::Action;
 use bluegreen_core::{PhaseKind, Plan};

@@ -11,7 +11,7 @@ use crate::http;
 use crate::run::{last_line, settings, targets};
 use crate::runtime::{clean_deployer, default_deployer, Env};
 use crate::{short, ExecOptions};
-use bluegreen_core::{Config, Plan, RemoteCall, RemoteFn, Word};
+use bluegreen_core::{Config, Plan, RemoteCall, RemoteFn, Step, Word};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -73,7 +73,7 @@ fn call(
             name: format!("{v:?}"),
         })
     })?;
-    w.run(step, move |s| conn::exec(s, &stdin, None))?
+    w.run(step, move |s| conn::exec(s, &stdin, Duration::ZERO))?
         .map_err(|message| Error::Ssh {
             host: host.to_string(),
             step: step.to_string(),
@@ -219,19 +219,28 @@ impl fmt::Display for LockStatus {
     }
 }
 
-fn proxystatus(config: &Config, host: &str, w: &Worker) -> Result<BTreeMap<String, String>, Error> {
-    let out = call(
-        host,
-        w,
-        "proxystatus",
-        RemoteFn::ProxyStatus,
-        &[
-            config.proxy.state_dir.clone(),
-            config.proxy.upstream_file.clone(),
-            config.slots.blue.to_string(),
-            config.slots.green.to_string(),
-        ],
-    )?;
+/// The proxy's `key=value` status: the state directory, then the arguments of the plan's own
+/// `detect`, so that status reads the upstream file exactly as a deploy does.
+fn proxystatus(
+    config: &Config,
+    plan: &Plan,
+    env: &Env,
+    host: &str,
+    w: &Worker,
+) -> Result<BTreeMap<String, String>, Error> {
+    let mut args = vec![config.proxy.state_dir.clone()];
+    let detect = plan
+        .phases
+        .iter()
+        .flat_map(|p| &p.steps)
+        .find_map(|s| match s {
+            Step::Detect(d) => Some(&d.call),
+            _ => None,
+        });
+    for a in detect.map(|c| c.args.as_slice()).unwrap_or_default() {
+        args.push(env.word(a, "proxy")?);
+    }
+    let out = call(host, w, "proxystatus", RemoteFn::ProxyStatus, &args)?;
     Ok(parse_kv(&out.stdout))
 }
 
@@ -252,9 +261,9 @@ fn lock_path(config: &Config) -> String {
 
 /// Reads the deploy lock.
 pub fn lock_show(config: &Config, opts: &ExecOptions) -> Result<LockStatus, Error> {
-    let (_, _, proxy) = connect_proxy(config, opts)?;
+    let (plan, env, proxy) = connect_proxy(config, opts)?;
     let w = proxy.worker?;
-    let kv = proxystatus(config, &proxy.id, &w)?;
+    let kv = proxystatus(config, &plan, &env, &proxy.id, &w)?;
     Ok(LockStatus::from_kv(
         &kv,
         lock_path(config),
@@ -270,9 +279,9 @@ pub fn lock_release(
     opts: &ExecOptions,
     force: bool,
 ) -> Result<(LockStatus, String), Error> {
-    let (_, _, proxy) = connect_proxy(config, opts)?;
+    let (plan, env, proxy) = connect_proxy(config, opts)?;
     let w = proxy.worker?;
-    let kv = proxystatus(config, &proxy.id, &w)?;
+    let kv = proxystatus(config, &plan, &env, &proxy.id, &w)?;
     let lock = LockStatus::from_kv(&kv, lock_path(config), config.jenkins.timeout);
     if !lock.held {
         return Ok((
@@ -387,8 +396,11 @@ pub struct StatusReport {
     pub proxy_address: String,
     /// Why the proxy could not be read, if it could not.
     pub proxy_error: Option<String>,
-    /// The slot the upstream file points at: `blue`, `green`, `none`, or `mixed`.
+    /// The slot the upstream file points at: `blue`, `green`, `none`, or `unknown` when the file
+    /// cannot be read as bluegreen reads it (see `upstream_error`).
     pub upstream: String,
+    /// Why the upstream file could not be read as bluegreen reads it.
+    pub upstream_error: Option<String>,
     /// The state file (`live previous release time deployer app`), empty when there is none.
     pub state: BTreeMap<String, String>,
     /// The proxy's clock (seconds since the epoch) when it was read.
@@ -461,6 +473,7 @@ impl StatusReport {
                 "address": self.proxy_address,
                 "error": self.proxy_error,
                 "upstream": self.upstream,
+                "upstream_error": self.upstream_error,
                 "state": self.state,
                 "lock": self.lock.as_ref().map(LockStatus::to_json),
             },
@@ -562,6 +575,7 @@ pub fn status(config: &Config, opts: &ExecOptions) -> Result<StatusReport, Error
     let ports = [("blue", config.slots.blue), ("green", config.slots.green)];
 
     // One remote call per host, all at once.
+    let (plan_ref, env_ref) = (&plan, &env);
     let results: Vec<Result<BTreeMap<String, String>, String>> = std::thread::scope(|scope| {
         let handles: Vec<_> = conns
             .iter()
@@ -569,7 +583,7 @@ pub fn status(config: &Config, opts: &ExecOptions) -> Result<StatusReport, Error
                 scope.spawn(move || {
                     let w = c.worker.as_ref().map_err(|e| e.to_string())?;
                     let r = if c.id == bluegreen_core::plan::PROXY_ID {
-                        proxystatus(config, &c.id, w)
+                        proxystatus(config, plan_ref, env_ref, &c.id, w)
                     } else {
                         call(
                             &c.id,
@@ -602,6 +616,7 @@ pub fn status(config: &Config, opts: &ExecOptions) -> Result<StatusReport, Error
         proxy_address: String::new(),
         proxy_error: None,
         upstream: "unknown".into(),
+        upstream_error: None,
         state: BTreeMap::new(),
         proxy_now: None,
         lock: None,
@@ -615,6 +630,7 @@ pub fn status(config: &Config, opts: &ExecOptions) -> Result<StatusReport, Error
             match r {
                 Ok(kv) => {
                     report.upstream = kv.get("upstream.live").cloned().unwrap_or_default();
+                    report.upstream_error = kv.get("upstream.error").cloned();
                     report.proxy_now = kv.get("now").and_then(|n| n.parse().ok());
                     report.state = kv
                         .iter()
@@ -705,9 +721,13 @@ fn judge(r: &mut StatusReport, config: &Config) {
     } else {
         let state_live = r.state.get("live").cloned();
         match (r.upstream.as_str(), state_live.as_deref()) {
-            ("mixed", _) => r
-                .drift
-                .push("proxy: the upstream file sends traffic to both slots".into()),
+            ("unknown", _) => r.drift.push(format!(
+                "proxy: {}",
+                r.upstream_error
+                    .as_deref()
+                    .unwrap_or("the upstream file cannot be read")
+                    .trim_start_matches("bluegreen: ")
+            )),
             (u, Some(s)) if u != s => r.drift.push(format!(
                 "proxy: the upstream points at {u} but the state file says live={s}"
             )),

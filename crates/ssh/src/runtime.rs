@@ -18,7 +18,13 @@ impl Env {
     pub fn resolve(refs: &[EnvRef], lookup: &dyn Fn(&str) -> Option<String>) -> Result<Env, Error> {
         let mut map = HashMap::new();
         for r in refs {
-            let value = check_variable(&r.field, &r.name, lookup(&r.name))?;
+            let mut value = lookup(&r.name);
+            if r.name == "HOME" && value.as_deref().is_none_or(str::is_empty) {
+                // `~/` in a path: the runner's home, from the password database when a CI runner
+                // sets no $HOME.
+                value = home_from_passwd();
+            }
+            let value = check_variable(&r.field, &r.name, value)?;
             map.insert(r.name.clone(), value);
         }
         Ok(Env(map))
@@ -217,9 +223,47 @@ pub(crate) fn default_deployer(lookup: &dyn Fn(&str) -> Option<String>) -> Strin
     clean_deployer(&format!("{user}@{host}:{}", std::process::id()))
 }
 
-/// The name of this process's user, from `/proc/self/status` and `/etc/passwd` (for CI runners
-/// that set no `$USER`).
-fn user_from_passwd() -> Option<String> {
+/// The local files `exec` would use on this runner, for `bluegreen check`: `(field, path)`, each path
+/// resolved as exec resolves it (`~/` from the runner's home), or saying which variable it needs.
+pub fn runner_paths(
+    plan: &bluegreen_core::Plan,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Vec<(&'static str, String)> {
+    let resolve = |field: &'static str, w: &Word| {
+        let env = Env::resolve(
+            &w.env_vars()
+                .map(|n| EnvRef {
+                    name: n.to_string(),
+                    field: field.to_string(),
+                })
+                .collect::<Vec<_>>(),
+            lookup,
+        );
+        match env.and_then(|env| env.word(w, field)) {
+            Ok(path) => path,
+            Err(e) => format!("{w} ({e})"),
+        }
+    };
+    let mut out = vec![(
+        "ssh.known_hosts",
+        format!(
+            "{} (and {})",
+            resolve("ssh.known_hosts", &plan.ssh.known_hosts),
+            crate::conn::GLOBAL_KNOWN_HOSTS
+        ),
+    )];
+    out.push((
+        "ssh.identity_file",
+        match &plan.ssh.identity_file {
+            Some(w) => resolve("ssh.identity_file", w),
+            None => "none: the keys of ssh-agent ($SSH_AUTH_SOCK)".into(),
+        },
+    ));
+    out
+}
+
+/// This process's user's `/etc/passwd` entry, split into its fields.
+fn passwd_entry() -> Option<Vec<String>> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let uid = status
         .lines()
@@ -229,10 +273,20 @@ fn user_from_passwd() -> Option<String> {
         .to_string();
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|l| {
-        let mut f = l.split(':');
-        let name = f.next()?;
-        (f.nth(1)? == uid).then(|| name.to_string())
+        let f: Vec<String> = l.split(':').map(str::to_string).collect();
+        (f.len() >= 6 && f[2] == uid).then_some(f)
     })
+}
+
+/// This process's user's home directory, from `/etc/passwd`.
+fn home_from_passwd() -> Option<String> {
+    passwd_entry().map(|f| f[5].clone()).filter(|h| !h.is_empty())
+}
+
+/// The name of this process's user, from `/proc/self/status` and `/etc/passwd` (for CI runners
+/// that set no `$USER`).
+fn user_from_passwd() -> Option<String> {
+    passwd_entry().map(|f| f[0].clone())
 }
 
 /// Keeps a deployer name on one line and free of shell-unfriendly characters.

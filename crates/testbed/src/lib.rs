@@ -161,7 +161,7 @@ impl Testbed {
         self.sh(
             "proxy",
             &format!(
-                "printf 'server 127.0.0.1:9;\\n' >{} && rm -rf {state}/state {state}/lock {state}/audit.log && \
+                "printf 'server 127.0.0.1:9 down;\\n' >{} && rm -rf {state}/state {state}/lock {state}/audit.log && \
                  kill -HUP $(cat {})",
                 self.var("UPSTREAM_FILE"),
                 self.var("NGINX_PID_FILE")
