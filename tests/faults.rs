@@ -7,8 +7,15 @@
 //! Each asserts the exit code and the words of the message, that traffic the fault did not touch saw
 //! no failed request, which version the proxy serves, the state file, the lock, and which instances
 //! run afterwards. Every test prints one `fault report` line (run with `--nocapture` to see them).
+//!
+//! Where it costs little, the app has realistic timings (`e2e::realistic`: the port bound a second
+//! after the start, a graceful shutdown of three seconds) and slow requests are kept in flight through
+//! nginx (`Traffic::with_slow`), counted with the new-connection mode.
 
-use crate::e2e::{deploy, Backend, Traffic};
+use crate::e2e::{
+    assert_graceful, deploy, realistic, shutdown_line, Backend, StopProbe, Traffic, SHUTDOWN_MS,
+    SLOW_WORKERS,
+};
 use crate::testbed::{serial, Testbed, Workdir};
 use crate::util::root;
 use bluegreen_loadgen::{Counts, Load, Mode, Options};
@@ -235,13 +242,14 @@ fn report(name: &str, text: String) {
 fn two_deploys_at_once_one_wins_the_lock() {
     let _serial = serial();
     let tb = Testbed::up(2);
-    let wd = Workdir::new(&tb, "30s", "");
+    let wd = Workdir::with(&tb, &realistic("30s"));
     setup_deploy(&tb, &wd, "v1");
 
     wd.stage("v2");
-    let traffic = Traffic::start(&tb, 2);
+    let traffic = Traffic::with_slow(&tb, 2, SLOW_WORKERS);
     std::thread::sleep(Duration::from_millis(300));
     traffic.allow(&["v1", "v2"]);
+    let probe = StopProbe::start(&tb, &traffic, "blue");
     let started = Instant::now();
     // Both start at the same instant. `bg_lock` writes the holder's info right after its `mkdir`;
     // a loser that looks in between waits briefly for it, so it can always name the holder.
@@ -251,6 +259,7 @@ fn two_deploys_at_once_one_wins_the_lock() {
     let tb_ = std::thread::spawn(move || finish(b, started));
     let (ra, rb) = (ta.join().unwrap(), tb_.join().unwrap());
     traffic.allow(&["v2"]);
+    let shutdowns = probe.finish();
     std::thread::sleep(Duration::from_millis(300));
     let (nc, ka) = traffic.stop();
 
@@ -286,6 +295,7 @@ fn two_deploys_at_once_one_wins_the_lock() {
     );
     // It undid nothing: the winner's deploy stands as if it had been alone.
     assert_untouched(&nc, &ka);
+    assert_graceful(&shutdowns, SHUTDOWN_MS);
     assert_serves(&tb, "v2");
     assert_eq!(
         (state["live"].as_str(), state["previous"].as_str()),
@@ -297,12 +307,13 @@ fn two_deploys_at_once_one_wins_the_lock() {
     report(
         "two_deploys_at_once",
         format!(
-            "winner {winner_tag} {:.2}s; loser {:.2}s, exit 3: `{}`; new-conn {} | keep-alive {}",
+            "winner {winner_tag} {:.2}s; loser {:.2}s, exit 3: `{}`; new-conn {} | keep-alive {}; old instances' shutdown: {}",
             winner.secs,
             loser.secs,
             line_with(loser, "is held"),
             nc.line(),
-            ka.line()
+            ka.line(),
+            shutdown_line(&shutdowns)
         ),
     );
 }
@@ -545,14 +556,14 @@ fn app_host_link_cut_mid_deploy_fails_within_deadlines() {
 fn sshd_down_on_an_app_host_touches_nothing() {
     let _serial = serial();
     let tb = Testbed::up(2);
-    let wd = Workdir::new(&tb, "30s", "");
+    let wd = Workdir::with(&tb, &realistic("30s"));
     setup_deploy(&tb, &wd, "v1");
     let before = tb.state();
     let upstream_before = upstream(&tb);
 
     testbed_cmd(&tb, &["sshd", &tb.name, "app2", "stop"]);
     wd.stage("v2");
-    let traffic = Traffic::start(&tb, 2);
+    let traffic = Traffic::with_slow(&tb, 2, SLOW_WORKERS);
     std::thread::sleep(Duration::from_millis(300));
     traffic.allow(&["v1"]);
     let run = exec(&wd, "faults-sshd");
@@ -599,7 +610,7 @@ fn sshd_down_on_an_app_host_touches_nothing() {
 fn failing_nginx_config_test_restores_the_upstream_file() {
     let _serial = serial();
     let tb = Testbed::up(2);
-    let wd = Workdir::new(&tb, "30s", "");
+    let wd = Workdir::with(&tb, &realistic("30s"));
     setup_deploy(&tb, &wd, "v1");
     let before = tb.state();
     let upstream_before = upstream(&tb);
@@ -611,7 +622,7 @@ fn failing_nginx_config_test_restores_the_upstream_file() {
         &format!("echo 'bluegreen_faults_bogus_directive on;' >> {conf}"),
     );
     wd.stage("v2");
-    let traffic = Traffic::start(&tb, 2);
+    let traffic = Traffic::with_slow(&tb, 2, SLOW_WORKERS);
     std::thread::sleep(Duration::from_millis(300));
     traffic.allow(&["v1"]);
     let run = exec(&wd, "faults-nginx-t");
@@ -666,7 +677,7 @@ fn failing_nginx_config_test_restores_the_upstream_file() {
 fn changed_host_key_is_refused() {
     let _serial = serial();
     let tb = Testbed::up(2);
-    let wd = Workdir::new(&tb, "30s", "");
+    let wd = Workdir::with(&tb, &realistic("30s"));
     setup_deploy(&tb, &wd, "v1");
     let before = tb.state();
     let upstream_before = upstream(&tb);
@@ -686,7 +697,7 @@ fn changed_host_key_is_refused() {
     });
 
     wd.stage("v2");
-    let traffic = Traffic::start(&tb, 2);
+    let traffic = Traffic::with_slow(&tb, 2, SLOW_WORKERS);
     std::thread::sleep(Duration::from_millis(300));
     traffic.allow(&["v1"]);
     let run = exec(&wd, "faults-hostkey");
@@ -742,7 +753,7 @@ fn changed_host_key_is_refused() {
 fn ctrl_c_on_the_rendered_script_during_verify_undoes() {
     let _serial = serial();
     let tb = Testbed::up(2);
-    let wd = Workdir::new(&tb, "60s", "");
+    let wd = Workdir::with(&tb, &realistic("60s"));
     setup_deploy(&tb, &wd, "v1");
     let before = tb.state();
     let upstream_before = upstream(&tb);
@@ -756,7 +767,7 @@ fn ctrl_c_on_the_rendered_script_during_verify_undoes() {
         .output()
         .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let traffic = Traffic::start(&tb, 2);
+    let traffic = Traffic::with_slow(&tb, 2, SLOW_WORKERS);
     std::thread::sleep(Duration::from_millis(300));
     traffic.allow(&["v1"]);
     let started = Instant::now();
@@ -841,7 +852,7 @@ fn pid_on(tb: &Testbed, host: usize, port: u16) -> String {
 fn retained_old_slot_is_stopped_before_the_next_deploy_into_it() {
     let _serial = serial();
     let tb = Testbed::up(2);
-    let wd = Workdir::new(&tb, "30s", "retain: 10m\n");
+    let wd = Workdir::with(&tb, &realistic("30s").extra("retain: 10m\n"));
     setup_deploy(&tb, &wd, "v1");
     setup_deploy(&tb, &wd, "v2");
     // v1 keeps running in blue for the rollback window.
@@ -856,16 +867,19 @@ fn retained_old_slot_is_stopped_before_the_next_deploy_into_it() {
     }
 
     wd.stage("v3");
-    let traffic = Traffic::start(&tb, 2);
+    let traffic = Traffic::with_slow(&tb, 2, SLOW_WORKERS);
     std::thread::sleep(Duration::from_millis(300));
     traffic.allow(&["v2", "v3"]);
+    let probe = StopProbe::start(&tb, &traffic, "blue");
     let run = exec(&wd, "faults-retained");
     traffic.allow(&["v3"]);
+    let shutdowns = probe.finish();
     std::thread::sleep(Duration::from_millis(300));
     let (nc, ka) = traffic.stop();
 
     assert_code(&run, 0);
     assert_untouched(&nc, &ka);
+    assert_graceful(&shutdowns, SHUTDOWN_MS);
     assert_serves(&tb, "v3");
     let state = tb.state();
     assert_eq!(
@@ -899,10 +913,11 @@ fn retained_old_slot_is_stopped_before_the_next_deploy_into_it() {
     report(
         "retained_slot_reused",
         format!(
-            "deploy of v3 into the slot still running v1 (pids {retained:?}): ok in {:.2}s; new-conn {} | keep-alive {}",
+            "deploy of v3 into the slot still running v1 (pids {retained:?}): ok in {:.2}s; new-conn {} | keep-alive {}; retained v1's shutdown: {}",
             run.secs,
             nc.line(),
-            ka.line()
+            ka.line(),
+            shutdown_line(&shutdowns)
         ),
     );
 }
@@ -911,7 +926,7 @@ fn retained_old_slot_is_stopped_before_the_next_deploy_into_it() {
 fn foreign_process_on_the_idle_port_is_left_alone() {
     let _serial = serial();
     let tb = Testbed::up(2);
-    let wd = Workdir::new(&tb, "30s", "");
+    let wd = Workdir::with(&tb, &realistic("30s"));
     setup_deploy(&tb, &wd, "v1");
     let before = tb.state();
     let upstream_before = upstream(&tb);
@@ -928,7 +943,7 @@ fn foreign_process_on_the_idle_port_is_left_alone() {
     });
 
     wd.stage("v2");
-    let traffic = Traffic::start(&tb, 2);
+    let traffic = Traffic::with_slow(&tb, 2, SLOW_WORKERS);
     std::thread::sleep(Duration::from_millis(300));
     traffic.allow(&["v1"]);
     let run = exec(&wd, "faults-foreign");

@@ -2,6 +2,7 @@
 //! nginx on the proxy, and the demo app's jars. Everything is torn down on drop, even after a panic.
 
 use crate::util::{require, TempDir};
+pub use bluegreen_testbed::DeployOptions;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -113,8 +114,13 @@ pub struct Workdir {
 
 impl Workdir {
     pub fn new(tb: &Testbed, deadline: &str, extra: &str) -> Workdir {
+        Workdir::with(tb, &DeployOptions::new(deadline).extra(extra))
+    }
+
+    /// A workdir whose config deploys the demo app as `opts` says (app flags, `cd`, `stop.grace`).
+    pub fn with(tb: &Testbed, opts: &DeployOptions) -> Workdir {
         let dir = TempDir::new("e2e");
-        let inner = bluegreen_testbed::Workdir::new(tb, dir.path(), jars(), deadline, extra)
+        let inner = bluegreen_testbed::Workdir::with(tb, dir.path(), jars(), opts)
             .unwrap_or_else(|e| panic!("{e}"));
         Workdir { dir, inner }
     }

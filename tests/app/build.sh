@@ -14,7 +14,10 @@
 #
 # Run with e.g.:
 #   java -Xmx64m -Xss512k -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:-UsePerfData \
-#        -jar app.jar --server.port=8080 [--boot-delay=MS] [--broken]
+#        -jar app.jar --server.port=8080 [--bind-delay=MS] [--boot-delay=MS] [--shutdown-delay=MS] [--broken]
+# (--bind-delay: the port is bound only after MS, as Spring Boot binds late; --boot-delay: 503 for MS after
+# binding; --shutdown-delay: on SIGTERM, finish in-flight requests and exit no sooner than MS after the
+# signal. See the comment of tests/app/src/bluegreen/demo/DemoApp.java.)
 set -euo pipefail
 
 die() { echo "build.sh: $*" >&2; exit 1; }

@@ -747,6 +747,8 @@ pub fn upload(s: &Sizes, bin: &Path, scratch: &Scratch) -> Result<Upload> {
 // 6: rollback
 
 /// Item 6.
+// One value per suite run: the size of `Counts` in `Done` does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Rollback {
     /// `bluegreen rollback` does not exist yet.
     Pending(String),

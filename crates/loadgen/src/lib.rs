@@ -6,6 +6,10 @@
 //! idempotent requests on a reset keep-alive connection and so hide exactly the failures this tool
 //! exists to count. Retrying once, as browsers do, is an explicit option whose saves are counted apart.
 //!
+//! Optional slow workers request a slow path (the demo app's `/slow?ms=1500`) instead, so that some
+//! requests are always in flight, through a switch and a stop; each is counted like any other
+//! request (a slow request that fails is a failure), and apart as well (`slow_ok`, `slow_failed`).
+//!
 //! ```no_run
 //! use bluegreen_loadgen::{Load, Mode, Options};
 //! let load = Load::start(Options::new("127.0.0.1:80".parse().unwrap(), Mode::KeepAlive));
@@ -18,7 +22,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -49,6 +53,11 @@ pub struct Options {
     /// Retry a request once on a fresh connection when a reused keep-alive connection was reset
     /// before any byte of the answer arrived (what browsers do for idempotent requests).
     pub retry_reset: bool,
+    /// Workers, besides `workers`, that request `slow_path` instead of `path`, one request after
+    /// another: each keeps a request in flight nearly all the time.
+    pub slow_workers: usize,
+    /// Path the slow workers request; its answer must arrive within `timeout`.
+    pub slow_path: String,
 }
 
 impl Options {
@@ -61,7 +70,16 @@ impl Options {
             workers: 4,
             timeout: Duration::from_secs(5),
             retry_reset: false,
+            slow_workers: 0,
+            slow_path: "/slow?ms=1500".into(),
         }
+    }
+
+    /// Adds `workers` slow workers requesting `/slow?ms=MS` (the demo app's slow endpoint).
+    pub fn with_slow(mut self, workers: usize, ms: u64) -> Options {
+        self.slow_workers = workers;
+        self.slow_path = format!("/slow?ms={ms}");
+        self
     }
 }
 
@@ -84,6 +102,12 @@ pub struct Counts {
     pub wrong_version: u64,
     /// Resets on reused keep-alive connections that one retry turned into a good answer.
     pub reset_retried_ok: u64,
+    /// Good answers to slow requests (also counted in `ok`).
+    pub slow_ok: u64,
+    /// Failed slow requests (also counted in their kind of failure).
+    pub slow_failed: u64,
+    /// The most slow requests that were in flight at once.
+    pub slow_max_in_flight: u64,
     /// Good answers per version.
     pub versions: BTreeMap<String, u64>,
     /// Milliseconds from the start to the first good answer of each version.
@@ -122,8 +146,16 @@ impl Counts {
             .iter()
             .map(|(v, n)| format!("{v}:{n}"))
             .collect();
+        let slow = if self.slow_ok + self.slow_failed > 0 {
+            format!(
+                "; slow ok {} failed {} (at most {} in flight)",
+                self.slow_ok, self.slow_failed, self.slow_max_in_flight
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "requests {} ok {} failed {} (connect {}, reset {}, timeout {}, 5xx {}, other {}, wrong version {}; retried ok {}) versions [{}]",
+            "requests {} ok {} failed {} (connect {}, reset {}, timeout {}, 5xx {}, other {}, wrong version {}; retried ok {}) versions [{}]{slow}",
             self.total(),
             self.ok,
             self.failures(),
@@ -156,7 +188,15 @@ pub struct Load {
     stop: Arc<AtomicBool>,
     counts: Arc<Mutex<Counts>>,
     allowed: Arc<RwLock<Vec<String>>>,
+    slow_in_flight: Arc<AtomicU64>,
     workers: Vec<JoinHandle<()>>,
+}
+
+/// What one worker requests.
+struct Job<'a> {
+    path: &'a str,
+    /// Slow requests in flight, when this is a slow worker.
+    slow: Option<&'a AtomicU64>,
 }
 
 impl Load {
@@ -165,20 +205,41 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let counts = Arc::new(Mutex::new(Counts::default()));
         let allowed = Arc::new(RwLock::new(Vec::new()));
+        let slow_in_flight = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
-        let workers = (0..opts.workers.max(1))
-            .map(|_| {
-                let (stop, counts, allowed, opts) =
-                    (stop.clone(), counts.clone(), allowed.clone(), opts.clone());
-                std::thread::spawn(move || worker(&opts, &stop, &counts, &allowed, started))
+        let fast = (0..opts.workers.max(1)).map(|_| false);
+        let slow = (0..opts.slow_workers).map(|_| true);
+        let workers = fast
+            .chain(slow)
+            .map(|is_slow| {
+                let (stop, counts, allowed, opts, in_flight) = (
+                    stop.clone(),
+                    counts.clone(),
+                    allowed.clone(),
+                    opts.clone(),
+                    slow_in_flight.clone(),
+                );
+                std::thread::spawn(move || {
+                    let job = Job {
+                        path: if is_slow { &opts.slow_path } else { &opts.path },
+                        slow: is_slow.then_some(&*in_flight),
+                    };
+                    worker(&opts, &job, &stop, &counts, &allowed, started)
+                })
             })
             .collect();
         Load {
             stop,
             counts,
             allowed,
+            slow_in_flight,
             workers,
         }
+    }
+
+    /// How many slow requests are in flight right now.
+    pub fn slow_in_flight(&self) -> u64 {
+        self.slow_in_flight.load(Ordering::SeqCst)
     }
 
     /// Sets the versions a good answer may come from (empty: any).
@@ -205,6 +266,7 @@ impl Load {
 
 fn worker(
     opts: &Options,
+    job: &Job,
     stop: &AtomicBool,
     counts: &Mutex<Counts>,
     allowed: &RwLock<Vec<String>>,
@@ -212,16 +274,24 @@ fn worker(
 ) {
     let mut conn: Option<(BufReader<TcpStream>, bool)> = None;
     while !stop.load(Ordering::SeqCst) {
-        let mut outcome = request(opts, &mut conn);
+        let in_flight = job.slow.map(|n| n.fetch_add(1, Ordering::SeqCst) + 1);
+        if let (Some(n), Ok(mut c)) = (in_flight, counts.lock()) {
+            c.slow_max_in_flight = c.slow_max_in_flight.max(n);
+        }
+        let mut outcome = request(opts, job.path, &mut conn);
         let mut retried = false;
         if opts.retry_reset {
             if let Outcome::Reset { reused: true, .. } = outcome {
                 retried = true;
-                outcome = request(opts, &mut conn);
+                outcome = request(opts, job.path, &mut conn);
             }
+        }
+        if let Some(n) = job.slow {
+            n.fetch_sub(1, Ordering::SeqCst);
         }
         let now_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let Ok(mut c) = counts.lock() else { return };
+        let (failures_before, samples_before) = (c.failures(), c.samples.len());
         match outcome {
             Outcome::Ok(version) => {
                 let ok = allowed
@@ -262,6 +332,18 @@ fn worker(
                 sample(&mut c, now_ms, format!("HTTP {s}: {}", body.trim()));
             }
         }
+        if job.slow.is_some() {
+            if c.failures() > failures_before {
+                c.slow_failed += 1;
+                if c.samples.len() > samples_before {
+                    if let Some(last) = c.samples.last_mut() {
+                        last.push_str(&format!(" (slow request {})", job.path));
+                    }
+                }
+            } else {
+                c.slow_ok += 1;
+            }
+        }
     }
 }
 
@@ -278,8 +360,8 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-/// One request; `conn` holds the keep-alive connection between calls.
-fn request(opts: &Options, conn: &mut Option<(BufReader<TcpStream>, bool)>) -> Outcome {
+/// One request of `path`; `conn` holds the keep-alive connection between calls.
+fn request(opts: &Options, path: &str, conn: &mut Option<(BufReader<TcpStream>, bool)>) -> Outcome {
     let keep = opts.mode == Mode::KeepAlive;
     if conn.is_none() || !keep {
         match TcpStream::connect_timeout(&opts.addr, opts.timeout) {
@@ -299,7 +381,7 @@ fn request(opts: &Options, conn: &mut Option<(BufReader<TcpStream>, bool)>) -> O
     let was_reused = *reused;
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: bluegreen-load\r\n{}\r\n",
-        opts.path,
+        path,
         opts.addr,
         if keep { "" } else { "Connection: close\r\n" }
     );
@@ -418,6 +500,11 @@ mod tests {
 
     /// A tiny server: answers `n` requests per connection with the given status, then closes.
     fn server(status: u16, per_conn: usize) -> SocketAddr {
+        server_with(status, per_conn, None)
+    }
+
+    /// Like `server`; requests for `/slow` are answered after `slow` (and with version `s7`).
+    fn server_with(status: u16, per_conn: usize, slow: Option<Duration>) -> SocketAddr {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         std::thread::spawn(move || {
@@ -428,18 +515,25 @@ mod tests {
                     let mut w = s;
                     for _ in 0..per_conn {
                         let mut line = String::new();
+                        let mut is_slow = false;
                         loop {
                             line.clear();
                             if r.read_line(&mut line).unwrap_or(0) == 0 {
                                 return;
                             }
+                            is_slow |= line.starts_with("GET /slow");
                             if line == "\r\n" {
                                 break;
                             }
                         }
+                        let mut v = "v7";
+                        if let (true, Some(d)) = (is_slow, slow) {
+                            std::thread::sleep(d);
+                            v = "s7";
+                        }
                         let _ = write!(
                             w,
-                            "HTTP/1.1 {status} X\r\nX-App-Version: v7\r\nContent-Length: 2\r\n\r\nv7"
+                            "HTTP/1.1 {status} X\r\nX-App-Version: {v}\r\nContent-Length: 2\r\n\r\n{v}"
                         );
                     }
                 });
@@ -470,9 +564,16 @@ mod tests {
         let addr = server(200, 1000);
         let load = Load::start(Options::new(addr, Mode::NewConnection));
         load.allow(&["v8"]);
+        // Answers classified before `allow` took effect were good; every one after it is not.
+        let before = load.snapshot();
         std::thread::sleep(Duration::from_millis(100));
         let c = load.stop();
-        assert!(c.wrong_version > 0 && c.ok == 0, "{}", c.line());
+        assert!(
+            c.wrong_version > 0 && c.ok == before.ok,
+            "{} (before: {})",
+            c.line(),
+            before.line()
+        );
     }
 
     #[test]
@@ -492,6 +593,39 @@ mod tests {
         let c = load.stop();
         assert_eq!(c.reset, 0, "{}", c.line());
         assert!(c.reset_retried_ok > 0, "{}", c.line());
+    }
+
+    #[test]
+    fn slow_workers_keep_requests_in_flight_and_are_counted() {
+        let addr = server_with(200, 1000, Some(Duration::from_millis(150)));
+        let mut o = Options::new(addr, Mode::NewConnection).with_slow(3, 150);
+        o.workers = 1;
+        let load = Load::start(o);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(load.slow_in_flight(), 3, "every slow worker waits");
+        std::thread::sleep(Duration::from_millis(400));
+        let c = load.stop();
+        assert!(c.slow_ok >= 6, "{}", c.line());
+        assert_eq!((c.slow_failed, c.failures()), (0, 0), "{}", c.line());
+        assert_eq!(c.slow_max_in_flight, 3, "{}", c.line());
+        assert_eq!(c.versions["s7"], c.slow_ok, "{}", c.line());
+        assert!(c.versions["v7"] > 10, "fast workers ran too: {}", c.line());
+        assert!(c.line().contains("slow ok"), "{}", c.line());
+
+        // A slow request that fails is a failure, counted apart as well.
+        let addr = server_with(502, 1000, Some(Duration::from_millis(50)));
+        let load = Load::start(Options::new(addr, Mode::KeepAlive).with_slow(1, 50));
+        std::thread::sleep(Duration::from_millis(200));
+        let c = load.stop();
+        assert!(c.slow_failed > 0 && c.slow_ok == 0, "{}", c.line());
+        assert!(c.failures() > c.slow_failed, "{}", c.line());
+        assert!(
+            c.samples
+                .iter()
+                .any(|s| s.contains("(slow request /slow?ms=50)")),
+            "{:?}",
+            c.samples
+        );
     }
 
     #[test]

@@ -26,6 +26,12 @@ struct Args {
     /// Stop once this file exists.
     #[arg(long)]
     until_file: Option<std::path::PathBuf>,
+    /// Extra workers that keep slow requests in flight (requesting --slow-path).
+    #[arg(long, default_value_t = 0)]
+    slow_workers: usize,
+    /// Path of the slow requests (the demo app's slow endpoint).
+    #[arg(long, default_value = "/slow?ms=1500")]
+    slow_path: String,
     /// Retry once when a reused keep-alive connection is reset, as browsers do.
     #[arg(long)]
     retry_reset: bool,
@@ -52,6 +58,8 @@ fn main() -> ExitCode {
     opts.path = args.path;
     opts.workers = args.workers;
     opts.retry_reset = args.retry_reset;
+    opts.slow_workers = args.slow_workers;
+    opts.slow_path = args.slow_path;
     let load = Load::start(opts);
     let started = Instant::now();
     loop {

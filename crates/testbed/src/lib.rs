@@ -171,8 +171,16 @@ impl Testbed {
     }
 
     /// A config deploying the demo app from `artifact` to this testbed: health polled every 200 ms,
-    /// two good answers needed within `deadline`; `extra` is appended (more top-level keys).
+    /// two good answers needed within `deadline`; `extra` is appended (more top-level keys). The app
+    /// starts at once and stops at once ([`DeployOptions::new`]); see [`Testbed::config_with`].
     pub fn config(&self, artifact: &Path, deadline: &str, extra: &str) -> String {
+        self.config_with(artifact, &DeployOptions::new(deadline).extra(extra))
+    }
+
+    /// A config deploying the demo app from `artifact` to this testbed as `opts` says: health polled
+    /// every 200 ms, two good answers needed within `opts.deadline`, the app's command line, the
+    /// start command's working directory, `stop.grace`, and more top-level keys.
+    pub fn config_with(&self, artifact: &Path, opts: &DeployOptions) -> String {
         let servers: String = self
             .app_addrs()
             .iter()
@@ -198,14 +206,14 @@ proxy:
   check_url: http://{proxy}:{port}/actuator/health
 servers:
 {servers}deploy_dir: {deploy}
-start: {java} {java_opts} -jar {{jar}} --server.port={{port}}
+start: {cd}{java} {java_opts} -jar {{jar}} --server.port={{port}}{args}
 health:
   interval: 200ms
   timeout: 2s
   deadline: {deadline}
   successes: 2
 stop:
-  grace: 20s
+  grace: {grace}
 {extra}",
             artifact = artifact.display(),
             user = self.var("SSH_USER"),
@@ -221,7 +229,89 @@ stop:
             deploy = self.var("DEPLOY_DIR"),
             java = self.var("JAVA"),
             java_opts = self.var("JAVA_OPTS"),
+            cd = opts
+                .cd
+                .as_ref()
+                .map(|d| format!("cd {d} && exec "))
+                .unwrap_or_default(),
+            args = opts
+                .app_args
+                .iter()
+                .map(|a| format!(" {a}"))
+                .collect::<String>(),
+            deadline = opts.deadline,
+            grace = opts.grace,
+            extra = opts.extra,
         )
+    }
+}
+
+/// How the demo app is deployed on the testbed ([`Testbed::config_with`]). The defaults
+/// ([`DeployOptions::new`]) are the fast ones: the app binds its port at once, is healthy at once and
+/// stops at once. Realistic values are the app's own flags (`tests/app`):
+///
+/// ```
+/// use bluegreen_testbed::DeployOptions;
+/// // Binds its port after 1 s like Spring Boot, and takes 3 s to shut down gracefully.
+/// let o = DeployOptions::new("60s").args(["--bind-delay=1000", "--shutdown-delay=3000"]);
+/// assert_eq!(o.grace, "20s");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployOptions {
+    /// `health.deadline`.
+    pub deadline: String,
+    /// Appended to the config: more top-level keys.
+    pub extra: String,
+    /// Appended to the app's command line (shell words, written as they are), e.g.
+    /// `--shutdown-delay=3000`, `--bind-delay=1500`, `--boot-delay=2000`.
+    pub app_args: Vec<String>,
+    /// A directory the start command changes into before it starts the JVM
+    /// (`start: cd DIR && exec java ...`): bluegreen runs the command with `bash -c` in the slot's
+    /// directory, and the process it recorded then has DIR as its working directory, as when a
+    /// wrapper script changes directory. None: the slot's directory.
+    pub cd: Option<String>,
+    /// `stop.grace` (default `20s`).
+    pub grace: String,
+}
+
+impl DeployOptions {
+    /// Health deadline `deadline`, nothing appended, no app arguments, no `cd`, `stop.grace: 20s`.
+    pub fn new(deadline: &str) -> DeployOptions {
+        DeployOptions {
+            deadline: deadline.to_string(),
+            extra: String::new(),
+            app_args: Vec::new(),
+            cd: None,
+            grace: "20s".into(),
+        }
+    }
+
+    /// Appends `extra` (top-level keys) to the config.
+    pub fn extra(mut self, extra: &str) -> DeployOptions {
+        self.extra.push_str(extra);
+        self
+    }
+
+    /// Appends arguments to the app's command line.
+    pub fn args<I, S>(mut self, args: I) -> DeployOptions
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.app_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// The start command changes into `dir` before it execs the JVM.
+    pub fn cd(mut self, dir: &str) -> DeployOptions {
+        self.cd = Some(dir.to_string());
+        self
+    }
+
+    /// `stop.grace`, e.g. `30s`.
+    pub fn grace(mut self, grace: &str) -> DeployOptions {
+        self.grace = grace.to_string();
+        self
     }
 }
 
@@ -269,8 +359,14 @@ impl Workdir {
         deadline: &str,
         extra: &str,
     ) -> Result<Workdir> {
+        Workdir::with(tb, dir, jars, &DeployOptions::new(deadline).extra(extra))
+    }
+
+    /// A workdir in `dir` for `tb`, deploying jars from `jars` as `opts` says (see
+    /// [`Testbed::config_with`]).
+    pub fn with(tb: &Testbed, dir: &Path, jars: &Path, opts: &DeployOptions) -> Result<Workdir> {
         std::fs::create_dir_all(dir.join("artifact"))?;
-        let cfg = tb.config(&dir.join("artifact/demo.jar"), deadline, extra);
+        let cfg = tb.config_with(&dir.join("artifact/demo.jar"), opts);
         std::fs::write(dir.join("bluegreen.yaml"), cfg)?;
         Ok(Workdir {
             dir: dir.to_path_buf(),

@@ -25,35 +25,46 @@ import java.util.concurrent.atomic.AtomicLong;
  * A tiny Spring-Boot-shaped HTTP app (JDK only) for bluegreen end-to-end tests.
  *
  * <pre>
- * java -jar app.jar --server.port=8080 [--server.address=0.0.0.0] [--boot-delay=MS] [--broken]
- *                   [--shutdown-timeout=MS] [--pid-file=PATH] [--app.version=V] [--die-after-health=K]
- * env: SERVER_PORT, BOOT_DELAY_MS, APP_BROKEN=1, SHUTDOWN_TIMEOUT_MS, APP_VERSION, APP_DIE_AFTER_HEALTH
+ * java -jar app.jar --server.port=8080 [--server.address=0.0.0.0] [--bind-delay=MS] [--boot-delay=MS]
+ *                   [--broken] [--shutdown-delay=MS] [--shutdown-timeout=MS] [--pid-file=PATH]
+ *                   [--app.version=V] [--die-after-health=K]
+ * env: SERVER_PORT, BIND_DELAY_MS, BOOT_DELAY_MS, APP_BROKEN=1, SHUTDOWN_DELAY_MS, SHUTDOWN_TIMEOUT_MS,
+ *      APP_VERSION, APP_DIE_AFTER_HEALTH
  * </pre>
  *
  * Precedence (like Spring): command line argument, then -D system property (server.port, app.version,
- * boot.delay, app.broken, shutdown.timeout), then environment variable, then the built-in default.
+ * bind.delay, boot.delay, app.broken, shutdown.delay, shutdown.timeout), then environment variable, then
+ * the built-in default.
  * The version defaults to the {@code /version.txt} resource baked into the jar by build.sh.
  *
  * Endpoints: GET /actuator/health (also /readiness, /liveness), GET / and /version, GET /slow?ms=N,
  * GET /actuator/info. Every response carries X-App-Version, X-App-Port and X-App-Pid headers.
- * The port is bound immediately; until the boot delay has passed every endpoint answers 503 (health says
- * DOWN). With --broken (or APP_BROKEN=1, or a version starting with "broken") the health stays DOWN forever
+ * The port is bound after the bind delay (default 0: at once; Spring Boot binds its port only once the
+ * context is up, seconds after start); then, until the boot delay has passed, every endpoint answers 503
+ * (health says DOWN). With --broken (or APP_BROKEN=1, or a version starting with "broken") the health stays DOWN forever
  * while the other endpoints work; --broken=false / APP_BROKEN=0 turns that off.
  * With --die-after-health=K (or a version starting with "dies", which means K=2) the app answers UP to its
  * first K health requests, then dies (exit 3, no answer, no graceful shutdown) on the next health request:
  * a version that passes bluegreen's health polling and crashes right after the switch.
  *
  * SIGTERM: the listening socket is closed at once, health turns OUT_OF_SERVICE, requests already received
- * are finished (answered with "Connection: close"), then the JVM exits 0; if requests are still running
- * when the shutdown timeout (default 30 s) passes it exits 1.
+ * are finished (answered with "Connection: close"), and the JVM exits 0 once none is left and the shutdown
+ * delay (default 0) has passed since the signal: like a Spring context whose beans take that long to close.
+ * Both are bounded by the shutdown timeout (default 30 s, Spring's timeout-per-shutdown-phase): if requests
+ * are still running when it passes the JVM exits 1. The log says when the shutdown started and how long it
+ * took ("shutdown started ...", "shutdown ended after N ms ...").
  */
 public final class DemoApp {
     private static final PrintStream OUT = System.out;
+    /** Set by {@link #fail}: the exit is not a graceful shutdown and keeps its status. */
+    private static volatile boolean failing;
 
     private final String version;
     private final String bindAddress;
     private final int port;
+    private final long bindDelayMs;
     private final long bootDelayMs;
+    private final long shutdownDelayMs;
     private final boolean broken;
     private final long shutdownTimeoutMs;
     private final String pidFile;
@@ -66,11 +77,11 @@ public final class DemoApp {
     private final Object idleLock = new Object();
     private volatile boolean booted;
     private volatile boolean shuttingDown;
-    private HttpServer server;
+    private volatile HttpServer server;
 
     private DemoApp(String[] args) {
         String argVersion = null, argPort = null, argAddress = null, argDelay = null, argTimeout = null,
-                argPidFile = null;
+                argPidFile = null, argBindDelay = null, argShutdownDelay = null;
         String argDie = null;
         Boolean argBroken = null;
         for (String a : args) {
@@ -84,6 +95,10 @@ public final class DemoApp {
                 argAddress = value(a);
             } else if (a.startsWith("--boot-delay=")) {
                 argDelay = value(a);
+            } else if (a.startsWith("--bind-delay=")) {
+                argBindDelay = value(a);
+            } else if (a.startsWith("--shutdown-delay=")) {
+                argShutdownDelay = value(a);
             } else if (a.startsWith("--shutdown-timeout=")) {
                 argTimeout = value(a);
             } else if (a.startsWith("--pid-file=")) {
@@ -106,6 +121,10 @@ public final class DemoApp {
                 "0.0.0.0");
         bootDelayMs = parseInt("boot-delay",
                 first(argDelay, System.getProperty("boot.delay"), System.getenv("BOOT_DELAY_MS"), "0"));
+        bindDelayMs = parseInt("bind-delay",
+                first(argBindDelay, System.getProperty("bind.delay"), System.getenv("BIND_DELAY_MS"), "0"));
+        shutdownDelayMs = parseInt("shutdown-delay", first(argShutdownDelay, System.getProperty("shutdown.delay"),
+                System.getenv("SHUTDOWN_DELAY_MS"), "0"));
         shutdownTimeoutMs = parseInt("shutdown-timeout", first(argTimeout, System.getProperty("shutdown.timeout"),
                 System.getenv("SHUTDOWN_TIMEOUT_MS"), "30000"));
         // A jar built as version "broken..." (tests/app/build.sh OUT broken) is broken unless told otherwise.
@@ -131,19 +150,31 @@ public final class DemoApp {
                     return t;
                 });
         pool.allowCoreThreadTimeOut(true);
-        try {
-            server = HttpServer.create(new InetSocketAddress(InetAddress.getByName(bindAddress), port), 256);
-        } catch (IOException e) {
-            fail("cannot listen on " + bindAddress + ":" + port + ": " + e);
-        }
-        server.setExecutor(new CountingExecutor(pool));
-        server.createContext("/", this::handle);
+        // Registered first, as Spring registers its context's hook: a SIGTERM during the bind delay is
+        // a graceful shutdown too.
         Runtime.getRuntime().addShutdownHook(new Thread(this::shutdown, "graceful-shutdown"));
-        server.start();
         if (!pidFile.isEmpty()) {
             Files.writeString(Path.of(pidFile), pid + "\n");
         }
-        log("listening " + version + " on port " + port + " pid " + pid + " (boot delay " + bootDelayMs + " ms"
+        if (bindDelayMs > 0) {
+            log("starting " + version + " pid " + pid + ": port " + port + " bound in " + bindDelayMs + " ms");
+            Thread.sleep(bindDelayMs);
+        }
+        if (shuttingDown) {
+            return;
+        }
+        HttpServer s = null;
+        try {
+            s = HttpServer.create(new InetSocketAddress(InetAddress.getByName(bindAddress), port), 256);
+        } catch (IOException e) {
+            fail("cannot listen on " + bindAddress + ":" + port + ": " + e);
+        }
+        s.setExecutor(new CountingExecutor(pool));
+        s.createContext("/", this::handle);
+        s.start();
+        server = s;
+        log("listening " + version + " on port " + port + " pid " + pid + " (bind delay " + bindDelayMs
+                + " ms, boot delay " + bootDelayMs + " ms, shutdown delay " + shutdownDelayMs + " ms"
                 + (broken ? ", broken" : "")
                 + (dieAfterHealth > 0 ? ", dies after " + dieAfterHealth + " healthy answers" : "") + ")");
         if (bootDelayMs > 0) {
@@ -287,32 +318,59 @@ public final class DemoApp {
     }
 
     private void shutdown() {
+        if (failing) {
+            return;
+        }
+        long started = System.nanoTime();
         shuttingDown = true;
-        log("stopping " + version + " on port " + port + " pid " + pid + ": " + active.get()
-                + " request(s) in flight");
+        long delayMs = Math.min(Math.max(0, shutdownDelayMs), shutdownTimeoutMs);
+        log("shutdown started: stopping " + version + " on port " + port + " pid " + pid + ": " + active.get()
+                + " request(s) in flight; shutdown delay " + delayMs + " ms, timeout " + shutdownTimeoutMs
+                + " ms");
         // HttpServer.stop closes the listening socket at once, then waits for the exchanges it knows about
         // (in JDK 17 it may wait the whole delay when idle), so it runs on its own thread and we track
         // in-flight exchanges ourselves.
-        Thread stopper = new Thread(() -> server.stop((int) (shutdownTimeoutMs / 1000) + 1), "http-stop");
-        stopper.setDaemon(true);
-        stopper.start();
-        long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(shutdownTimeoutMs);
+        HttpServer s = server;
+        if (s != null) {
+            Thread stopper = new Thread(() -> s.stop((int) (shutdownTimeoutMs / 1000) + 1), "http-stop");
+            stopper.setDaemon(true);
+            stopper.start();
+        }
+        long deadline = started + TimeUnit.MILLISECONDS.toNanos(shutdownTimeoutMs);
+        long notBefore = started + TimeUnit.MILLISECONDS.toNanos(delayMs);
+        boolean drainedLogged = false;
         try {
             // Let requests that reached the server just before the listener closed be dispatched and counted.
             Thread.sleep(50);
             synchronized (idleLock) {
-                while (active.get() > 0) {
-                    long left = TimeUnit.NANOSECONDS.toMillis(deadline - System.nanoTime());
+                while (true) {
+                    long now = System.nanoTime();
+                    long left = TimeUnit.NANOSECONDS.toMillis(deadline - now);
                     if (left <= 0) {
                         break;
                     }
-                    idleLock.wait(Math.min(left, 100));
+                    if (active.get() > 0) {
+                        idleLock.wait(Math.min(left, 100));
+                        continue;
+                    }
+                    if (!drainedLogged) {
+                        drainedLogged = true;
+                        log("shutdown: no request in flight after " + TimeUnit.NANOSECONDS.toMillis(now - started)
+                                + " ms");
+                    }
+                    long waitNs = notBefore - now;
+                    if (waitNs <= 0) {
+                        break;
+                    }
+                    // Like beans that take their time to close; requests still being received are waited for.
+                    idleLock.wait(Math.min((waitNs + 999_999) / 1_000_000, 100));
                 }
             }
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
         int left = active.get();
+        long tookMs = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - started);
         if (!pidFile.isEmpty()) {
             try {
                 Files.deleteIfExists(Path.of(pidFile));
@@ -321,11 +379,11 @@ public final class DemoApp {
             }
         }
         if (left == 0) {
-            log("stopped " + version + " on port " + port + " pid " + pid + " after serving " + served.get()
-                    + " request(s)");
+            log("shutdown ended after " + tookMs + " ms: stopped " + version + " on port " + port + " pid " + pid
+                    + " after serving " + served.get() + " request(s)");
         } else {
-            log("stopped " + version + " on port " + port + " pid " + pid + ": shutdown timeout, " + left
-                    + " request(s) still in flight");
+            log("shutdown ended after " + tookMs + " ms: stopped " + version + " on port " + port + " pid " + pid
+                    + ": shutdown timeout, " + left + " request(s) still in flight");
         }
         OUT.flush();
         System.err.flush();
@@ -340,6 +398,7 @@ public final class DemoApp {
     }
 
     private static void fail(String message) {
+        failing = true;
         System.err.println("demo app: " + message);
         System.err.flush();
         System.exit(2);
