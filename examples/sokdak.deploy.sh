@@ -89,25 +89,129 @@ bg_unlock() {
   echo "lock released"
 }
 
-# detect UPSTREAM_FILE BLUE_PORT GREEN_PORT: prints the live slot (blue, green or none).
-bg_detect() {
-  local file=$1 blue=$2 green=$3 ports
-  if [ ! -e "$file" ]; then
-    echo none
-    return 0
+# The upstream file as nginx reads it, for bg_detect and bg_switch. Every directive is parsed
+# (several per line, split over lines, comments); `server` lines whose port is a slot's must be on
+# the config's app hosts, and a server on an app host at another port is refused: either could mean
+# traffic goes where bluegreen cannot tell. Other servers (a `backup` page, a unix socket, another
+# pool) and every other directive are kept as they are. In `rewrite` mode it prints the file with
+# every slot server moved to PORT (its parameters kept: weight=, max_fails=, backup, down ...) and
+# a line added for each app host the file does not name yet; in `detect` mode the live slot.
+IFS= read -r -d '' BG_UPSTREAM_AWK <<'BG_UPSTREAM_AWK_EOF' || true
+function fail(msg) { printf "bluegreen: %s: %s\n", file, msg > "/dev/stderr"; exit 1 }
+function take(ln, i, j) { nt++; tok[nt] = substr(line[ln], i, j - i); tline[nt] = ln; tcol[nt] = i }
+function addr_parts(a,    k, rest) {
+  ahost = ""; aport = ""
+  if (a ~ /^unix:/) return 0
+  if (substr(a, 1, 1) == "[") {
+    k = index(a, "]"); if (!k) return -1
+    ahost = substr(a, 2, k - 2); rest = substr(a, k + 1)
+  } else {
+    k = index(a, ":")
+    if (!k) { ahost = a; aport = 80; return 1 }
+    ahost = substr(a, 1, k - 1); rest = substr(a, k)
+  }
+  if (rest == "") { aport = 80; return 1 }
+  if (rest !~ /^:[0-9]+$/) return -1
+  aport = substr(rest, 2) + 0; return 1
+}
+function directive(    k, kind, quiet) {
+  if (nt == 0) return
+  if (tok[1] == "server") {
+    if (nt < 2) fail("line " tline[1] ": `server` without an address")
+    kind = addr_parts(tok[2])
+    if (kind < 0) fail("line " tline[2] ": cannot read the address `" tok[2] "`")
+    quiet = 0
+    for (k = 3; k <= nt; k++) if (tok[k] == "backup" || tok[k] == "down") quiet = 1
+    text = "`server " tok[2] "` (line " tline[2] ")"
+    if (kind && (aport == blue || aport == green)) {
+      if (!(ahost in cfg)) fail(text " is at a slot port, but " ahost " is not one of the config's servers; fix: remove the line, or add the host to servers")
+      ns++; sline[ns] = tline[2]; scol[ns] = tcol[2]; slen[ns] = length(tok[2]); shost[ns] = ahost
+      seen[ahost] = 1; last_slot_line = tline[2]
+      if (aport == blue) { nblue++; bline = tline[2] } else { ngreen++; gline = tline[2] }
+    } else if (kind && (ahost in cfg)) {
+      fail(text " is an app host at port " aport ", which is neither slot (blue " blue ", green " green "): bluegreen cannot tell which slot is live; fix: point it at the live slot's port, or remove it")
+    } else if (!quiet && other == "") {
+      other = text
+    }
+  }
+  nd++; nt = 0
+}
+{ line[NR] = $0 }
+END {
+  n = split(addrs, list, " ")
+  for (k = 1; k <= n; k++) cfg[list[k]] = 1
+  for (ln = 1; ln <= NR; ln++) {
+    s = line[ln]; len = length(s); i = 1
+    while (i <= len) {
+      c = substr(s, i, 1)
+      if (c == "#") break
+      if (c == " " || c == "\t" || c == "\r") { i++; continue }
+      if (c == ";") { directive(); i++; continue }
+      if (c == "{" || c == "}") fail("line " ln ": `" c "`: a block cannot be in a file included inside upstream { }")
+      if (c == "\"" || c == "'") fail("line " ln ": quoted values are not supported in the upstream file")
+      j = i
+      while (j <= len && substr(s, j, 1) !~ /[ \t\r;#{}"']/) j++
+      take(ln, i, j); i = j
+    }
+  }
+  if (nt > 0) fail("line " tline[1] ": `" tok[1] "` is not ended by `;`")
+  if (nblue && ngreen) fail("sends traffic to both slots (port " blue " on line " bline ", port " green " on line " gline "); fix it by hand before deploying")
+  live = nblue ? "blue" : (ngreen ? "green" : "none")
+  if (live == "none" && other != "") fail(other " is not one of the config's servers and no server is at a slot port, so bluegreen cannot tell what serves traffic now; for a first deploy the file must hold no server, or only `backup` or `down` ones (e.g. `server 127.0.0.1:9 down;`)")
+  if (mode == "detect") { print live; exit 0 }
+  for (k = 1; k <= ns; k++) {
+    ln = sline[k]
+    line[ln] = substr(line[ln], 1, scol[k] - 1) shost[k] ":" port substr(line[ln], scol[k] + slen[k])
+  }
+  if (NR == 0) print header
+  for (ln = 1; ln <= NR; ln++) {
+    print line[ln]
+    if (ln == last_slot_line) add()
+  }
+  if (!last_slot_line) add()
+}
+function add(    k) { for (k = 1; k <= n; k++) if (!(list[k] in seen)) print "server " list[k] ":" port ";" }
+BG_UPSTREAM_AWK_EOF
+
+# bg_upstream_exists FILE SUDO: prints yes or no; fails when it cannot tell (a directory the
+# deploy user cannot search, and sudo not allowed to look).
+bg_upstream_exists() {
+  if [ -e "$1" ]; then
+    echo yes
+  elif [ -x "$(dirname -- "$1")" ]; then
+    echo no
+  elif [ "$2" = yes ] && sudo -n -- test -e "$1" 2>/dev/null; then
+    echo yes
+  else
+    bg_die "cannot tell whether the upstream file $1 exists: its directory is not searchable by $(id -un)$([ "$2" = yes ] && echo ', even with sudo -n')"
   fi
-  ports=$(awk '$1 == "server" { a = $2; sub(/;.*/, "", a); n = split(a, p, ":"); print p[n] }' "$file" | sort -u | tr '\n' ' ')
-  case "$ports" in
-    "$blue ") echo blue ;;
-    "$green ") echo green ;;
-    "")
-      echo none ;;
-    *"$blue "*"$green "* | *"$green "*"$blue "*)
-      bg_die "$file sends traffic to both slots (ports: $ports); fix it by hand before deploying" ;;
-    *)
-      echo "bluegreen: $file points at no slot port (ports: $ports); treating this as a first deploy" >&2
-      echo none ;;
-  esac
+}
+
+# bg_read_upstream FILE SUDO: the upstream file's text (read under `sudo -n` when SUDO is `yes` and
+# the deploy user cannot read it), empty when it does not exist. An unreadable file is an error,
+# never "no slot is live".
+bg_read_upstream() {
+  local file=$1 sudo=$2 text exists
+  exists=$(bg_upstream_exists "$file" "$sudo") || exit 1
+  [ "$exists" = yes ] || return 0
+  if [ -r "$file" ]; then
+    text=$(cat -- "$file" && printf x) || bg_die "cannot read the upstream file $file"
+  elif [ "$sudo" = yes ]; then
+    text=$(sudo -n -- cat -- "$file" && printf x) || bg_die "cannot read the upstream file $file, even with sudo -n"
+  else
+    bg_die "cannot read the upstream file $file as $(id -un) (set proxy.sudo: true if it needs root)"
+  fi
+  printf '%s' "${text%x}"
+}
+
+# detect UPSTREAM_FILE SUDO BLUE_PORT GREEN_PORT ADDRESS...: prints the live slot (blue, green or
+# none, when the file does not exist or names no server yet); refuses a file it cannot fully read.
+bg_detect() {
+  local file=$1 sudo=$2 blue=$3 green=$4 text
+  shift 4
+  text=$(bg_read_upstream "$file" "$sudo" && printf x) || exit 1
+  printf '%s' "${text%x}" | awk -v mode=detect -v file="$file" -v blue="$blue" -v green="$green" \
+    -v addrs="$*" "$BG_UPSTREAM_AWK"
 }
 
 # prepare SLOT_DIR: creates the slot's directory.
@@ -130,15 +234,41 @@ bg_install() {
   echo "installed $dir/$jar ($want)"
 }
 
-# The pid of the instance recorded in SLOT_DIR/app.pid, if it is alive and really ours
-# (its working directory is the slot's directory): a recycled pid is never signalled.
+# The start time of process PID (field 22 of /proc/PID/stat, in clock ticks since boot): with the
+# pid, what identifies a process, since pids are reused.
+bg_proc_start() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  # shellcheck disable=SC2086
+  set -- $stat
+  [ "$#" -ge 20 ] || return 1
+  printf '%s\n' "${20}"
+}
+
+# The pid of the instance recorded in SLOT_DIR/app.pid (`PID START_TIME`), if it still runs: the
+# process with that pid and start time, or, once that process is gone, any process left in its
+# session (the kernel never gives a live session's id to a new process). So a recycled pid is never
+# taken for the instance, and an app that changes its working directory still is.
 bg_slot_pid() {
-  local dir=$1 pid
+  local dir=$1 pid="" start="" now
   [ -f "$dir/app.pid" ] || return 1
-  pid=$(cat -- "$dir/app.pid")
+  read -r pid start _ <"$dir/app.pid" || [ -n "$pid" ] || return 1
   case "$pid" in '' | *[!0-9]*) return 1 ;; esac
-  kill -0 "$pid" 2>/dev/null || return 1
-  [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$dir" ] || return 1
+  if now=$(bg_proc_start "$pid"); then
+    if [ -n "$start" ]; then
+      [ "$now" = "$start" ] || return 1
+    else
+      # A pid file of an older bluegreen, without a start time: ours if that process started
+      # before the file was written (a pid reused since then belongs to a later process).
+      local btime tck
+      btime=$(awk '$1 == "btime" { print $2 }' /proc/stat)
+      tck=$(getconf CLK_TCK 2>/dev/null || echo 100)
+      [ $((btime + now / tck)) -le $(($(stat -c %Y -- "$dir/app.pid") + 1)) ] || return 1
+    fi
+  elif ! pgrep -s "$pid" >/dev/null 2>&1; then
+    return 1
+  fi
   echo "$pid"
 }
 
@@ -147,6 +277,7 @@ bg_slot_pid() {
 bg_stop() {
   local dir=$1 port=$2 signal=$3 grace=$4 pid waited=0
   if ! pid=$(bg_slot_pid "$dir"); then
+    # The process the file names is gone, or a live process with its pid is provably another.
     rm -f -- "$dir/app.pid"
     # Nothing of ours to wait for: whatever holds the port is not ours to stop.
     if bg_port_busy "$port"; then
@@ -157,10 +288,11 @@ bg_stop() {
     return 0
   else
     kill -s "$signal" -- "-$pid" 2>/dev/null || kill -s "$signal" "$pid" 2>/dev/null || true
-    while kill -0 -- "-$pid" 2>/dev/null; do
+    while kill -0 -- "-$pid" 2>/dev/null || pgrep -s "$pid" >/dev/null 2>&1; do
       if [ "$waited" -ge $((grace * 10)) ]; then
         echo "pid $pid still running after ${grace}s: sending SIGKILL"
         kill -s KILL -- "-$pid" 2>/dev/null || true
+        pkill -KILL -s "$pid" 2>/dev/null || true
         break
       fi
       sleep 0.1
@@ -179,11 +311,16 @@ bg_stop() {
   done
 }
 
-# start SLOT_DIR SLOT PORT HOST JAR_NAME SIGNAL GRACE_SECS COMMAND: starts the slot's instance detached,
-# after stopping an instance still running in that slot (one retained from an earlier deploy).
+# start SLOT_DIR SLOT PORT HOST JAR_NAME SIGNAL GRACE_SECS COMMAND LIVE_PORT: starts the slot's
+# instance detached, after stopping an instance still running in that slot (one retained from an
+# earlier deploy). Never on LIVE_PORT, the port the proxy's upstream named when the deploy read it.
 # COMMAND is shell text that refers to "$BG_JAR", "$BG_PORT", "$BG_SLOT", "$BG_HOST" and "$BG_DIR".
+# The instance runs under a small shell that records its exit status in SLOT_DIR/app.exit.
 bg_start() {
-  local dir=$1 slot=$2 port=$3 host=$4 jar=$5 signal=$6 grace=$7 command=$8 pid
+  local dir=$1 slot=$2 port=$3 host=$4 jar=$5 signal=$6 grace=$7 command=$8 live_port=${9:-} pid start
+  if [ -n "$live_port" ] && [ "$port" = "$live_port" ]; then
+    bg_die "not starting $slot on port $port: the proxy's upstream sends traffic to that port"
+  fi
   if bg_slot_pid "$dir" >/dev/null; then
     echo "slot $slot is still occupied: stopping it first"
     bg_stop "$dir" "$port" "$signal" "$grace"
@@ -195,23 +332,46 @@ bg_start() {
   cd -- "$dir"
   export BG_JAR="$dir/$jar" BG_PORT="$port" BG_SLOT="$slot" BG_HOST="$host" BG_DIR="$dir"
   printf '\n--- %s starting %s on port %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$slot" "$port" >>"$dir/app.log"
-  setsid bash -c "$command" </dev/null >>"$dir/app.log" 2>&1 &
+  rm -f -- "$dir/app.exit"
+  # shellcheck disable=SC2016
+  setsid bash -c 'bash -c "$1"; echo "$?" >"$2"' "bluegreen-$slot" "$command" "$dir/app.exit" \
+    </dev/null >>"$dir/app.log" 2>&1 &
   pid=$!
-  printf '%s\n' "$pid" >"$dir/app.pid"
+  start=$(bg_proc_start "$pid") || start=""
+  printf '%s %s\n' "$pid" "$start" >"$dir/app.pid.tmp"
+  mv -f -- "$dir/app.pid.tmp" "$dir/app.pid"
   sleep 0.2
-  if ! kill -0 "$pid" 2>/dev/null; then
-    rm -f -- "$dir/app.pid"
-    tail -n 20 -- "$dir/app.log" >&2 || true
-    bg_die "the $slot instance exited at once (log: $dir/app.log)"
+  if ! bg_slot_pid "$dir" >/dev/null; then
+    bg_exited "$dir" "$slot" "at once"
   fi
   echo "started $slot on port $port as pid $pid"
+}
+
+# Fails saying that the slot's instance has exited WHEN, with its exit status and its log's last lines.
+bg_exited() {
+  local dir=$1 code
+  code=$(cat -- "$dir/app.exit" 2>/dev/null || true)
+  rm -f -- "$dir/app.pid"
+  tail -n 10 -- "$dir/app.log" >&2 || true
+  bg_die "the $2 instance exited $3 with status ${code:-unknown} (log: $dir/app.log)"
+}
+
+# alive SLOT_DIR SLOT: fails, with the exit status and the log's last lines, when the slot's
+# instance is no longer running (a new instance that died while it was health-checked).
+bg_alive() {
+  local pid
+  if pid=$(bg_slot_pid "$1"); then
+    echo "alive $pid"
+  else
+    bg_exited "$1" "$2" "while it was health-checked"
+  fi
 }
 
 # probe URL STATUS BODY TIMEOUT_SECS: one health probe sent from this host; prints the status.
 bg_probe() {
   local url=$1 want=$2 body=$3 timeout=$4 out code
   out=$(mktemp)
-  code=$(curl -s -o "$out" -w '%{http_code}' --max-time "$timeout" -- "$url" || true)
+  code=$(curl -s -g -o "$out" -w '%{http_code}' --max-time "$timeout" -- "$url" || true)
   if [ "$code" = "$want" ] && { [ -z "$body" ] || grep -qF -- "$body" "$out"; }; then
     rm -f -- "$out"
     echo "ok $code"
@@ -221,37 +381,67 @@ bg_probe() {
   fi
 }
 
-# switch UPSTREAM_FILE CONTENT SUDO TEST_CMD RELOAD_CMD: points nginx at new servers.
-# The new file is written beside the old one and renamed over it atomically; if the config test
-# fails, the previous file is put back and nginx is never reloaded.
+# bg_put FILE TEXT SUDO: replaces FILE by TEXT atomically (a temporary file of a name no other run
+# uses, beside it, renamed over it).
+bg_put() {
+  local file=$1 text=$2 sudo=$3 tmp
+  tmp="$file.bluegreen-$$-$RANDOM"
+  printf '%s' "$text" | bg_run "$sudo" tee -- "$tmp" >/dev/null || {
+    bg_run "$sudo" rm -f -- "$tmp"
+    return 1
+  }
+  bg_run "$sudo" mv -f -- "$tmp" "$file"
+}
+
+# bg_restore FILE EXISTED TEXT SUDO: puts the upstream file back as it was before the switch.
+bg_restore() {
+  if [ "$2" = yes ]; then bg_put "$1" "$3" "$4"; else bg_run "$4" rm -f -- "$1"; fi
+}
+
+# switch STATE_DIR UPSTREAM_FILE SUDO TEST_CMD RELOAD_CMD BLUE GREEN PORT HEADER ADDRESS...: points
+# nginx at PORT on every app host. The file is rewritten from what it holds now (see
+# BG_UPSTREAM_AWK), written beside the old one and renamed over it, then tested: if the test fails,
+# the previous file is put back and nginx is never reloaded (exit 1). Once the reload is sent, a
+# later failure (nginx not replacing its workers in time) puts the previous file back and reloads
+# again (exit 3: nginx may have sent requests to PORT meanwhile). Switches on one proxy take turns
+# (flock on STATE_DIR/switch.lock), so a switch back cannot interleave with a switch still running.
 bg_switch() {
-  local file=$1 content=$2 sudo=$3 test_cmd=$4 reload_cmd=$5 out
-  local tmp="$file.bluegreen-new" prev="$file.bluegreen-prev"
-  local -a test_words reload_words
+  local dir=$1 file=$2 sudo=$3 test_cmd=$4 reload_cmd=$5 blue=$6 green=$7 port=$8 header=$9 out
+  shift 9
+  local -a test_words reload_words workers=()
   read -r -a test_words <<<"$test_cmd"
   read -r -a reload_words <<<"$reload_cmd"
-  printf '%s' "$content" | bg_run "$sudo" tee -- "$tmp" >/dev/null
-  if [ -e "$file" ]; then
-    bg_run "$sudo" cp -p -- "$file" "$prev"
-  else
-    bg_run "$sudo" rm -f -- "$prev"
-  fi
-  bg_run "$sudo" mv -f -- "$tmp" "$file"
+  mkdir -p -- "$dir"
+  exec 9>>"$dir/switch.lock"
+  flock -w 25 9 || bg_die "another switch of this upstream is still running (flock $dir/switch.lock)"
+  local old="" existed new
+  existed=$(bg_upstream_exists "$file" "$sudo") || exit 1
+  old=$(bg_read_upstream "$file" "$sudo" && printf x) || exit 1
+  old=${old%x}
+  new=$(printf '%s' "$old" | awk -v mode=rewrite -v file="$file" -v blue="$blue" -v green="$green" \
+    -v port="$port" -v header="$header" -v addrs="$*" "$BG_UPSTREAM_AWK" && printf x) || exit 1
+  new=${new%x}
+  bg_put "$file" "$new" "$sudo" || bg_die "cannot write $file"
   if ! out=$(bg_run "$sudo" "${test_words[@]}" 2>&1); then
-    if [ -e "$prev" ]; then bg_run "$sudo" mv -f -- "$prev" "$file"; else bg_run "$sudo" rm -f -- "$file"; fi
+    bg_restore "$file" "$existed" "$old" "$sudo"
     bg_die "'$test_cmd' failed, previous upstream file restored, nginx not reloaded: $out"
   fi
-  local -a workers=()
   mapfile -t workers < <(bg_nginx_workers)
   if ! out=$(bg_run "$sudo" "${reload_words[@]}" 2>&1); then
-    if [ -e "$prev" ]; then bg_run "$sudo" mv -f -- "$prev" "$file"; else bg_run "$sudo" rm -f -- "$file"; fi
+    bg_restore "$file" "$existed" "$old" "$sudo"
     bg_die "'$reload_cmd' failed, previous upstream file restored: $out"
   fi
   if ! bg_reloaded "${workers[@]}"; then
-    if [ -e "$prev" ]; then bg_run "$sudo" mv -f -- "$prev" "$file"; else bg_run "$sudo" rm -f -- "$file"; fi
-    bg_die "nginx did not replace its workers within 10s of '$reload_cmd' (see its error log); previous upstream file restored"
+    bg_restore "$file" "$existed" "$old" "$sudo"
+    mapfile -t workers < <(bg_nginx_workers)
+    if bg_run "$sudo" "${reload_words[@]}" >/dev/null 2>&1 && bg_reloaded "${workers[@]}"; then
+      printf 'bluegreen: nginx did not replace its workers within 10s of %s (see its error log): previous upstream file restored and nginx reloaded again\n' "'$reload_cmd'" >&2
+    else
+      printf 'bluegreen: nginx did not replace its workers within 10s of %s (see its error log), nor after the previous upstream file was restored and nginx reloaded again\n' "'$reload_cmd'" >&2
+    fi
+    exit 3
   fi
-  echo "upstream switched and nginx reloaded"
+  echo "upstream switched to port $port and nginx reloaded"
 }
 
 # Prints "PID PPID" of every nginx worker that serves requests (not one already shutting down).
@@ -316,12 +506,12 @@ bg_record() {
   echo "state recorded: live=$3 previous=$4"
 }
 
-# revive SLOT_DIR SLOT PORT HOST JAR_NAME SIGNAL GRACE_SECS COMMAND RELEASE: for a rollback, makes
+# revive SLOT_DIR SLOT PORT HOST JAR_NAME SIGNAL GRACE_SECS COMMAND LIVE_PORT RELEASE: for a rollback, makes
 # sure the slot's instance of RELEASE runs: kept as it is when still running (retained), restarted
 # from the jar kept in its directory otherwise. Refuses when the slot holds another release (a later
 # deploy into it failed or was rejected): that is nothing safe to go back to.
 bg_revive() {
-  local dir=$1 slot=$2 jar=$5 want=$9 have="" pid
+  local dir=$1 slot=$2 jar=$5 want=${10} have="" pid
   [ -f "$dir/release" ] && have=$(cat -- "$dir/release")
   if [ "$have" != "$want" ]; then
     bg_die "the $slot slot holds release '${have:-none}', not the previous release '$want' (a later deploy into it failed or was rejected): nothing safe to roll back to"
@@ -331,7 +521,7 @@ bg_revive() {
     return 0
   fi
   [ -f "$dir/$jar" ] || bg_die "no release kept in $dir: nothing to roll back to"
-  bg_start "${@:1:8}"
+  bg_start "${@:1:9}"
 }
 
 # release STATE_DIR: prints the release that was live before the last switch (from the state file).
@@ -387,12 +577,17 @@ bg_hoststatus() {
   done
 }
 
-# proxystatus STATE_DIR UPSTREAM_FILE BLUE_PORT GREEN_PORT: key=value lines about the proxy: the slot
-# the upstream file points at, the state file, the lock.
+# proxystatus STATE_DIR DETECT_ARGS...: key=value lines about the proxy: the slot the upstream file
+# points at (`unknown`, with the reason, when bg_detect refuses the file), the state file, the lock.
 bg_proxystatus() {
   local dir=$1 live
-  live=$(bg_detect "$2" "$3" "$4" 2>/dev/null) || live=mixed
-  printf 'upstream.live=%s\nnow=%s\n' "$live" "$(date +%s)"
+  shift
+  if live=$( (bg_detect "$@") 2>&1); then
+    printf 'upstream.live=%s\n' "$live"
+  else
+    printf 'upstream.live=unknown\nupstream.error=%s\n' "$(printf '%s\n' "$live" | tail -n 1)"
+  fi
+  printf 'now=%s\n' "$(date +%s)"
   if [ -f "$dir/state" ]; then sed 's/^/state./' "$dir/state"; fi
   if [ -d "$dir/lock" ]; then
     printf 'lock.held=yes\nlock.since=%s\n' "$(stat -c %Y -- "$dir/lock")"
@@ -416,8 +611,8 @@ bg_main() {
   local fn=$1
   shift
   case "$fn" in
-    lock | unlock | detect | prepare | install | stop | start | probe | switch | settle | record | revive | \
-      release | audit | history | hoststatus | proxystatus | breaklock)
+    lock | unlock | detect | prepare | install | stop | start | alive | probe | switch | settle | record | \
+      revive | release | audit | history | hoststatus | proxystatus | breaklock)
       "bg_$fn" "$@" ;;
     *) bg_die "unknown remote function '$fn'" ;;
   esac
@@ -444,30 +639,58 @@ bg_secs() {
   printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000))
 }
 
-# Checks the environment variables the config refers to, and the hosts they name.
+# bg_check_env ACTION: checks every environment variable the config refers to, as bluegreen exec
+# does: with the same rules, in the same order, with the same messages.
 bg_check_env() {
-  local name field
-  while read -r name field; do
-    [ -n "$name" ] || continue
-    if [ -z "${!name:-}" ]; then
-      bg_fail "$field: environment variable $name is not set"
-    fi
-  done <<'BG_ENV_EOF'
-NGINX_PRIVATE_IP proxy.host
-WAS_1_PRIVATE_IP servers[0].host
-WAS_2_PRIVATE_IP servers[1].host
-BG_ENV_EOF
+  bg_check_var "proxy.host" NGINX_PRIVATE_IP host
+  bg_check_var "proxy.check_url" NGINX_PRIVATE_IP text
+  bg_check_var "servers[0].host" WAS_1_PRIVATE_IP host
+  bg_check_var "servers[0].address" WAS_1_PRIVATE_IP host
+  bg_check_var "servers[1].host" WAS_2_PRIVATE_IP host
+  bg_check_var "servers[1].address" WAS_2_PRIVATE_IP host
+  [ -n "${BG_KNOWN_HOSTS:-}" ] || bg_check_var "ssh.known_hosts" HOME text
+  [ -n "${BG_SSH_KEY:-}" ] || bg_check_var "ssh.identity_file" HOME text
 }
 
-bg_check_host() {
-  if ! [[ $2 =~ ^[A-Za-z0-9.:][A-Za-z0-9.:-]*$ ]]; then
-    bg_fail "$1: '$2' is not a host name or IP address"
+# bg_check_var FIELD NAME RULE: ${NAME}, used in FIELD, must be set and its value pass RULE.
+bg_check_var() {
+  local field=$1 name=$2 value re problem=""
+  if [ -z "${!name+set}" ]; then
+    bg_fail "${field}: environment variable \`${name}\` is not set
+  hint: export ${name}=... before running, or remove the reference"
+  fi
+  value=${!name}
+  case "$3" in
+    host)
+      re=$'^[ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.:][ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.:-]*$'
+      if [ -z "$value" ]; then
+        problem="is empty"
+      elif ! [[ $value =~ $re ]]; then
+        problem="is not a host name or IP address (letters, digits, \`.\`, \`-\`, \`:\`)"
+      fi
+      ;;
+    user)
+      re=$'^[ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._][ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-]*$'
+      if [ -z "$value" ]; then
+        problem="is not a valid user name (letters, digits, \`.\`, \`_\`, \`-\`)"
+      elif ! [[ $value =~ $re ]]; then
+        problem="is not a valid user name (letters, digits, \`.\`, \`_\`, \`-\`)"
+      fi
+      ;;
+    text)
+      if [[ $value == *$'\n'* ]]; then
+        problem="contains a newline or NUL"
+      fi
+      ;;
+    *) bg_fail "unknown check $3" ;;
+  esac
+  if [ -n "$problem" ]; then
+    bg_fail "${field}: \`${value}\` (from \`\${${name}}\`) ${problem}"
   fi
 }
 
 # Settings that may refer to environment variables: read once bg_check_env has passed.
 bg_init() {
-  BG_ARTIFACT_PATTERN="backend/sokdak/build/libs/*.jar"
   BG_ADDR[proxy]="${NGINX_PRIVATE_IP}"
   BG_USER[proxy]="ubuntu"
   BG_PORT[proxy]=22
@@ -477,10 +700,6 @@ bg_init() {
   BG_ADDR[app2]="${WAS_2_PRIVATE_IP}"
   BG_USER[app2]="ubuntu"
   BG_PORT[app2]=22
-  local id
-  for id in "${BG_HOSTS[@]}"; do
-    bg_check_host "$id" "${BG_ADDR[$id]}"
-  done
 }
 
 bg_ssh_opts() {
@@ -498,12 +717,20 @@ bg_ssh_opts() {
   if [ -n "$key" ]; then
     BG_SSH_OPTS+=(-i "$key" -o IdentitiesOnly=yes)
   fi
+  # ssh and scp run without the runner's locale: Debian's /etc/ssh/ssh_config sends LANG and LC_*
+  # (SendEnv), which apps started on the host would inherit, and a `-o SendEnv=-LANG` here cannot
+  # take that back (ssh reads the command line first, the config files' SendEnv lines add to it).
+  local v
+  BG_SSH_ENV=(env -u LANG)
+  for v in "${!LC_@}"; do
+    BG_SSH_ENV+=(-u "$v")
+  done
 }
 
 bg_ssh() {
   local id=$1
   shift
-  ssh "${BG_SSH_OPTS[@]}" -p "${BG_PORT[$id]}" -l "${BG_USER[$id]}" -- "${BG_ADDR[$id]}" "$@"
+  "${BG_SSH_ENV[@]}" ssh "${BG_SSH_OPTS[@]}" -p "${BG_PORT[$id]}" -l "${BG_USER[$id]}" -- "${BG_ADDR[$id]}" "$@"
 }
 
 # bg_remote HOST FN ARGS...: runs one function of the remote library on HOST.
@@ -526,14 +753,17 @@ bg_on() {
 
 # Opens the connection to a host that every later command to it reuses (ControlMaster).
 bg_connect() {
-  ssh "${BG_SSH_OPTS[@]}" -f -N -p "${BG_PORT[$1]}" -l "${BG_USER[$1]}" -- "${BG_ADDR[$1]}"
+  "${BG_SSH_ENV[@]}" ssh "${BG_SSH_OPTS[@]}" -f -N -p "${BG_PORT[$1]}" -l "${BG_USER[$1]}" -- "${BG_ADDR[$1]}"
 }
 
+# Closes every host's connection, named as bg_connect opened it (the control socket's name %C is
+# a hash of the user, host and port), then removes the control directory.
 bg_disconnect() {
   local id
   for id in "${BG_HOSTS[@]}"; do
-    ssh "${BG_SSH_OPTS[@]}" -p "${BG_PORT[$id]}" -O exit -- "${BG_ADDR[$id]}" >/dev/null 2>&1 || true
+    "${BG_SSH_ENV[@]}" ssh "${BG_SSH_OPTS[@]}" -p "${BG_PORT[$id]}" -l "${BG_USER[$id]}" -O exit -- "${BG_ADDR[$id]}" >/dev/null 2>&1 || true
   done
+  [ -z "${BG_CTL_DIR:-}" ] || rm -rf -- "$BG_CTL_DIR"
 }
 
 # bg_check_space HOST PREPARE_OUTPUT DIR: fails before uploading when DIR has too little room.
@@ -549,18 +779,21 @@ bg_check_space() {
 bg_upload() {
   local id=$1 dest=$2 start elapsed
   start=$(bg_now_ms)
-  scp -q "${BG_SSH_OPTS[@]}" -P "${BG_PORT[$id]}" -- "$BG_ARTIFACT" "${BG_USER[$id]}@[${BG_ADDR[$id]}]:$dest"
+  # -s: the SFTP protocol, which takes the destination as it is; the legacy protocol would have
+  # the remote shell parse it (spaces, quotes, `$`).
+  "${BG_SSH_ENV[@]}" scp -q -s "${BG_SSH_OPTS[@]}" -P "${BG_PORT[$id]}" -- "$BG_ARTIFACT" "${BG_USER[$id]}@[${BG_ADDR[$id]}]:$dest"
   elapsed=$(($(bg_now_ms) - start))
   bg_log "[$id] uploaded $BG_ARTIFACT in $(bg_secs "$elapsed")s"
 }
 
-# bg_health HOST URL STATUS BODY INTERVAL_MS TIMEOUT_MS DEADLINE_MS SUCCESSES [PROBE_ARGS...]
+# bg_health HOST URL STATUS BODY INTERVAL_MS TIMEOUT_MS DEADLINE_MS SUCCESSES SLOT_DIR SLOT [PROBE_ARGS...]
 # Polls URL from here (or, with PROBE_ARGS, from the host itself) until SUCCESSES consecutive
-# answers have STATUS (and contain BODY), or fails once DEADLINE_MS has passed.
+# answers have STATUS (and contain BODY), or fails once DEADLINE_MS has passed. After a failed
+# probe it asks the host whether the instance in SLOT_DIR still runs, and fails at once if not.
 bg_health() {
-  local id=$1 url=$2 want=$3 body=$4 interval=$5 timeout=$6 deadline=$7 need=$8
-  shift 8
-  local good=0 code start out result
+  local id=$1 url=$2 want=$3 body=$4 interval=$5 timeout=$6 deadline=$7 need=$8 dir=$9 slot=${10}
+  shift 10
+  local good=0 code start out result died
   start=$(bg_now_ms)
   out=$(mktemp)
   while :; do
@@ -569,7 +802,7 @@ bg_health() {
       code=${result#* }
       [ "${result%% *}" = ok ] && good=$((good + 1)) || good=0
     else
-      code=$(curl -s -o "$out" -w '%{http_code}' --max-time "$(bg_secs "$timeout")" -- "$url" || true)
+      code=$(curl -g -s -o "$out" -w '%{http_code}' --max-time "$(bg_secs "$timeout")" -- "$url" || true)
       if [ "$code" = "$want" ] && { [ -z "$body" ] || grep -qF -- "$body" "$out"; }; then
         good=$((good + 1))
       else
@@ -581,6 +814,11 @@ bg_health() {
       bg_log "[$id] healthy after $(bg_secs $(($(bg_now_ms) - start)))s ($url)"
       return 0
     fi
+    if [ "$good" -eq 0 ] && ! died=$(bg_remote "$id" alive "$dir" "$slot" 2>&1); then
+      rm -f -- "$out"
+      printf '%s\n' "$died" | sed '$d' | sed "s/^/[$id] /" >&2
+      bg_fail "[$id] $(printf '%s\n' "$died" | tail -n 1 | sed 's/^bluegreen: //'), $(bg_secs $(($(bg_now_ms) - start)))s into the health checks"
+    fi
     if [ $(($(bg_now_ms) - start)) -ge "$deadline" ]; then
       rm -f -- "$out"
       bg_fail "[$id] not healthy within $(bg_secs "$deadline")s: $url last answered ${code:-nothing}"
@@ -589,19 +827,58 @@ bg_health() {
   done
 }
 
-# Confirms a switch with a request through the proxy.
+# bg_check_url URL STATUS SHOWN: confirms a switch with a request through the proxy. SHOWN is the
+# URL as logged, its credentials hidden.
 bg_check_url() {
-  local url=$1 want=$2 code try
+  local url=$1 want=$2 shown=$3 code try
   for try in 1 2 3 4 5; do
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -- "$url" || true)
+    code=$(curl -g -s -o /dev/null -w '%{http_code}' --max-time 5 -- "$url" || true)
     if [ "$code" = "$want" ]; then
-      bg_log "[proxy] $url answers $code"
+      bg_log "[proxy] $shown answers $code"
       return 0
     fi
-    bg_log "[proxy] $url answered ${code:-nothing} (try $try)"
+    bg_log "[proxy] $shown answered ${code:-nothing} (try $try)"
     sleep 0.5
   done
-  bg_fail "[proxy] $url does not answer $want after the switch"
+  bg_fail "[proxy] $shown does not answer $want after the switch"
+}
+
+# bg_redact_url URL: prints URL with its userinfo (user:password@) and query values hidden, as
+# bluegreen_core::redact_url does (for URLs known only at run time).
+bg_redact_url() {
+  local url=$1 authority rest query fragment="" item out sep=""
+  if [[ $url != *://* ]]; then
+    printf '%s\n' "$url"
+    return 0
+  fi
+  rest=${url#*://}
+  authority=${rest%%[/?#]*}
+  rest=${rest:${#authority}}
+  if [[ $authority == *@* ]]; then
+    authority="***@${authority##*@}"
+  fi
+  if [[ $rest == *#* ]]; then
+    fragment="#${rest#*#}"
+    rest=${rest%%#*}
+  fi
+  if [[ $rest == *\?* ]]; then
+    query=${rest#*\?}
+    out="${rest%%\?*}?"
+    while :; do
+      item=${query%%&*}
+      if [[ $item == *=* ]]; then
+        [ -z "${item#*=}" ] || item="${item%%=*}=***"
+      elif [ -n "$item" ]; then
+        item="***"
+      fi
+      out+="$sep$item"
+      sep="&"
+      [[ $query == *\&* ]] || break
+      query=${query#*&}
+    done
+    rest=$out
+  fi
+  printf '%s\n' "${url%%://*}://$authority$rest$fragment"
 }
 
 # bg_parallel FN...: runs the functions at once (one per host); fails if any fails.
@@ -632,8 +909,10 @@ bg_select_slots() {
   bg_log "[proxy] live slot: $BG_LIVE_SLOT; deploying to $BG_TARGET_SLOT (port $BG_TARGET_PORT)"
 }
 
-# Finds the one artifact and its sha256, before any host is touched.
+# Finds the one artifact and its sha256, before any host is touched (a deploy only: the artifact's
+# variables are checked, and needed, for nothing else).
 bg_resolve_artifact() {
+  BG_ARTIFACT_PATTERN="backend/sokdak/build/libs/*.jar"
   local matches=()
   mapfile -t matches < <(compgen -G "$BG_ARTIFACT_PATTERN" || true)
   if [ "${#matches[@]}" -ne 1 ]; then
@@ -662,7 +941,7 @@ bg_notify() {
   local text="$BG_APP: ${BG_ACTION:-deploy} $outcome (slot ${BG_TARGET_SLOT:-?}, release ${BG_RELEASE:0:12}, by ${BG_DEPLOYER:-?})"
   local payload
   payload=$(printf '{"channel": "%s", "text": "%s"}' "jenkins" "${text//\"/\\\"}")
-  curl -s -o /dev/null --max-time 10 -H 'Content-Type: application/json' -d "$payload" -- "$url" ||
+  curl -g -s -o /dev/null --max-time 10 -H 'Content-Type: application/json' -d "$payload" -- "$url" ||
     bg_log "warning: Slack notification failed"
 }
 
@@ -698,7 +977,7 @@ bg_load() {
 
 # bg_begin ACTION PHASE: sets up a phase: fresh state for a prepare phase, the run's state otherwise.
 bg_begin() {
-  bg_check_env
+  bg_check_env "$1"
   bg_init
   if [ "$2" = prepare ]; then
     [ -n "$BG_RUN_ID" ] || BG_RUN_ID="$(id -un)@$(hostname)-$$-$(date +%s)"
@@ -727,7 +1006,7 @@ bg_begin() {
 
 bg_deploy_phase_prepare() {
   bg_on proxy lock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" "deploy of sokdak"
-  BG_LIVE_SLOT=$(bg_remote proxy detect "/etc/nginx/bluegreen/sokdak-upstream.conf" "8080" "8081")
+  BG_LIVE_SLOT=$(bg_remote proxy detect "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "8080" "8081" "${WAS_1_PRIVATE_IP}" "${WAS_2_PRIVATE_IP}")
   bg_select_slots
 }
 
@@ -750,11 +1029,11 @@ bg_deploy_phase_upload() {
 }
 
 bg_deploy_start_app1() {
-  bg_on app1 start "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "${WAS_1_PRIVATE_IP}" "sokdak.jar" "TERM" "30" "java -Xmx512m -jar \"\${BG_JAR}\" --server.port=\"\${BG_PORT}\" --spring.profiles.active=prod"
+  bg_on app1 start "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "${WAS_1_PRIVATE_IP}" "sokdak.jar" "TERM" "30" "java -Xmx512m -jar \"\${BG_JAR}\" --server.port=\"\${BG_PORT}\" --spring.profiles.active=prod" "${BG_LIVE_PORT}"
 }
 
 bg_deploy_start_app2() {
-  bg_on app2 start "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "${WAS_2_PRIVATE_IP}" "sokdak.jar" "TERM" "30" "java -Xmx512m -jar \"\${BG_JAR}\" --server.port=\"\${BG_PORT}\" --spring.profiles.active=prod"
+  bg_on app2 start "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "${WAS_2_PRIVATE_IP}" "sokdak.jar" "TERM" "30" "java -Xmx512m -jar \"\${BG_JAR}\" --server.port=\"\${BG_PORT}\" --spring.profiles.active=prod" "${BG_LIVE_PORT}"
 }
 
 bg_deploy_phase_start() {
@@ -762,11 +1041,11 @@ bg_deploy_phase_start() {
 }
 
 bg_deploy_verify_app1() {
-  bg_health app1 "http://${WAS_1_PRIVATE_IP}:${BG_TARGET_PORT}/actuator/health" 200 "\"status\":\"UP\"" 1000 2000 120000 2
+  bg_health app1 "http://${WAS_1_PRIVATE_IP}:${BG_TARGET_PORT}/actuator/health" 200 "\"status\":\"UP\"" 1000 2000 120000 2 "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}"
 }
 
 bg_deploy_verify_app2() {
-  bg_health app2 "http://${WAS_2_PRIVATE_IP}:${BG_TARGET_PORT}/actuator/health" 200 "\"status\":\"UP\"" 1000 2000 120000 2
+  bg_health app2 "http://${WAS_2_PRIVATE_IP}:${BG_TARGET_PORT}/actuator/health" 200 "\"status\":\"UP\"" 1000 2000 120000 2 "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}"
 }
 
 bg_deploy_phase_verify() {
@@ -774,12 +1053,9 @@ bg_deploy_phase_verify() {
 }
 
 bg_deploy_phase_switch() {
-  bg_on proxy switch "/etc/nginx/bluegreen/sokdak-upstream.conf" "# managed by bluegreen for sokdak: do not edit
-server ${WAS_1_PRIVATE_IP}:${BG_TARGET_PORT};
-server ${WAS_2_PRIVATE_IP}:${BG_TARGET_PORT};
-" "yes" "nginx -t" "nginx -s reload"
+  bg_on proxy switch "/var/lib/bluegreen/sokdak" "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "nginx -t" "nginx -s reload" "8080" "8081" "${BG_TARGET_PORT}" "# managed by bluegreen for sokdak" "${WAS_1_PRIVATE_IP}" "${WAS_2_PRIVATE_IP}"
   bg_on proxy settle "30"
-  bg_check_url "http://${NGINX_PRIVATE_IP}/actuator/health" 200
+  bg_check_url "http://${NGINX_PRIVATE_IP}/actuator/health" 200 "$(bg_redact_url "http://${NGINX_PRIVATE_IP}/actuator/health")"
 }
 
 bg_deploy_phase_drain() {
@@ -808,18 +1084,18 @@ bg_deploy_phase_finish() {
 
 bg_rollback_phase_prepare() {
   bg_on proxy lock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" "rollback of sokdak"
-  BG_LIVE_SLOT=$(bg_remote proxy detect "/etc/nginx/bluegreen/sokdak-upstream.conf" "8080" "8081")
+  BG_LIVE_SLOT=$(bg_remote proxy detect "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "8080" "8081" "${WAS_1_PRIVATE_IP}" "${WAS_2_PRIVATE_IP}")
   bg_select_slots
   BG_RELEASE=$(bg_remote proxy release "/var/lib/bluegreen/sokdak")
   bg_log "[$BG_APP] release to roll back to: $BG_RELEASE"
 }
 
 bg_rollback_start_app1() {
-  bg_on app1 revive "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "${WAS_1_PRIVATE_IP}" "sokdak.jar" "TERM" "30" "java -Xmx512m -jar \"\${BG_JAR}\" --server.port=\"\${BG_PORT}\" --spring.profiles.active=prod" "${BG_RELEASE}"
+  bg_on app1 revive "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "${WAS_1_PRIVATE_IP}" "sokdak.jar" "TERM" "30" "java -Xmx512m -jar \"\${BG_JAR}\" --server.port=\"\${BG_PORT}\" --spring.profiles.active=prod" "${BG_LIVE_PORT}" "${BG_RELEASE}"
 }
 
 bg_rollback_start_app2() {
-  bg_on app2 revive "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "${WAS_2_PRIVATE_IP}" "sokdak.jar" "TERM" "30" "java -Xmx512m -jar \"\${BG_JAR}\" --server.port=\"\${BG_PORT}\" --spring.profiles.active=prod" "${BG_RELEASE}"
+  bg_on app2 revive "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "${WAS_2_PRIVATE_IP}" "sokdak.jar" "TERM" "30" "java -Xmx512m -jar \"\${BG_JAR}\" --server.port=\"\${BG_PORT}\" --spring.profiles.active=prod" "${BG_LIVE_PORT}" "${BG_RELEASE}"
 }
 
 bg_rollback_phase_start() {
@@ -827,11 +1103,11 @@ bg_rollback_phase_start() {
 }
 
 bg_rollback_verify_app1() {
-  bg_health app1 "http://${WAS_1_PRIVATE_IP}:${BG_TARGET_PORT}/actuator/health" 200 "\"status\":\"UP\"" 1000 2000 120000 2
+  bg_health app1 "http://${WAS_1_PRIVATE_IP}:${BG_TARGET_PORT}/actuator/health" 200 "\"status\":\"UP\"" 1000 2000 120000 2 "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}"
 }
 
 bg_rollback_verify_app2() {
-  bg_health app2 "http://${WAS_2_PRIVATE_IP}:${BG_TARGET_PORT}/actuator/health" 200 "\"status\":\"UP\"" 1000 2000 120000 2
+  bg_health app2 "http://${WAS_2_PRIVATE_IP}:${BG_TARGET_PORT}/actuator/health" 200 "\"status\":\"UP\"" 1000 2000 120000 2 "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}"
 }
 
 bg_rollback_phase_verify() {
@@ -839,12 +1115,9 @@ bg_rollback_phase_verify() {
 }
 
 bg_rollback_phase_switch() {
-  bg_on proxy switch "/etc/nginx/bluegreen/sokdak-upstream.conf" "# managed by bluegreen for sokdak: do not edit
-server ${WAS_1_PRIVATE_IP}:${BG_TARGET_PORT};
-server ${WAS_2_PRIVATE_IP}:${BG_TARGET_PORT};
-" "yes" "nginx -t" "nginx -s reload"
+  bg_on proxy switch "/var/lib/bluegreen/sokdak" "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "nginx -t" "nginx -s reload" "8080" "8081" "${BG_TARGET_PORT}" "# managed by bluegreen for sokdak" "${WAS_1_PRIVATE_IP}" "${WAS_2_PRIVATE_IP}"
   bg_on proxy settle "30"
-  bg_check_url "http://${NGINX_PRIVATE_IP}/actuator/health" 200
+  bg_check_url "http://${NGINX_PRIVATE_IP}/actuator/health" 200 "$(bg_redact_url "http://${NGINX_PRIVATE_IP}/actuator/health")"
 }
 
 bg_rollback_phase_drain() {
@@ -873,7 +1146,7 @@ bg_rollback_phase_finish() {
 
 bg_retire_phase_prepare() {
   bg_on proxy lock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" "retire of sokdak"
-  BG_LIVE_SLOT=$(bg_remote proxy detect "/etc/nginx/bluegreen/sokdak-upstream.conf" "8080" "8081")
+  BG_LIVE_SLOT=$(bg_remote proxy detect "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "8080" "8081" "${WAS_1_PRIVATE_IP}" "${WAS_2_PRIVATE_IP}")
   bg_select_slots
 }
 
@@ -918,43 +1191,40 @@ bg_abort() {
     bg_log "abort: nothing of this run to undo"
     return 0
   fi
-  bg_check_env
-  bg_init
   bg_load
+  bg_check_env "$BG_ACTION"
+  bg_init
   mkdir -p -- "$BG_CTL_DIR"
   bg_ssh_opts
   bg_log "== abort after a failure in the $BG_PHASE phase of a $BG_ACTION: undoing"
-  local undo_failed=0
+  local undo_failed=0 bg_keep_new=""
   case "$BG_ACTION:$BG_PHASE" in
     deploy:prepare)
       bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" || undo_failed=1
       ;;
     deploy:upload)
-      bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1
-      bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1
+      if [ -n "$bg_keep_new" ]; then bg_log "[app1] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
+      if [ -n "$bg_keep_new" ]; then bg_log "[app2] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
       bg_on proxy audit "/var/lib/bluegreen/sokdak" "deploy" "sokdak" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
       bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" || undo_failed=1
       ;;
     deploy:start)
-      bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1
-      bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1
+      if [ -n "$bg_keep_new" ]; then bg_log "[app1] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
+      if [ -n "$bg_keep_new" ]; then bg_log "[app2] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
       bg_on proxy audit "/var/lib/bluegreen/sokdak" "deploy" "sokdak" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
       bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" || undo_failed=1
       ;;
     deploy:verify)
-      bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1
-      bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1
+      if [ -n "$bg_keep_new" ]; then bg_log "[app1] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
+      if [ -n "$bg_keep_new" ]; then bg_log "[app2] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
       bg_on proxy audit "/var/lib/bluegreen/sokdak" "deploy" "sokdak" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
       bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" || undo_failed=1
       ;;
     deploy:switch)
-      [ "$BG_LIVE_SLOT" = none ] || bg_on proxy switch "/etc/nginx/bluegreen/sokdak-upstream.conf" "# managed by bluegreen for sokdak: do not edit
-server ${WAS_1_PRIVATE_IP}:${BG_LIVE_PORT};
-server ${WAS_2_PRIVATE_IP}:${BG_LIVE_PORT};
-" "yes" "nginx -t" "nginx -s reload" || undo_failed=1
-      [ "$BG_LIVE_SLOT" = none ] || bg_on proxy settle "30" || undo_failed=1
-      bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1
-      bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1
+      [ "$BG_LIVE_SLOT" = none ] || bg_on proxy switch "/var/lib/bluegreen/sokdak" "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "nginx -t" "nginx -s reload" "8080" "8081" "${BG_LIVE_PORT}" "# managed by bluegreen for sokdak" "${WAS_1_PRIVATE_IP}" "${WAS_2_PRIVATE_IP}" || { undo_failed=1; bg_keep_new=yes; }
+      [ "$BG_LIVE_SLOT" = none ] || bg_on proxy settle "30" || { undo_failed=1; bg_keep_new=yes; }
+      if [ -n "$bg_keep_new" ]; then bg_log "[app1] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
+      if [ -n "$bg_keep_new" ]; then bg_log "[app2] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
       bg_on proxy audit "/var/lib/bluegreen/sokdak" "deploy" "sokdak" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
       bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" || undo_failed=1
       ;;
@@ -970,25 +1240,22 @@ server ${WAS_2_PRIVATE_IP}:${BG_LIVE_PORT};
       bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" || undo_failed=1
       ;;
     rollback:start)
-      bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1
-      bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1
+      if [ -n "$bg_keep_new" ]; then bg_log "[app1] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
+      if [ -n "$bg_keep_new" ]; then bg_log "[app2] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
       bg_on proxy audit "/var/lib/bluegreen/sokdak" "rollback" "sokdak" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
       bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" || undo_failed=1
       ;;
     rollback:verify)
-      bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1
-      bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1
+      if [ -n "$bg_keep_new" ]; then bg_log "[app1] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
+      if [ -n "$bg_keep_new" ]; then bg_log "[app2] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
       bg_on proxy audit "/var/lib/bluegreen/sokdak" "rollback" "sokdak" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
       bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" || undo_failed=1
       ;;
     rollback:switch)
-      [ "$BG_LIVE_SLOT" = none ] || bg_on proxy switch "/etc/nginx/bluegreen/sokdak-upstream.conf" "# managed by bluegreen for sokdak: do not edit
-server ${WAS_1_PRIVATE_IP}:${BG_LIVE_PORT};
-server ${WAS_2_PRIVATE_IP}:${BG_LIVE_PORT};
-" "yes" "nginx -t" "nginx -s reload" || undo_failed=1
-      [ "$BG_LIVE_SLOT" = none ] || bg_on proxy settle "30" || undo_failed=1
-      bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1
-      bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1
+      [ "$BG_LIVE_SLOT" = none ] || bg_on proxy switch "/var/lib/bluegreen/sokdak" "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "nginx -t" "nginx -s reload" "8080" "8081" "${BG_LIVE_PORT}" "# managed by bluegreen for sokdak" "${WAS_1_PRIVATE_IP}" "${WAS_2_PRIVATE_IP}" || { undo_failed=1; bg_keep_new=yes; }
+      [ "$BG_LIVE_SLOT" = none ] || bg_on proxy settle "30" || { undo_failed=1; bg_keep_new=yes; }
+      if [ -n "$bg_keep_new" ]; then bg_log "[app1] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
+      if [ -n "$bg_keep_new" ]; then bg_log "[app2] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
       bg_on proxy audit "/var/lib/bluegreen/sokdak" "rollback" "sokdak" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
       bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" || undo_failed=1
       ;;

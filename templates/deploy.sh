@@ -50,33 +50,30 @@ bg_secs() {
   printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000))
 }
 
-# Checks the environment variables the config refers to, and the hosts they name.
+# bg_check_env ACTION: checks every environment variable the config refers to, as bluegreen exec
+# does: with the same rules, in the same order, with the same messages.
 bg_check_env() {
-  local name field
-  while read -r name field; do
-    [ -n "$name" ] || continue
-    if [ -z "${!name:-}" ]; then
-      bg_fail "$field: environment variable $name is not set"
-    fi
-  done <<'BG_ENV_EOF'
 {{ env_checks }}
-BG_ENV_EOF
 }
 
-bg_check_host() {
-  if ! [[ $2 =~ ^[A-Za-z0-9.:][A-Za-z0-9.:-]*$ ]]; then
-    bg_fail "$1: '$2' is not a host name or IP address"
+# bg_check_var FIELD NAME RULE: ${NAME}, used in FIELD, must be set and its value pass RULE.
+bg_check_var() {
+  local field=$1 name=$2 value re problem=""
+  if [ -z "${!name+set}" ]; then
+    bg_fail {{ missing_message }}
+  fi
+  value=${!name}
+  case "$3" in
+{{ rule_cases }}
+  esac
+  if [ -n "$problem" ]; then
+    bg_fail {{ bad_message }}
   fi
 }
 
 # Settings that may refer to environment variables: read once bg_check_env has passed.
 bg_init() {
-  BG_ARTIFACT_PATTERN={{ artifact }}
 {{ host_lines }}
-  local id
-  for id in "${BG_HOSTS[@]}"; do
-    bg_check_host "$id" "${BG_ADDR[$id]}"
-  done
 }
 
 bg_ssh_opts() {
@@ -94,12 +91,20 @@ bg_ssh_opts() {
   if [ -n "$key" ]; then
     BG_SSH_OPTS+=(-i "$key" -o IdentitiesOnly=yes)
   fi
+  # ssh and scp run without the runner's locale: Debian's /etc/ssh/ssh_config sends LANG and LC_*
+  # (SendEnv), which apps started on the host would inherit, and a `-o SendEnv=-LANG` here cannot
+  # take that back (ssh reads the command line first, the config files' SendEnv lines add to it).
+  local v
+  BG_SSH_ENV=(env -u LANG)
+  for v in "${!LC_@}"; do
+    BG_SSH_ENV+=(-u "$v")
+  done
 }
 
 bg_ssh() {
   local id=$1
   shift
-  ssh "${BG_SSH_OPTS[@]}" -p "${BG_PORT[$id]}" -l "${BG_USER[$id]}" -- "${BG_ADDR[$id]}" "$@"
+  "${BG_SSH_ENV[@]}" ssh "${BG_SSH_OPTS[@]}" -p "${BG_PORT[$id]}" -l "${BG_USER[$id]}" -- "${BG_ADDR[$id]}" "$@"
 }
 
 # bg_remote HOST FN ARGS...: runs one function of the remote library on HOST.
@@ -122,14 +127,17 @@ bg_on() {
 
 # Opens the connection to a host that every later command to it reuses (ControlMaster).
 bg_connect() {
-  ssh "${BG_SSH_OPTS[@]}" -f -N -p "${BG_PORT[$1]}" -l "${BG_USER[$1]}" -- "${BG_ADDR[$1]}"
+  "${BG_SSH_ENV[@]}" ssh "${BG_SSH_OPTS[@]}" -f -N -p "${BG_PORT[$1]}" -l "${BG_USER[$1]}" -- "${BG_ADDR[$1]}"
 }
 
+# Closes every host's connection, named as bg_connect opened it (the control socket's name %C is
+# a hash of the user, host and port), then removes the control directory.
 bg_disconnect() {
   local id
   for id in "${BG_HOSTS[@]}"; do
-    ssh "${BG_SSH_OPTS[@]}" -p "${BG_PORT[$id]}" -O exit -- "${BG_ADDR[$id]}" >/dev/null 2>&1 || true
+    "${BG_SSH_ENV[@]}" ssh "${BG_SSH_OPTS[@]}" -p "${BG_PORT[$id]}" -l "${BG_USER[$id]}" -O exit -- "${BG_ADDR[$id]}" >/dev/null 2>&1 || true
   done
+  [ -z "${BG_CTL_DIR:-}" ] || rm -rf -- "$BG_CTL_DIR"
 }
 
 # bg_check_space HOST PREPARE_OUTPUT DIR: fails before uploading when DIR has too little room.
@@ -145,7 +153,9 @@ bg_check_space() {
 bg_upload() {
   local id=$1 dest=$2 start elapsed
   start=$(bg_now_ms)
-  scp -q "${BG_SSH_OPTS[@]}" -P "${BG_PORT[$id]}" -- "$BG_ARTIFACT" "${BG_USER[$id]}@[${BG_ADDR[$id]}]:$dest"
+  # -s: the SFTP protocol, which takes the destination as it is; the legacy protocol would have
+  # the remote shell parse it (spaces, quotes, `$`).
+  "${BG_SSH_ENV[@]}" scp -q -s "${BG_SSH_OPTS[@]}" -P "${BG_PORT[$id]}" -- "$BG_ARTIFACT" "${BG_USER[$id]}@[${BG_ADDR[$id]}]:$dest"
   elapsed=$(($(bg_now_ms) - start))
   bg_log "[$id] uploaded $BG_ARTIFACT in $(bg_secs "$elapsed")s"
 }
@@ -166,7 +176,7 @@ bg_health() {
       code=${result#* }
       [ "${result%% *}" = ok ] && good=$((good + 1)) || good=0
     else
-      code=$(curl -s -o "$out" -w '%{http_code}' --max-time "$(bg_secs "$timeout")" -- "$url" || true)
+      code=$(curl -g -s -o "$out" -w '%{http_code}' --max-time "$(bg_secs "$timeout")" -- "$url" || true)
       if [ "$code" = "$want" ] && { [ -z "$body" ] || grep -qF -- "$body" "$out"; }; then
         good=$((good + 1))
       else
@@ -191,19 +201,58 @@ bg_health() {
   done
 }
 
-# Confirms a switch with a request through the proxy.
+# bg_check_url URL STATUS SHOWN: confirms a switch with a request through the proxy. SHOWN is the
+# URL as logged, its credentials hidden.
 bg_check_url() {
-  local url=$1 want=$2 code try
+  local url=$1 want=$2 shown=$3 code try
   for try in 1 2 3 4 5; do
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -- "$url" || true)
+    code=$(curl -g -s -o /dev/null -w '%{http_code}' --max-time 5 -- "$url" || true)
     if [ "$code" = "$want" ]; then
-      bg_log "[proxy] $url answers $code"
+      bg_log "[proxy] $shown answers $code"
       return 0
     fi
-    bg_log "[proxy] $url answered ${code:-nothing} (try $try)"
+    bg_log "[proxy] $shown answered ${code:-nothing} (try $try)"
     sleep 0.5
   done
-  bg_fail "[proxy] $url does not answer $want after the switch"
+  bg_fail "[proxy] $shown does not answer $want after the switch"
+}
+
+# bg_redact_url URL: prints URL with its userinfo (user:password@) and query values hidden, as
+# bluegreen_core::redact_url does (for URLs known only at run time).
+bg_redact_url() {
+  local url=$1 authority rest query fragment="" item out sep=""
+  if [[ $url != *://* ]]; then
+    printf '%s\n' "$url"
+    return 0
+  fi
+  rest=${url#*://}
+  authority=${rest%%[/?#]*}
+  rest=${rest:${#authority}}
+  if [[ $authority == *@* ]]; then
+    authority="***@${authority##*@}"
+  fi
+  if [[ $rest == *#* ]]; then
+    fragment="#${rest#*#}"
+    rest=${rest%%#*}
+  fi
+  if [[ $rest == *\?* ]]; then
+    query=${rest#*\?}
+    out="${rest%%\?*}?"
+    while :; do
+      item=${query%%&*}
+      if [[ $item == *=* ]]; then
+        [ -z "${item#*=}" ] || item="${item%%=*}=***"
+      elif [ -n "$item" ]; then
+        item="***"
+      fi
+      out+="$sep$item"
+      sep="&"
+      [[ $query == *\&* ]] || break
+      query=${query#*&}
+    done
+    rest=$out
+  fi
+  printf '%s\n' "${url%%://*}://$authority$rest$fragment"
 }
 
 # bg_parallel FN...: runs the functions at once (one per host); fails if any fails.
@@ -234,8 +283,10 @@ bg_select_slots() {
   bg_log "[proxy] live slot: $BG_LIVE_SLOT; deploying to $BG_TARGET_SLOT (port $BG_TARGET_PORT)"
 }
 
-# Finds the one artifact and its sha256, before any host is touched.
+# Finds the one artifact and its sha256, before any host is touched (a deploy only: the artifact's
+# variables are checked, and needed, for nothing else).
 bg_resolve_artifact() {
+  BG_ARTIFACT_PATTERN={{ artifact }}
   local matches=()
   mapfile -t matches < <(compgen -G "$BG_ARTIFACT_PATTERN" || true)
   if [ "${#matches[@]}" -ne 1 ]; then
@@ -264,7 +315,7 @@ bg_notify() {
   local text="$BG_APP: ${BG_ACTION:-deploy} $outcome (slot ${BG_TARGET_SLOT:-?}, release ${BG_RELEASE:0:12}, by ${BG_DEPLOYER:-?})"
   local payload
   payload=$(printf '{"channel": "%s", "text": "%s"}' {{ slack_channel }} "${text//\"/\\\"}")
-  curl -s -o /dev/null --max-time 10 -H 'Content-Type: application/json' -d "$payload" -- "$url" ||
+  curl -g -s -o /dev/null --max-time 10 -H 'Content-Type: application/json' -d "$payload" -- "$url" ||
     bg_log "warning: Slack notification failed"
 }
 
@@ -300,7 +351,7 @@ bg_load() {
 
 # bg_begin ACTION PHASE: sets up a phase: fresh state for a prepare phase, the run's state otherwise.
 bg_begin() {
-  bg_check_env
+  bg_check_env "$1"
   bg_init
   if [ "$2" = prepare ]; then
     [ -n "$BG_RUN_ID" ] || BG_RUN_ID="$(id -un)@$(hostname)-$$-$(date +%s)"
@@ -353,9 +404,9 @@ bg_abort() {
     bg_log "abort: nothing of this run to undo"
     return 0
   fi
-  bg_check_env
-  bg_init
   bg_load
+  bg_check_env "$BG_ACTION"
+  bg_init
   mkdir -p -- "$BG_CTL_DIR"
   bg_ssh_opts
   bg_log "== abort after a failure in the $BG_PHASE phase of a $BG_ACTION: undoing"

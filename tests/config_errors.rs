@@ -138,7 +138,47 @@ fn relative_deploy_dir() {
 fn unknown_start_placeholder() {
     check(
         &format!("{BASE}start: java -jar {{jar}} --server.port={{prot}}\n"),
-        "error: bluegreen.yaml: start: unknown placeholder `{prot}`\n  hint: did you mean `{port}`? placeholders: {jar} {port} {slot} {host} {dir}\n",
+        "error: bluegreen.yaml: start: unknown placeholder `{prot}`\n  hint: did you mean `{port}`? placeholders: {jar} {port} {slot} {host} {dir}; `{{` and `}}` write a literal `{` and `}`\n",
+    );
+}
+
+#[test]
+fn shell_braces_in_start_must_be_doubled() {
+    // `${HOME}` is read as the placeholder `{HOME}`: still an error, which says how to write it.
+    check(
+        &format!("{BASE}start: java -Dhome=${{HOME}} -jar {{jar}} --server.port={{port}}\n"),
+        "error: bluegreen.yaml: start: unknown placeholder `{HOME}`\n  hint: did you mean `{host}`? placeholders: {jar} {port} {slot} {host} {dir}; `{{` and `}}` write a literal `{` and `}`\n",
+    );
+    check(
+        &format!("{BASE}start: \"sh -c 'f() {{{{ java -jar {{jar}} --server.port={{port}}; }}; f'\"\n"),
+        "error: bluegreen.yaml: start: unmatched `}` in `sh -c 'f() {{ java -jar {jar} --server.port={port}; }; f'`\n  hint: write `}}` for a literal `}` (and `{{` for a literal `{`)\n",
+    );
+    check(
+        &format!("{BASE}start: java -jar {{jar}} --server.port={{port}} {{{{x}}\n"),
+        "error: bluegreen.yaml: start: unmatched `}` in `java -jar {jar} --server.port={port} {{x}`\n  hint: write `}}` for a literal `}` (and `{{` for a literal `{`)\n",
+    );
+    check(
+        &format!("{BASE}start: java -jar {{jar}} --server.port={{port}} {{x\n"),
+        "error: bluegreen.yaml: start: unclosed `{` in `java -jar {jar} --server.port={port} {x`\n  hint: write `{{` for a literal `{` (and `}}` for a literal `}`)\n",
+    );
+}
+
+#[test]
+fn doubled_braces_in_start_are_literal_braces() {
+    let dir = TempDir::new("cfg");
+    dir.write(
+        "bluegreen.yaml",
+        &format!("{BASE}start: \"sh -c 'f() {{{{ exec java -Dhome=${{{{HOME}}}} -jar {{jar}} --server.port={{port}}; }}}}; f'\"\n"),
+    );
+    let out = bluegreen_in(dir.path(), &["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The command the host runs has single braces; the placeholders became quoted variables.
+    let out = bluegreen_in(dir.path(), &["render", "script"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        script.contains(r#""sh -c 'f() { exec java -Dhome=\${HOME} -jar \"\${BG_JAR}\" --server.port=\"\${BG_PORT}\"; }; f'""#),
+        "{script}"
     );
 }
 

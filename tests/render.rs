@@ -188,7 +188,7 @@ fn script_names_a_missing_variable() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("error: servers[0].host: environment variable WAS_1_PRIVATE_IP is not set"),
+        err.contains("error: servers[0].host: environment variable `WAS_1_PRIVATE_IP` is not set\n  hint: export WAS_1_PRIVATE_IP=... before running, or remove the reference\n"),
         "{err}"
     );
 }
@@ -468,4 +468,117 @@ fn plan_prints_for_a_person_and_as_json() {
     );
     // The target slot stays symbolic until run time.
     assert!(stdout(&out).contains("\"target_slot\""));
+}
+
+#[test]
+fn script_redacts_urls_like_core() {
+    require("bash", "bash");
+    let script = render("sokdak", "script");
+    let start = script.find("bg_redact_url() {").expect("bg_redact_url");
+    let end = start + script[start..].find("\n}\n").unwrap() + 3;
+    let function = &script[start..end];
+    let urls = [
+        "http://user:secret@host/health?token=abc",
+        "https://user@host:8443/",
+        "http://a:b@c@host/x",
+        "http://host/x?a=1&b=&c",
+        "http://host/x?a=b=c&&d=&",
+        "http://host?k=v#frag",
+        "http://host/p#x?k=v",
+        "http://host/a@b?",
+        "http://[::1]:8080/h?x=1",
+        "http://u:p@h#f@g?q=1",
+        "http://10.0.0.5/actuator/health",
+        "ftp://x:y@z/?a=b",
+        "not a url",
+        "",
+        "http://***@h/?a=***",
+        "http://u:p%40ss w*rd@h/x y?t=a b&u=$(id)",
+    ];
+    let mut cmd = String::from(function);
+    cmd.push_str("for u in \"$@\"; do bg_redact_url \"$u\"; done\n");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&cmd)
+        .arg("bash")
+        .args(urls)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let want: Vec<String> = urls.iter().map(|u| bluegreen_core::redact_url(u)).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn script_checks_values_by_cores_rules() {
+    use bluegreen_core::config::ValueRule;
+    require("bash", "bash");
+    let script = render("sokdak", "script");
+    let start = script.find("bg_check_var() {").expect("bg_check_var");
+    let end = start + script[start..].find("\n}\n").unwrap() + 3;
+    let function = &script[start..end];
+    // Every ASCII character, first and not first, a few others, for each rule.
+    let mut values: Vec<String> = vec![String::new(), "é".into(), "aé".into(), "a b".into()];
+    for c in (1u8..128).map(char::from) {
+        values.push(c.to_string());
+        values.push(format!("a{c}"));
+        values.push(format!("a{c}b"));
+    }
+    let mut input = Vec::new();
+    let mut expected = Vec::new();
+    for rule in ValueRule::ALL {
+        for v in &values {
+            input.extend_from_slice(format!("{}\0{v}\0", rule.name).as_bytes());
+            expected.push(match rule.problem(v) {
+                Some(problem) => bluegreen_core::Error::BadVariable {
+                    field: "f".into(),
+                    name: "V".into(),
+                    value: v.clone(),
+                    message: problem.into(),
+                }
+                .to_string(),
+                None => String::new(),
+            });
+        }
+    }
+    let dir = TempDir::new("rules");
+    let values_file = dir.path().join("values");
+    std::fs::write(&values_file, &input).unwrap();
+    let program = format!(
+        "set -euo pipefail\nbg_fail() {{ printf '%s' \"$*\"; exit 1; }}\n{function}\
+         while IFS= read -r -d '' rule && IFS= read -r -d '' V; do\n\
+           out=$(bg_check_var f V \"$rule\") || true\n\
+           printf '%s\\0' \"$out\"\n\
+         done <\"$1\"\n"
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&program)
+        .arg("bash")
+        .arg(&values_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_terminator('\0')
+        .map(str::to_string)
+        .collect();
+    assert_eq!(got.len(), expected.len());
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(g, e, "case {i}");
+    }
 }

@@ -6,26 +6,38 @@
 use crate::util::{bluegreen_in, require, root, sha256, stderr, TempDir};
 use bluegreen_core::plan::{Step, When};
 use bluegreen_core::remote::LIBRARY;
-use bluegreen_core::{Config, Plan, RemoteCall, RuntimeVar, Var};
+use bluegreen_core::{Config, Plan, RemoteCall, RuntimeVar, Var, Word};
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
 const FAKE_SSH: &str = r#"#!/bin/bash
-# Stand-in ssh: records the address and standard input of every remote command.
+# Stand-in ssh: records the address and standard input of every remote command, the arguments of
+# the commands that open (-N) and close (-O exit) a connection, and any locale variable it gets.
 addr=""
 prev=""
+ctl=""
 for a in "$@"; do
-  case "$a" in -O | -N) exit 0 ;; esac
+  case "$a" in -O | -N) ctl=yes ;; esac
   if [ "$prev" = "--" ]; then addr=$a; fi
   prev=$a
 done
 n=$(date +%s%N)-$RANDOM
+env | grep -E '^(LANG|LC_[A-Z_]+)=' >>"$FAKE_LOG/locale"
+if [ -n "$ctl" ]; then
+  printf '%s\0' "$@" >"$FAKE_LOG/$n.ctl"
+  exit 0
+fi
 cat >"$FAKE_LOG/$n.stdin"
 printf '%s\n' "$addr" >"$FAKE_LOG/$n.addr"
 call=$(tail -n 1 "$FAKE_LOG/$n.stdin")
 if [ -n "${FAKE_FAIL:-}" ] && [[ "$addr $call" == *$FAKE_FAIL* ]]; then
   echo "fake failure" >&2
+  exit 1
+fi
+if [ -n "${FAKE_FAIL_ONCE:-}" ] && [[ "$addr $call" == *$FAKE_FAIL_ONCE* ]] &&
+  mkdir "$FAKE_LOG/failed-once" 2>/dev/null; then
+  echo "fake failure (once)" >&2
   exit 1
 fi
 case "$call" in
@@ -35,17 +47,29 @@ case "$call" in
 esac
 "#;
 
-const FAKE_SCP: &str = "#!/bin/bash\nexit 0\n";
+const FAKE_SCP: &str = r#"#!/bin/bash
+# Stand-in scp: records its arguments and any locale variable it gets.
+env | grep -E '^(LANG|LC_[A-Z_]+)=' >>"$FAKE_LOG/locale"
+printf '%s\0' "$@" >"$FAKE_LOG/$(date +%s%N)-$RANDOM.scp"
+"#;
 
 const FAKE_CURL: &str = r#"#!/bin/bash
-# Stand-in curl: a healthy answer carrying the configured body.
+# Stand-in curl: a healthy answer carrying the configured body, or 503 for URLs containing
+# $FAKE_CURL_FAIL; refuses to run without -g (globoff: a configured URL is no curl glob).
 out=/dev/null
+url=""
+globoff=""
 while [ $# -gt 0 ]; do
-  case "$1" in -o) out=$2; shift ;; esac
+  case "$1" in -o) out=$2; shift ;; -g) globoff=yes ;; --) url=$2; shift ;; esac
   shift
 done
+[ -n "$globoff" ] || { echo "fake curl: no -g for $url" >&2; exit 3; }
 printf '%s' "${FAKE_BODY:-}" >"$out"
-printf '200'
+if [ -n "${FAKE_CURL_FAIL:-}" ] && [[ $url == *"$FAKE_CURL_FAIL"* ]]; then
+  printf '503'
+else
+  printf '200'
+fi
 "#;
 
 /// A recorded remote command: the address, the library it was sent, and the call's arguments.
@@ -110,42 +134,9 @@ fn env_map() -> HashMap<String, String> {
 
 /// Renders `config_text` and runs the script in a scratch directory with the stand-ins first in PATH.
 fn run_script(config_text: &str, artifact: &str, fail: Option<&str>, live: &str) -> Run {
-    require("bash", "bash");
     let dir = TempDir::new("calls");
-    dir.write("bluegreen.yaml", config_text);
-    let out = bluegreen_in(dir.path(), &["render", "script", "-o", "deploy.sh"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let bin = dir.path().join("bin");
-    let log = dir.path().join("log");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::create_dir_all(&log).unwrap();
-    for (name, text) in [("ssh", FAKE_SSH), ("scp", FAKE_SCP), ("curl", FAKE_CURL)] {
-        let p = dir.write(&format!("bin/{name}"), text);
-        Command::new("chmod").arg("+x").arg(&p).status().unwrap();
-    }
-    let art = dir.path().join(artifact);
-    std::fs::create_dir_all(art.parent().unwrap()).unwrap();
-    std::fs::write(&art, b"pretend this is a jar").unwrap();
-    let config = Config::parse(config_text, "bluegreen.yaml").unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let mut cmd = Command::new("bash");
-    cmd.arg("deploy.sh")
-        .current_dir(dir.path())
-        .env("PATH", path)
-        .env("FAKE_LOG", &log)
-        .env("FAKE_BODY", config.health.body.clone().unwrap_or_default())
-        .env("BUILD_TAG", "jenkins-shop-42")
-        .env("FAKE_LIVE", live)
-        .env_remove("BG_RUN_ID")
-        .env_remove("BG_SSH_KEY")
-        .env_remove("BG_KNOWN_HOSTS");
-    for (k, v) in env_map() {
-        cmd.env(k, v);
-    }
+    let mut cmd = script_command(&dir, config_text, artifact);
+    cmd.env("FAKE_LIVE", live);
     if let Some(f) = fail {
         cmd.env("FAKE_FAIL", f);
     }
@@ -155,6 +146,50 @@ fn run_script(config_text: &str, artifact: &str, fail: Option<&str>, live: &str)
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         dir,
     }
+}
+
+/// Renders `config_text` into `dir`, puts the stand-ins and the artifact in place, and returns the
+/// command running the script there (see [`script_in`]).
+fn script_command(dir: &TempDir, config_text: &str, artifact: &str) -> Command {
+    require("bash", "bash");
+    dir.write("bluegreen.yaml", config_text);
+    let out = bluegreen_in(dir.path(), &["render", "script", "-o", "deploy.sh"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::create_dir_all(dir.path().join("bin")).unwrap();
+    std::fs::create_dir_all(dir.path().join("log")).unwrap();
+    for (name, text) in [("ssh", FAKE_SSH), ("scp", FAKE_SCP), ("curl", FAKE_CURL)] {
+        let p = dir.write(&format!("bin/{name}"), text);
+        Command::new("chmod").arg("+x").arg(&p).status().unwrap();
+    }
+    let art = dir.path().join(artifact);
+    std::fs::create_dir_all(art.parent().unwrap()).unwrap();
+    std::fs::write(&art, b"pretend this is a jar").unwrap();
+    script_in(dir)
+}
+
+/// The command running the script rendered in `dir` with the stand-ins first in PATH, logging to
+/// `dir/log`, with `env_map()`'s variables as Jenkins would set them.
+fn script_in(dir: &TempDir) -> Command {
+    let config = Config::load(&dir.path().join("bluegreen.yaml")).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.path().join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new("bash");
+    cmd.arg("deploy.sh")
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env("FAKE_LOG", dir.path().join("log"))
+        .env("FAKE_BODY", config.health.body.clone().unwrap_or_default())
+        .env("BUILD_TAG", "jenkins-shop-42")
+        .env_remove("BG_RUN_ID")
+        .env_remove("BG_SSH_KEY")
+        .env_remove("BG_KNOWN_HOSTS");
+    for (k, v) in env_map() {
+        cmd.env(k, v);
+    }
+    cmd
 }
 
 /// What `exec` would send on a first deploy: (address, arguments) for every remote call, in order.
@@ -324,28 +359,584 @@ fn a_host_failing_to_start_stops_every_new_instance_and_never_switches() {
 #[test]
 fn a_failed_switch_switches_back_before_stopping_new_instances() {
     let text = std::fs::read_to_string(root().join("examples/sokdak.yaml")).unwrap();
-    // With green live, a failure right after the switch (waiting for old nginx workers) puts green back.
-    let dir_run = run_script(
-        &text,
-        "backend/sokdak/build/libs/sokdak-1.0.jar",
-        Some("bg_main settle"),
-        "green",
-    );
+    // With green live, a failure right after the switch (waiting for old nginx workers) puts green
+    // back (and that switch back works).
+    let dir = TempDir::new("calls");
+    let out = script_command(&dir, &text, "backend/sokdak/build/libs/sokdak-1.0.jar")
+        .env("FAKE_LIVE", "green")
+        .env("FAKE_FAIL_ONCE", "bg_main settle")
+        .output()
+        .unwrap();
+    let dir_run = Run {
+        status: out.status.code(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        dir,
+    };
     assert_eq!(dir_run.status, Some(1), "{}", dir_run.stderr);
     let calls = recorded(&dir_run.dir.path().join("log"));
     let switches: Vec<&Recorded> = calls.iter().filter(|c| c.args[0] == "switch").collect();
     assert_eq!(switches.len(), 2, "switch, then switch back");
-    assert!(
-        switches[0].args[2].contains(":8080;"),
-        "{}",
-        switches[0].args[2]
-    );
-    assert!(
-        switches[1].args[2].contains(":8081;"),
-        "{}",
-        switches[1].args[2]
-    );
+    // The argument the plan fills with the port traffic goes to: the target's, then the live one's.
+    let plan = Plan::new(&Config::parse(&text, "bluegreen.yaml").unwrap());
+    let Some(Step::Switch(sw)) = plan.phases[4].steps.first() else {
+        panic!("the switch phase switches")
+    };
+    let port = 1 + sw
+        .call
+        .args
+        .iter()
+        .position(|a| *a == Word::runtime(RuntimeVar::TargetPort))
+        .expect("the switch call names the target port");
+    assert_eq!(switches[0].args[port], "8080", "{:?}", switches[0].args);
+    assert_eq!(switches[1].args[port], "8081", "{:?}", switches[1].args);
     let back = calls.iter().rposition(|c| c.args[0] == "switch").unwrap();
     let first_stop = calls.iter().position(|c| c.args[0] == "stop").unwrap();
     assert!(back < first_stop);
+}
+
+/// Every field that may hold `${VAR}`, each with its own variable (`SHARED_ADDR` twice: first in
+/// check_url, a text field, then as an address).
+const VARS: &str = r#"app: shop
+artifact: "${ART_DIR}/app.jar"
+ssh:
+  user: ${DEPLOY_USER}
+  port: 9
+  known_hosts: ${KH_FILE}
+  identity_file: ${KEY_FILE}
+  connect_timeout: 1s
+proxy:
+  host: ${NGINX_PRIVATE_IP}
+  upstream_file: /etc/nginx/shop.conf
+  check_url: http://${NGINX_PRIVATE_IP}/health?via=${SHARED_ADDR}
+servers:
+  - host: ${WAS_1_PRIVATE_IP}
+    address: ${WAS_1_APP_IP}
+  - host: ${WAS_2_PRIVATE_IP}
+    address: ${SHARED_ADDR}
+    user: ${WAS_2_USER}
+deploy_dir: /srv/shop
+"#;
+
+/// Values every check accepts; the hosts refuse connections at once (port 9 of 127.0.0.1).
+fn good_vars(dir: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("ART_DIR", dir.join("build").display().to_string()),
+        ("DEPLOY_USER", "deploy".into()),
+        ("KH_FILE", dir.join("known hosts").display().to_string()),
+        ("KEY_FILE", dir.join("id_ed25519").display().to_string()),
+        ("NGINX_PRIVATE_IP", "127.0.0.1".into()),
+        ("SHARED_ADDR", "127.0.0.1".into()),
+        ("WAS_1_PRIVATE_IP", "127.0.0.1".into()),
+        ("WAS_1_APP_IP", "127.0.0.1".into()),
+        ("WAS_2_PRIVATE_IP", "127.0.0.1".into()),
+        ("WAS_2_USER", "ops".into()),
+    ]
+}
+
+/// Runs `cmd` (`bluegreen exec`, or the script) with the good values but `var` set to `value`
+/// (None: unset), and `extra` set. Returns (exit code, stderr).
+fn with_var(
+    mut cmd: Command,
+    dir: &Path,
+    var: &str,
+    value: Option<&str>,
+    extra: &[(&str, &str)],
+) -> (Option<i32>, String) {
+    cmd.env_remove("BG_SSH_KEY").env_remove("BG_KNOWN_HOSTS");
+    for (k, v) in good_vars(dir) {
+        cmd.env(k, v);
+    }
+    match value {
+        Some(v) => cmd.env(var, v),
+        None => cmd.env_remove(var),
+    };
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn variables_are_checked_like_exec_with_the_same_messages() {
+    let cases: [(&str, Option<&str>); 12] = [
+        ("WAS_1_PRIVATE_IP", Some("10.0.0.1; rm")),
+        ("WAS_1_APP_IP", Some("10.0.0.1 10.0.0.2")),
+        ("NGINX_PRIVATE_IP", Some("-oProxyCommand=touch PWNED")),
+        ("NGINX_PRIVATE_IP", Some("")),
+        ("SHARED_ADDR", Some("10.0.0.1;reboot")),
+        ("DEPLOY_USER", Some("de'ploy")),
+        ("WAS_2_USER", Some("")),
+        ("WAS_2_USER", Some("ops\nroot")),
+        ("KH_FILE", Some("/tmp/a\nb")),
+        ("ART_DIR", Some("build\n")),
+        ("WAS_2_PRIVATE_IP", None),
+        ("KEY_FILE", None),
+    ];
+    let dir = TempDir::new("vars");
+    // One rendered script for every case; each case runs the prepare phase on its own.
+    drop(script_command(&dir, VARS, "build/app.jar"));
+    for (var, value) in cases {
+        let mut exec = Command::new(env!("CARGO_BIN_EXE_bluegreen"));
+        exec.arg("exec").current_dir(dir.path());
+        let (exec_code, exec_err) = with_var(exec, dir.path(), var, value, &[]);
+        assert_eq!(exec_code, Some(2), "{var}={value:?}: {exec_err}");
+        let expected = exec_err
+            .strip_prefix("error: ")
+            .unwrap_or_else(|| panic!("{var}={value:?}: {exec_err}"));
+
+        let log = dir.path().join("log");
+        std::fs::remove_dir_all(&log).unwrap();
+        std::fs::create_dir_all(&log).unwrap();
+        let mut script = script_in(&dir);
+        script
+            .args(["run", "deploy", "prepare"])
+            .env("BG_RUN_ID", "vars-test");
+        let (code, err) = with_var(script, dir.path(), var, value, &[]);
+        assert_eq!(code, Some(1), "{var}={value:?}: {err}");
+        // `HH:MM:SS error: ` and then exactly what exec printed.
+        assert_eq!(
+            err.get(9..),
+            Some(format!("error: {expected}").as_str()),
+            "{var}={value:?}"
+        );
+        assert!(err.starts_with(|c: char| c.is_ascii_digit()), "{err}");
+        assert_eq!(
+            std::fs::read_dir(&log).unwrap().count(),
+            0,
+            "{var}={value:?}: nothing ran before the check"
+        );
+    }
+    assert!(!dir.path().join("PWNED").exists());
+}
+
+#[test]
+fn variables_exec_does_not_need_are_not_checked() {
+    let dir = TempDir::new("vars");
+    drop(script_command(&dir, VARS, "build/app.jar"));
+    // A rollback uploads nothing: the artifact's variable may be unset. The key and known_hosts
+    // files' variables are not needed when $BG_SSH_KEY and $BG_KNOWN_HOSTS override them.
+    let key = dir.write("key", "not a key\n").display().to_string();
+    let kh = dir.write("kh", "").display().to_string();
+    for (action, var, extra) in [
+        ("rollback", "ART_DIR", None),
+        ("deploy", "KEY_FILE", Some(("BG_SSH_KEY", key.as_str()))),
+        ("deploy", "KH_FILE", Some(("BG_KNOWN_HOSTS", kh.as_str()))),
+    ] {
+        let extra: Vec<(&str, &str)> = extra.into_iter().collect();
+        let mut exec = Command::new(env!("CARGO_BIN_EXE_bluegreen"));
+        exec.arg(if action == "rollback" {
+            "rollback"
+        } else {
+            "exec"
+        })
+        .current_dir(dir.path());
+        let (_, exec_err) = with_var(exec, dir.path(), var, None, &extra);
+        assert!(
+            !exec_err.contains(var) && !exec_err.contains("environment variable"),
+            "{var}: {exec_err}"
+        );
+        let mut script = script_in(&dir);
+        script
+            .args(["run", action, "prepare"])
+            .env("BG_RUN_ID", "vars-test");
+        let (code, err) = with_var(script, dir.path(), var, None, &extra);
+        assert_eq!(code, Some(0), "{var}: {err}");
+        assert!(err.contains("connected to 3 hosts"), "{var}: {err}");
+    }
+}
+
+/// The NUL-separated argument lists the stand-ins recorded in files ending with `suffix`.
+fn recorded_args(log: &Path, suffix: &str) -> Vec<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(log)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(suffix))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|n| {
+            let text = std::fs::read_to_string(log.join(n)).unwrap();
+            text.split_terminator('\0').map(str::to_string).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn uploads_use_sftp_and_the_destination_arrives_as_written() {
+    // deploy_dir holds a space, quotes, `$(...)`, backticks, `;` and `\`: validation allows them.
+    let artifact = "build/it's $(touch PWNED) `touch PWNED2`/app.jar";
+    let run = run_script(HOSTILE, artifact, None, "none");
+    assert_eq!(run.status, Some(0), "{}", run.stderr);
+    let plan = Plan::new(&Config::parse(HOSTILE, "bluegreen.yaml").unwrap());
+    let Some(Step::Copy(copy)) = plan.phases[1].steps.first() else {
+        panic!("the upload phase copies")
+    };
+    let scp = recorded_args(&run.dir.path().join("log"), ".scp");
+    assert_eq!(scp.len(), 1);
+    let args = &scp[0];
+    // The SFTP protocol, explicitly: the legacy one has the remote shell parse the destination.
+    assert!(args.contains(&"-s".to_string()), "{args:?}");
+    let dest = format!(
+        "/srv/it's \"q\" $(touch PWNED) `touch PWNED` ; \\ ''' \\d/blue/{}",
+        copy.tmp_name
+    );
+    assert_eq!(
+        args[args.len() - 3..],
+        [
+            "--".to_string(),
+            artifact.to_string(),
+            format!("deploy@[10.9.0.11]:{dest}")
+        ],
+    );
+}
+
+#[test]
+fn ssh_gets_no_locale_and_connections_close_as_they_opened() {
+    let text = std::fs::read_to_string(root().join("examples/single-host.yaml")).unwrap();
+    let dir = TempDir::new("ctl");
+    let mut cmd = script_command(&dir, &text, "target/billing-1.jar");
+    // Debian's ssh_config sends LANG and LC_* (SendEnv): the script must not pass them on.
+    let out = cmd
+        .env("LANG", "C.UTF-8")
+        .env("LC_ALL", "C.UTF-8")
+        .env("LC_TIME", "de_DE.UTF-8")
+        .env("FAKE_LIVE", "none")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let log = dir.path().join("log");
+    assert_eq!(
+        std::fs::read_to_string(log.join("locale")).unwrap_or_default(),
+        "",
+        "ssh and scp got locale variables"
+    );
+    assert!(!recorded(&log).is_empty());
+
+    let ctl = recorded_args(&log, ".ctl");
+    let opened: Vec<&Vec<String>> = ctl.iter().filter(|a| a.contains(&"-N".into())).collect();
+    let closed: Vec<&Vec<String>> = ctl.iter().filter(|a| a.contains(&"-O".into())).collect();
+    // single-host.yaml: the proxy and the app host are one machine, reached under two ids.
+    assert_eq!((opened.len(), closed.len()), (2, 2), "{ctl:?}");
+    let value = |args: &[String], flag: &str| -> String {
+        let i = args.iter().position(|a| a == flag).unwrap();
+        args[i + 1].clone()
+    };
+    let control_path = |args: &[String]| -> String {
+        args.iter()
+            .find_map(|a| a.strip_prefix("ControlPath="))
+            .unwrap()
+            .to_string()
+    };
+    for close in &closed {
+        assert_eq!(value(close, "-O"), "exit");
+        let open = opened
+            .iter()
+            .find(|o| o.last() == close.last())
+            .expect("closed what was opened");
+        // The same user, port and control path: %C in the path hashes user, host and port.
+        for flag in ["-l", "-p"] {
+            assert_eq!(value(close, flag), value(open, flag), "{flag}: {close:?}");
+        }
+        assert_eq!(control_path(close), control_path(open));
+        assert_eq!(value(close, "-l"), "deploy");
+        assert_eq!(value(close, "-p"), "2222");
+    }
+    // The control directory is gone at the end.
+    let path = control_path(closed[0]);
+    let ctl_dir = Path::new(&path).parent().unwrap();
+    assert!(
+        ctl_dir.starts_with(std::env::temp_dir()) && !ctl_dir.exists(),
+        "{}",
+        ctl_dir.display()
+    );
+}
+
+#[test]
+fn check_url_credentials_never_show() {
+    let sokdak = std::fs::read_to_string(root().join("examples/sokdak.yaml"))
+        .unwrap()
+        .replace("drain: 5s", "drain: 0s")
+        .replace("interval: 1s", "interval: 100ms");
+    let artifact = "backend/sokdak/build/libs/sokdak-1.0.jar";
+    // Literal: redacted when rendering. With a variable: redacted by the script at run time.
+    for (url, shown) in [
+        (
+            "http://user:secret@10.9.0.2/actuator/health?token=abc",
+            "http://***@10.9.0.2/actuator/health?token=***",
+        ),
+        (
+            "http://user:secret@${NGINX_PRIVATE_IP}/actuator/health?token=abc",
+            "http://***@10.9.0.2/actuator/health?token=***",
+        ),
+    ] {
+        let text = sokdak.replace(
+            "check_url: http://${NGINX_PRIVATE_IP}/actuator/health",
+            &format!("check_url: {url}"),
+        );
+        assert_ne!(text, sokdak);
+        let dir = TempDir::new("redact");
+        dir.write("bluegreen.yaml", &text);
+        for args in [&["plan"][..], &["plan", "--json"]] {
+            let out = bluegreen_in(dir.path(), args);
+            assert!(out.status.success(), "{}", stderr(&out));
+            let plan = String::from_utf8_lossy(&out.stdout);
+            assert!(plan.contains("***@"), "{args:?}: {plan}");
+            assert!(
+                !plan.contains("secret") && !plan.contains("abc"),
+                "{args:?}: {plan}"
+            );
+        }
+        // The rendered script holds the URL (it fetches it); its log never shows the secrets,
+        // whether the check passes or fails (and the deploy is undone).
+        let run = run_script(&text, artifact, None, "none");
+        assert_eq!(run.status, Some(0), "{}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!("[proxy] {shown} answers 200")),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains("secret") && !run.stderr.contains("abc"),
+            "{}",
+            run.stderr
+        );
+        let dir = TempDir::new("redact");
+        let out = script_command(&dir, &text, artifact)
+            .env("FAKE_LIVE", "none")
+            .env("FAKE_CURL_FAIL", "token=")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!("[proxy] {shown} answered 503 (try 1)")),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "[proxy] {shown} does not answer 200 after the switch"
+            )),
+            "{err}"
+        );
+        assert!(!err.contains("secret") && !err.contains("abc"), "{err}");
+    }
+}
+
+/// An sshd of our own on 127.0.0.1 that accepts the locale variables (as Debian's default sshd
+/// does), stopped on drop.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    dir: TempDir,
+}
+
+impl Sshd {
+    fn start() -> Sshd {
+        require("ssh-keygen", "openssh-client");
+        let sshd = Path::new("/usr/sbin/sshd");
+        assert!(
+            sshd.exists(),
+            "this test needs sshd: apt-get install openssh-server"
+        );
+        let dir = TempDir::new("sshd");
+        for key in ["host_key", "id"] {
+            let st = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(dir.path().join(key))
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let user = whoami();
+        let d = dir.path().display();
+        dir.write(
+            "sshd_config",
+            &format!(
+                "ListenAddress 127.0.0.1:{port}\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+                 AuthorizedKeysFile {d}/id.pub\nAllowUsers {user}\nPermitRootLogin yes\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
+                 StrictModes no\nUseDNS no\nAcceptEnv LANG LC_*\nSubsystem sftp internal-sftp\n"
+            ),
+        );
+        let host_key = std::fs::read_to_string(dir.path().join("host_key.pub")).unwrap();
+        dir.write(
+            "known_hosts",
+            &format!("[127.0.0.1]:{port} {host_key}[localhost]:{port} {host_key}"),
+        );
+        std::fs::create_dir_all("/run/sshd").ok();
+        let child = Command::new(sshd)
+            .arg("-D")
+            .arg("-f")
+            .arg(dir.path().join("sshd_config"))
+            .arg("-E")
+            .arg(dir.path().join("sshd.log"))
+            .spawn()
+            .unwrap();
+        // Stopped by Drop from here on, even if it never starts listening.
+        let sshd = Sshd { child, port, dir };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return sshd;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let log = std::fs::read_to_string(sshd.dir.path().join("sshd.log")).unwrap_or_default();
+        panic!("sshd did not start on port {port}: {log}");
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn whoami() -> String {
+    let out = Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn real_ssh_sends_no_locale_uploads_to_an_odd_path_and_disconnects() {
+    let sshd = Sshd::start();
+    let dir = TempDir::new("realssh");
+    let d = sshd.dir.path().display();
+    let deploy_dir = dir
+        .path()
+        .join("it's \"q\" $(touch PWNED) `id` ; \\ {a,b} *");
+    let config = format!(
+        "app: shop
+artifact: app.jar
+ssh:
+  user: {user}
+  port: {port}
+  identity_file: {d}/id
+  known_hosts: {d}/known_hosts
+proxy: {{ host: localhost, upstream_file: /etc/n.conf }}
+servers: [ {{ host: '${{APP_HOST}}' }} ]
+deploy_dir: '{}'
+",
+        deploy_dir.display().to_string().replace('\'', "''"),
+        user = whoami(),
+        port = sshd.port,
+    );
+    dir.write("bluegreen.yaml", &config);
+    let out = bluegreen_in(dir.path(), &["render", "script", "-o", "deploy.sh"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::create_dir_all(deploy_dir.join("blue")).unwrap();
+    dir.write("app.jar", "pretend this is a jar\n");
+    // The script's functions, without its last line (`bg_main "$@"`), driven step by step.
+    let script = std::fs::read_to_string(dir.path().join("deploy.sh")).unwrap();
+    let functions = script.trim_end().strip_suffix("bg_main \"$@\"").unwrap();
+    let dest = format!("{}/blue/.shop.jar.upload", deploy_dir.display());
+    let steps = format!(
+        "{functions}
+BG_CTL_DIR=$(mktemp -d)
+bg_check_env deploy
+bg_init
+bg_ssh_opts
+bg_connect_all
+bg_ssh app1 'env' >remote.env
+BG_ARTIFACT=app.jar
+bg_upload app1 {}
+ssh \"${{BG_SSH_OPTS[@]}}\" -p \"${{BG_PORT[app1]}}\" -l \"${{BG_USER[app1]}}\" -O check -- 127.0.0.1
+printf '%s\\n' \"$BG_CTL_DIR\" >ctl.dir
+bg_disconnect
+",
+        Word::lit(&dest).to_bash()
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&steps)
+        .current_dir(dir.path())
+        .env("APP_HOST", "127.0.0.1")
+        .env("LANG", "C.UTF-8")
+        .env("LC_TIME", "C.UTF-8")
+        .env_remove("BG_SSH_KEY")
+        .env_remove("BG_KNOWN_HOSTS")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // `-O check` found the master bg_connect opened (it prints to stderr).
+    assert!(err.contains("Master running"), "{err}");
+    let remote_env = std::fs::read_to_string(dir.path().join("remote.env")).unwrap();
+    assert!(remote_env.contains("SSH_CONNECTION="), "{remote_env}");
+    assert!(
+        !remote_env
+            .lines()
+            .any(|l| l.starts_with("LANG=") || l.starts_with("LC_")),
+        "the runner's locale reached the host:\n{remote_env}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&dest).unwrap(),
+        "pretend this is a jar\n"
+    );
+    assert!(!dir.path().join("PWNED").exists());
+    // bg_disconnect closed every master (their sockets are gone) and removed the directory.
+    let ctl_dir = std::fs::read_to_string(dir.path().join("ctl.dir")).unwrap();
+    assert!(!Path::new(ctl_dir.trim()).exists(), "{ctl_dir}");
+}
+
+#[test]
+fn on_the_testbed_credentials_in_check_url_stay_hidden_and_odd_deploy_dirs_work() {
+    use crate::e2e::Backend;
+    use crate::testbed::{serial, Testbed, Workdir};
+    let _serial = serial();
+    let tb = Testbed::up(1);
+    let wd = Workdir::new(&tb, "60s", "");
+    let cfg_path = wd.path().join("bluegreen.yaml");
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    let check = format!(
+        "http://{}:{}/actuator/health",
+        tb.var("PROXY_ADDR"),
+        tb.var("NGINX_PORT")
+    );
+    let secret_check = check.replace("http://", "http://ops:secret@") + "?token=abc";
+    let deploy_dir = tb.var("DEPLOY_DIR");
+    let odd_dir = format!("{deploy_dir}/it's a $HOME dir");
+    let cfg = cfg
+        .replace(
+            &format!("check_url: {check}"),
+            &format!("check_url: '{secret_check}'"),
+        )
+        .replace(
+            &format!("deploy_dir: {deploy_dir}"),
+            &format!("deploy_dir: \"{odd_dir}\""),
+        );
+    assert!(
+        cfg.contains("ops:secret@") && cfg.contains("$HOME dir"),
+        "{cfg}"
+    );
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let shown = check.replace("http://", "http://***@") + "?token=***";
+    for (backend, version) in [(Backend::Exec, "v1"), (Backend::Script, "v2")] {
+        wd.stage(version);
+        let out = crate::e2e::deploy(backend, &tb, &wd, 0);
+        assert!(out.success, "{backend:?}: {}", out.output);
+        assert!(out.output.contains(&shown), "{backend:?}: {}", out.output);
+        assert!(
+            !out.output.contains("secret") && !out.output.contains("abc"),
+            "{backend:?}: {}",
+            out.output
+        );
+        assert_eq!(tb.version_via_proxy(), version);
+        let slot = if version == "v1" { "blue" } else { "green" };
+        let ls = format!("ls -- {}", Word::lit(format!("{odd_dir}/{slot}")).to_bash());
+        let jar = tb.sh_ok("app1", &ls);
+        assert!(jar.contains("demo.jar"), "{jar}");
+    }
+    tb.assert_lock_free();
 }

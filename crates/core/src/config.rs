@@ -463,7 +463,8 @@ impl Config {
 }
 
 /// Checks the value of environment variable `name`, used by config field `field`: it must be set,
-/// and hosts and users must hold the characters validation allows in literal ones. Returns the value.
+/// and must pass the [`ValueRule`] of the field (hosts and users hold the characters validation
+/// allows in literal ones). Returns the value.
 pub fn check_variable(field: &str, name: &str, value: Option<String>) -> Result<String, Error> {
     let Some(value) = value else {
         return Err(Error::MissingVariable {
@@ -471,22 +472,109 @@ pub fn check_variable(field: &str, name: &str, value: Option<String>) -> Result<
             name: name.to_string(),
         });
     };
-    let leaf = field.rsplit('.').next().unwrap_or_default();
-    let problem = match leaf {
-        "host" | "address" => host_problem(&value),
-        "user" => user_problem(&value),
-        _ => value
-            .contains(['\n', '\0'])
-            .then(|| "contains a newline or NUL".to_string()),
-    };
-    match problem {
+    match ValueRule::for_field(field).problem(&value) {
         Some(message) => Err(Error::BadVariable {
             field: field.to_string(),
             name: name.to_string(),
             value,
-            message,
+            message: message.to_string(),
         }),
         None => Ok(value),
+    }
+}
+
+/// What a value must look like: the one definition of the checks applied to host names, user
+/// names and other `${VAR}` values. `exec` applies [`ValueRule::problem`]; the rendered script runs
+/// the same test, generated from [`ValueRule::chars`] and the same messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValueRule {
+    /// A short name (`host`, `user`, `text`), used by the rendered script.
+    pub name: &'static str,
+    /// Which characters are allowed.
+    pub chars: Chars,
+    /// What is wrong with an empty value; `None`: an empty value passes.
+    pub empty: Option<&'static str>,
+    /// What is wrong with a value whose characters do not pass.
+    pub message: &'static str,
+}
+
+/// The characters a [`ValueRule`] allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chars {
+    /// ASCII letters, digits and `extra`; the first character must not be one of `not_first`.
+    Only {
+        /// Allowed besides letters and digits.
+        extra: &'static str,
+        /// Not allowed as the first character.
+        not_first: &'static str,
+    },
+    /// Anything but these.
+    Not(&'static str),
+}
+
+impl Chars {
+    /// Whether `s`, a piece of a value (its beginning when `first`), passes.
+    fn allow_part(self, s: &str, first: bool) -> bool {
+        match self {
+            Chars::Only { extra, not_first } => {
+                !(first && s.starts_with(|c| not_first.contains(c)))
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+            }
+            Chars::Not(bad) => !s.contains(|c| bad.contains(c)),
+        }
+    }
+}
+
+impl ValueRule {
+    /// Host names and IP addresses: SSH addresses and the addresses nginx sends traffic to.
+    pub const HOST: ValueRule = ValueRule {
+        name: "host",
+        chars: Chars::Only {
+            extra: ".-:",
+            not_first: "-",
+        },
+        empty: Some("is empty"),
+        message: "is not a host name or IP address (letters, digits, `.`, `-`, `:`)",
+    };
+
+    /// User names.
+    pub const USER: ValueRule = ValueRule {
+        name: "user",
+        chars: Chars::Only {
+            extra: "._-",
+            not_first: "-",
+        },
+        empty: Some("is not a valid user name (letters, digits, `.`, `_`, `-`)"),
+        message: "is not a valid user name (letters, digits, `.`, `_`, `-`)",
+    };
+
+    /// Anything else a variable may hold (paths, URLs): one line.
+    pub const TEXT: ValueRule = ValueRule {
+        name: "text",
+        chars: Chars::Not("\n\0"),
+        empty: None,
+        message: "contains a newline or NUL",
+    };
+
+    /// Every rule.
+    pub const ALL: [ValueRule; 3] = [ValueRule::HOST, ValueRule::USER, ValueRule::TEXT];
+
+    /// The rule for a value used in config field `field` (`servers[1].address`, `ssh.user`, ...).
+    pub fn for_field(field: &str) -> ValueRule {
+        match field.rsplit('.').next().unwrap_or_default() {
+            "host" | "address" => ValueRule::HOST,
+            "user" => ValueRule::USER,
+            _ => ValueRule::TEXT,
+        }
+    }
+
+    /// What is wrong with `value`, if anything.
+    pub fn problem(&self, value: &str) -> Option<&'static str> {
+        if value.is_empty() {
+            return self.empty;
+        }
+        (!self.chars.allow_part(value, true)).then_some(self.message)
     }
 }
 
@@ -612,34 +700,28 @@ impl Check<'_> {
     }
 
     fn host(&self, field: &str, s: &str) -> Result<Word, Error> {
-        let w = self.word(field, s)?;
-        if let Some(lit) = w.as_literal() {
-            if let Some(problem) = host_problem(&lit) {
-                return Err(self.fail(field, format!("`{lit}` {problem}")));
-            }
-        } else {
-            for p in &w.0 {
-                if let crate::word::Part::Lit(l) = p {
-                    if !l.chars().all(host_char) {
-                        return Err(self.fail(
-                            field,
-                            format!(
-                                "`{s}` {}",
-                                "may contain only letters, digits, `.`, `-` and `:`"
-                            ),
-                        ));
-                    }
-                }
-            }
-        }
-        Ok(w)
+        self.ruled(field, s, ValueRule::HOST)
     }
 
     fn user(&self, field: &str, s: &str) -> Result<Word, Error> {
+        self.ruled(field, s, ValueRule::USER)
+    }
+
+    /// A field that may hold `${VAR}` references and must pass `rule`: a literal value as a whole,
+    /// the text around variables by its characters (variables' values are checked when known).
+    fn ruled(&self, field: &str, s: &str, rule: ValueRule) -> Result<Word, Error> {
         let w = self.word(field, s)?;
         if let Some(lit) = w.as_literal() {
-            if let Some(problem) = user_problem(&lit) {
+            if let Some(problem) = rule.problem(&lit) {
                 return Err(self.fail(field, format!("`{lit}` {problem}")));
+            }
+        } else {
+            let ok = w.0.iter().enumerate().all(|(i, p)| match p {
+                crate::word::Part::Lit(l) => rule.chars.allow_part(l, i == 0),
+                crate::word::Part::Var(_) => true,
+            });
+            if !ok {
+                return Err(self.fail(field, format!("`{s}` {}", rule.message)));
             }
         }
         Ok(w)
@@ -689,28 +771,14 @@ impl Check<'_> {
     }
 }
 
-fn host_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || ".-:".contains(c)
-}
-
-/// Why a host name or address is not acceptable, if it is not.
+/// Why a host name or address is not acceptable, if it is not ([`ValueRule::HOST`]).
 pub fn host_problem(s: &str) -> Option<String> {
-    if s.is_empty() {
-        return Some("is empty".into());
-    }
-    if s.starts_with('-') || !s.chars().all(host_char) {
-        return Some("is not a host name or IP address (letters, digits, `.`, `-`, `:`)".into());
-    }
-    None
+    ValueRule::HOST.problem(s).map(str::to_string)
 }
 
-/// Why a user name is not acceptable, if it is not.
+/// Why a user name is not acceptable, if it is not ([`ValueRule::USER`]).
 pub fn user_problem(s: &str) -> Option<String> {
-    let ok = !s.is_empty()
-        && !s.starts_with('-')
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-    (!ok).then(|| "is not a valid user name (letters, digits, `.`, `_`, `-`)".into())
+    ValueRule::USER.problem(s).map(str::to_string)
 }
 
 const SIGNALS: [&str; 7] = ["TERM", "INT", "QUIT", "HUP", "USR1", "USR2", "KILL"];
@@ -1071,40 +1139,63 @@ fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
     })
 }
 
+/// Splits the start command into text and `{name}` placeholders; `{{` and `}}` stand for a literal
+/// `{` and `}` (as in Rust and Python format strings), so shell braces can still be written.
 fn parse_start(c: &Check<'_>, s: &str) -> Result<Vec<StartPart>, Error> {
     if s.contains(['\n', '\r', '\0']) {
         return Err(c.fail("start", "must be one line"));
     }
     let mut parts = Vec::new();
+    let mut text = String::new();
     let mut rest = s;
-    while let Some(i) = rest.find('{') {
-        if i > 0 {
-            parts.push(StartPart::Text(rest[..i].to_string()));
+    while let Some(i) = rest.find(['{', '}']) {
+        text.push_str(&rest[..i]);
+        let brace = &rest[i..i + 1];
+        let after = &rest[i + 1..];
+        if after.starts_with(brace) {
+            text.push_str(brace);
+            rest = &after[1..];
+            continue;
         }
-        let Some(end) = rest[i..].find('}') else {
-            return Err(c.fail("start", format!("unclosed `{{` in `{s}`")));
+        if brace == "}" {
+            return Err(c.fail_hint(
+                "start",
+                format!("unmatched `}}` in `{s}`"),
+                "write `}}` for a literal `}` (and `{{` for a literal `{`)",
+            ));
+        }
+        let Some(end) = after.find('}') else {
+            return Err(c.fail_hint(
+                "start",
+                format!("unclosed `{{` in `{s}`"),
+                "write `{{` for a literal `{` (and `}}` for a literal `}`)",
+            ));
         };
-        let name = &rest[i + 1..i + end];
+        let name = &after[..end];
         if !START_PLACEHOLDERS.contains(&name) {
             let best = START_PLACEHOLDERS
                 .iter()
-                .min_by_key(|p| strsim::damerau_levenshtein(name, p))
+                .min_by_key(|p| strsim::damerau_levenshtein(&name.to_ascii_lowercase(), p))
                 .copied()
                 .unwrap_or("port");
             return Err(c.fail_hint(
                 "start",
                 format!("unknown placeholder `{{{name}}}`"),
                 format!(
-                    "did you mean `{{{best}}}`? placeholders: {}",
+                    "did you mean `{{{best}}}`? placeholders: {}; `{{{{` and `}}}}` write a literal `{{` and `}}`",
                     START_PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(" ")
                 ),
             ));
         }
+        if !text.is_empty() {
+            parts.push(StartPart::Text(std::mem::take(&mut text)));
+        }
         parts.push(StartPart::Placeholder(name.to_string()));
-        rest = &rest[i + end + 1..];
+        rest = &after[end + 1..];
     }
-    if !rest.is_empty() {
-        parts.push(StartPart::Text(rest.to_string()));
+    text.push_str(rest);
+    if !text.is_empty() {
+        parts.push(StartPart::Text(text));
     }
     if !parts.contains(&StartPart::Placeholder("port".into())) {
         return Err(c.fail_hint(
@@ -1114,4 +1205,128 @@ fn parse_start(c: &Check<'_>, s: &str) -> Result<Vec<StartPart>, Error> {
         ));
     }
     Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "app: shop
+artifact: x.jar
+proxy: { host: 10.0.0.5, upstream_file: /etc/n.conf }
+servers: [ { host: 10.0.0.11 } ]
+deploy_dir: /srv/shop
+";
+
+    fn start(s: &str) -> Result<Vec<StartPart>, String> {
+        let yaml = format!("{BASE}start: '{}'\n", s.replace('\'', "''"));
+        Config::parse(&yaml, "c.yaml")
+            .map(|c| c.start)
+            .map_err(|e| e.to_string())
+    }
+
+    fn text(s: &str) -> StartPart {
+        StartPart::Text(s.into())
+    }
+
+    fn ph(s: &str) -> StartPart {
+        StartPart::Placeholder(s.into())
+    }
+
+    #[test]
+    fn doubled_braces_are_literal_braces() {
+        assert_eq!(
+            start("sh -c 'f() {{ exec java -jar \"$1\" --p={port}; }}; f {jar}'").unwrap(),
+            [
+                text("sh -c 'f() { exec java -jar \"$1\" --p="),
+                ph("port"),
+                text("; }; f "),
+                ph("jar"),
+                text("'"),
+            ]
+        );
+        assert_eq!(
+            start("java -Dx=${{HOME}} -jar {jar} --server.port={port}{{}}").unwrap(),
+            [
+                text("java -Dx=${HOME} -jar "),
+                ph("jar"),
+                text(" --server.port="),
+                ph("port"),
+                text("{}"),
+            ]
+        );
+        // `{{port}}` is the literal text `{port}`, not a placeholder.
+        assert_eq!(
+            start("run {{port}} {port}").unwrap(),
+            [text("run {port} "), ph("port")]
+        );
+    }
+
+    #[test]
+    fn single_braces_that_are_no_placeholder_are_errors() {
+        let e = start("java -Dhome=${HOME} --server.port={port}").unwrap_err();
+        assert!(e.contains("unknown placeholder `{HOME}`"), "{e}");
+        assert!(
+            e.contains("`{{` and `}}` write a literal `{` and `}`"),
+            "{e}"
+        );
+        let e = start("java {port} }").unwrap_err();
+        assert!(e.contains("unmatched `}` in `java {port} }`"), "{e}");
+        let e = start("java {port} {jar").unwrap_err();
+        assert!(e.contains("unclosed `{` in `java {port} {jar`"), "{e}");
+        let e = start("java {} {port}").unwrap_err();
+        assert!(e.contains("unknown placeholder `{}`"), "{e}");
+    }
+
+    #[test]
+    fn value_rules() {
+        let host = ValueRule::HOST;
+        assert_eq!(host.problem("10.0.0.1"), None);
+        assert_eq!(host.problem("fe80::1"), None);
+        assert_eq!(host.problem("app-1.internal"), None);
+        assert_eq!(host.problem(""), Some("is empty"));
+        for bad in [
+            "10.0.0.1; rm",
+            "a b",
+            "-oProxyCommand=x",
+            "h\n",
+            "hé",
+            "[::1]",
+        ] {
+            assert_eq!(host.problem(bad), Some(host.message), "{bad:?}");
+        }
+        let user = ValueRule::USER;
+        assert_eq!(user.problem("deploy_user.1"), None);
+        for bad in ["", "de'ploy", "-l", "a:b", "a b"] {
+            assert_eq!(user.problem(bad), Some(user.message), "{bad:?}");
+        }
+        let text = ValueRule::TEXT;
+        assert_eq!(text.problem(""), None);
+        assert_eq!(text.problem("/a b/$x'\"`"), None);
+        assert_eq!(text.problem("a\nb"), Some(text.message));
+        assert_eq!(text.problem("a\0b"), Some(text.message));
+        assert_eq!(ValueRule::for_field("servers[3].address"), host);
+        assert_eq!(ValueRule::for_field("proxy.host"), host);
+        assert_eq!(ValueRule::for_field("ssh.user"), user);
+        assert_eq!(ValueRule::for_field("proxy.check_url"), text);
+        assert_eq!(ValueRule::for_field("artifact"), text);
+    }
+
+    #[test]
+    fn text_around_variables_follows_the_rule() {
+        let ok = BASE.replace("host: 10.0.0.11", "host: 'app-${N}.internal'");
+        assert!(Config::parse(&ok, "c.yaml").is_ok());
+        let yaml = BASE.replace("host: 10.0.0.11", "host: '-${N}'");
+        let e = Config::parse(&yaml, "c.yaml").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "c.yaml: servers[0].host: `-${N}` is not a host name or IP address (letters, digits, `.`, `-`, `:`)"
+        );
+        let yaml = format!("{BASE}ssh: {{ user: \"${{U}};\" }}\n");
+        let e = Config::parse(&yaml, "c.yaml").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "c.yaml: ssh.user: `${U};` is not a valid user name (letters, digits, `.`, `_`, `-`)"
+        );
+    }
 }

@@ -21,11 +21,13 @@
 pub mod config;
 pub mod error;
 pub mod plan;
+pub mod redact;
 pub mod remote;
 pub mod word;
 
 pub use config::Config;
 pub use error::Error;
 pub use plan::{Phase, PhaseKind, Plan, Step};
+pub use redact::redact_url;
 pub use remote::{RemoteCall, RemoteFn};
 pub use word::{RuntimeVar, Var, Word};

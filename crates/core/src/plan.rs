@@ -66,7 +66,8 @@ pub struct Plan {
     pub ssh: SshPlan,
     /// The phases, in order.
     pub phases: Vec<Phase>,
-    /// Environment variables the plan needs at run time, with the field that uses each.
+    /// Environment variables the plan needs at run time, once per field that uses each, in the
+    /// order `Config::env_refs` lists them (a value is checked by the rule of each field using it).
     pub env: Vec<EnvRef>,
     /// Slack notifications, if configured.
     pub slack: Option<Slack>,
@@ -297,7 +298,9 @@ pub struct SwitchStep {
     pub call: RemoteCall,
     /// Waits for nginx workers from before the reload to exit.
     pub settle: RemoteCall,
-    /// A URL fetched through the proxy to confirm the switch.
+    /// A URL fetched through the proxy to confirm the switch (serialized with its credentials
+    /// hidden, see [`crate::redact_url`]).
+    #[serde(serialize_with = "crate::redact::serialize_url")]
     pub check_url: Option<Word>,
     /// Status expected from `check_url`.
     pub check_status: u16,
@@ -787,7 +790,7 @@ impl Plan {
         let mut env: Vec<EnvRef> = Vec::new();
         for (field, word) in refs {
             for name in word.env_vars() {
-                if !env.iter().any(|e| e.name == name) {
+                if !env.iter().any(|e| e.name == name && e.field == field) {
                     env.push(EnvRef {
                         name: name.to_string(),
                         field: field.clone(),
@@ -981,7 +984,12 @@ impl fmt::Display for Plan {
             self.slots.blue, self.slots.green
         )?;
         if !self.env.is_empty() {
-            let names: Vec<&str> = self.env.iter().map(|e| e.name.as_str()).collect();
+            let mut names: Vec<&str> = Vec::new();
+            for e in &self.env {
+                if !names.contains(&e.name.as_str()) {
+                    names.push(&e.name);
+                }
+            }
             writeln!(f, "  needs:    {}", names.join(", "))?;
         }
         for (i, phase) in self.phases.iter().enumerate() {
@@ -1069,7 +1077,11 @@ pub fn describe(step: &Step) -> String {
             s.settle.display(),
             s.check_url
                 .as_ref()
-                .map(|u| format!("; then GET {u} expecting {}", s.check_status))
+                .map(|u| format!(
+                    "; then GET {} expecting {}",
+                    crate::redact_url(&u.to_string()),
+                    s.check_status
+                ))
                 .unwrap_or_default()
         ),
         Step::Drain(d) => format!("drain: wait {}ms", d.millis),
@@ -1161,10 +1173,23 @@ mod tests {
                 "${WAS_2_PRIVATE_IP}",
             ]
         );
-        let names: Vec<&str> = plan.env.iter().map(|e| e.name.as_str()).collect();
+        let refs: Vec<(&str, &str)> = plan
+            .env
+            .iter()
+            .map(|e| (e.name.as_str(), e.field.as_str()))
+            .collect();
         assert_eq!(
-            names,
-            ["NGINX_PRIVATE_IP", "WAS_1_PRIVATE_IP", "WAS_2_PRIVATE_IP"]
+            refs,
+            [
+                ("NGINX_PRIVATE_IP", "proxy.host"),
+                ("NGINX_PRIVATE_IP", "proxy.check_url"),
+                ("WAS_1_PRIVATE_IP", "servers[0].host"),
+                ("WAS_1_PRIVATE_IP", "servers[0].address"),
+                ("WAS_2_PRIVATE_IP", "servers[1].host"),
+                ("WAS_2_PRIVATE_IP", "servers[1].address"),
+                ("HOME", "ssh.known_hosts"),
+                ("HOME", "ssh.identity_file"),
+            ]
         );
     }
 

@@ -20,10 +20,10 @@
 //! ```
 
 use askama::Template;
-use bluegreen_core::config::{HostKeyPolicy, ProbeFrom};
+use bluegreen_core::config::{Chars, HostKeyPolicy, ProbeFrom, ValueRule};
 use bluegreen_core::plan::{Host, PhaseKind, Step, When};
 use bluegreen_core::remote::{RemoteCall, LIBRARY, REMOTE_COMMAND};
-use bluegreen_core::{Plan, Word};
+use bluegreen_core::{redact_url, Plan, Var, Word};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -122,6 +122,9 @@ struct ScriptView {
     app_host_ids: String,
     library: &'static str,
     env_checks: String,
+    rule_cases: String,
+    missing_message: String,
+    bad_message: String,
     artifact: String,
     host_lines: String,
     known_hosts: String,
@@ -192,6 +195,141 @@ fn render_phases(plan: &Plan, phases: &mut String, abort_cases: &mut String) {
     }
 }
 
+/// Marks a shell variable in a message: [`message_template`] turns it into `${NAME}`.
+fn mark(name: &str) -> String {
+    format!("\u{1}{name}\u{1}")
+}
+
+/// A core error message whose values are [`mark`]ed, as one bash word that prints the same text
+/// with the shell variables' values: the script's messages come from the same `Display` as
+/// `exec`'s, so they cannot differ.
+fn message_template(e: &bluegreen_core::Error) -> String {
+    let text = e.to_string();
+    let mut w = Word::default();
+    for (i, piece) in text.split('\u{1}').enumerate() {
+        if i % 2 == 0 {
+            w.push_lit(piece);
+        } else {
+            w.push_var(Var::Env(piece.to_string()));
+        }
+    }
+    w.to_bash()
+}
+
+/// `bg_check_var FIELD NAME RULE` for every `${VAR}` the plan uses, in the order `exec` checks
+/// them, skipping what exec does not check either: the artifact's variables outside a deploy, and
+/// the key and known_hosts files' when `$BG_SSH_KEY` / `$BG_KNOWN_HOSTS` override them.
+fn env_checks(plan: &Plan) -> String {
+    let mut lines = Vec::new();
+    for e in &plan.env {
+        let check = format!(
+            "bg_check_var {} {} {}",
+            Word::lit(&e.field).to_bash(),
+            e.name,
+            ValueRule::for_field(&e.field).name
+        );
+        lines.push(match e.field.as_str() {
+            "artifact" => format!("  [ \"$1\" != deploy ] || {check}"),
+            "ssh.identity_file" => format!("  [ -n \"${{BG_SSH_KEY:-}}\" ] || {check}"),
+            "ssh.known_hosts" => format!("  [ -n \"${{BG_KNOWN_HOSTS:-}}\" ] || {check}"),
+            _ => format!("  {check}"),
+        });
+    }
+    if lines.is_empty() {
+        lines.push("  :".into());
+    }
+    lines.join("\n")
+}
+
+/// A bash `$'...'` string holding `s` (which has no NUL: no bash string can).
+fn ansi_c(s: &str) -> String {
+    let mut out = String::from("$'");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// A bracket expression matching exactly `chars` (or anything else, `negate`), whatever the
+/// locale: letters are listed one by one, not as ranges; `]` goes first, `-` last.
+fn bracket(chars: &[char], negate: bool) -> String {
+    let mut set: Vec<char> = Vec::new();
+    for &c in chars {
+        if !set.contains(&c) {
+            set.push(c);
+        }
+    }
+    let mut out = String::from(if negate { "[^" } else { "[" });
+    if set.contains(&']') {
+        out.push(']');
+    }
+    for &c in &set {
+        if !matches!(c, ']' | '-' | '^') {
+            out.push(c);
+        }
+    }
+    if set.contains(&'^') {
+        out.push('^');
+    }
+    if set.contains(&'-') {
+        out.push('-');
+    }
+    out.push(']');
+    out
+}
+
+/// The `case` arms of `bg_check_var`: one per [`ValueRule`], generated from its definition, setting
+/// `problem` to the rule's message when `$value` does not pass.
+fn rule_cases() -> String {
+    let mut out = String::new();
+    for rule in ValueRule::ALL {
+        let _ = writeln!(out, "    {})", rule.name);
+        let test = match rule.chars {
+            Chars::Only { extra, not_first } => {
+                let all: Vec<char> = ('A'..='Z')
+                    .chain('a'..='z')
+                    .chain('0'..='9')
+                    .chain(extra.chars())
+                    .collect();
+                let first: Vec<char> = all
+                    .iter()
+                    .copied()
+                    .filter(|c| !not_first.contains(*c))
+                    .collect();
+                let re = format!("^{}{}*$", bracket(&first, false), bracket(&all, false));
+                let _ = writeln!(out, "      re={}", ansi_c(&re));
+                "! [[ $value =~ $re ]]".to_string()
+            }
+            // One literal (quoted) character per test: a quoted bracket would not be a set.
+            Chars::Not(bad) => bad
+                .chars()
+                .filter(|&c| c != '\0')
+                .map(|c| format!("[[ $value == *{}* ]]", ansi_c(&c.to_string())))
+                .collect::<Vec<_>>()
+                .join(" || "),
+        };
+        let mut branch = "if";
+        if let Some(empty) = rule.empty {
+            let _ = writeln!(out, "      if [ -z \"$value\" ]; then");
+            let _ = writeln!(out, "        problem={}", Word::lit(empty).to_bash());
+            branch = "elif";
+        }
+        let _ = writeln!(out, "      {branch} {test}; then");
+        let _ = writeln!(out, "        problem={}", Word::lit(rule.message).to_bash());
+        out.push_str("      fi\n      ;;\n");
+    }
+    out.push_str("    *) bg_fail \"unknown check $3\" ;;");
+    out
+}
+
 /// Renders the standalone bash script.
 pub fn script(plan: &Plan, source: &str) -> Result<String, Error> {
     let hosts: Vec<&Host> = std::iter::once(&plan.proxy)
@@ -208,13 +346,6 @@ pub fn script(plan: &Plan, source: &str) -> Result<String, Error> {
             port = h.port
         );
     }
-    let env_checks = plan
-        .env
-        .iter()
-        .map(|e| format!("{} {}", e.name, e.field))
-        .collect::<Vec<_>>()
-        .join("\n");
-
     let mut phases = String::new();
     let mut abort_cases = String::new();
     let rollback = plan.to_rollback();
@@ -258,7 +389,18 @@ pub fn script(plan: &Plan, source: &str) -> Result<String, Error> {
             .collect::<Vec<_>>()
             .join(" "),
         library: LIBRARY.trim_end(),
-        env_checks,
+        env_checks: env_checks(plan),
+        rule_cases: rule_cases(),
+        missing_message: message_template(&bluegreen_core::Error::MissingVariable {
+            field: mark("field"),
+            name: mark("name"),
+        }),
+        bad_message: message_template(&bluegreen_core::Error::BadVariable {
+            field: mark("field"),
+            name: mark("name"),
+            value: mark("value"),
+            message: mark("problem"),
+        }),
         artifact: plan.artifact.to_bash(),
         host_lines: host_lines.trim_end().to_string(),
         known_hosts: plan.ssh.known_hosts.to_bash(),
@@ -288,6 +430,16 @@ pub fn script(plan: &Plan, source: &str) -> Result<String, Error> {
         out.push('\n');
     }
     Ok(out)
+}
+
+/// A URL as the script logs it, its credentials hidden ([`redact_url`]): redacted now when it is
+/// literal, by `bg_redact_url` at run time when it refers to variables (whose values may hold
+/// credentials, or change where the userinfo and query begin).
+fn shown_url(url: &Word) -> String {
+    match url.as_literal() {
+        Some(lit) => Word::lit(redact_url(&lit)).to_bash(),
+        None => format!("\"$(bg_redact_url {})\"", url.to_bash()),
+    }
 }
 
 /// `bg_on HOST FN ARGS...` for a remote call.
@@ -381,7 +533,12 @@ fn step_lines(step: &Step) -> Vec<String> {
             if let Some(url) = &s.check_url {
                 lines.push(guard(
                     s.when,
-                    format!("bg_check_url {} {}", url.to_bash(), s.check_status),
+                    format!(
+                        "bg_check_url {} {} {}",
+                        url.to_bash(),
+                        s.check_status,
+                        shown_url(url)
+                    ),
                 ));
             }
             lines

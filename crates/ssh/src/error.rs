@@ -1,5 +1,6 @@
 //! The one error type of the SSH backend.
 
+use bluegreen_core::redact::{redact_in, redact_url};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -192,12 +193,13 @@ pub enum Error {
         stderr: String,
     },
 
-    /// The request through the proxy after the switch did not answer as expected.
-    #[error("{host}: check after the switch failed: GET {url} expected {expected}, last: {last} (switching traffic back to the previous slot)")]
+    /// The request through the proxy after the switch did not answer as expected. The message
+    /// shows the URL with its credentials hidden ([`bluegreen_core::redact_url`]).
+    #[error("{host}: check after the switch failed: GET {} expected {expected}, last: {} (switching traffic back to the previous slot)", redact_url(url), redact_in(last, url))]
     Check {
         /// Host id (the proxy).
         host: String,
-        /// The URL.
+        /// The URL, as fetched.
         url: String,
         /// Expected status.
         expected: u16,
@@ -571,6 +573,20 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "app2: not healthy after 120s at http://10.0.0.12:8081/actuator/health: last probe: 503 Service Unavailable"
+        );
+    }
+
+    #[test]
+    fn check_message_hides_credentials() {
+        let e = Error::Check {
+            host: "proxy".into(),
+            url: "http://user:secret@10.0.0.5/health?token=abc".into(),
+            expected: 200,
+            last: "status 401: bad token abc for user:secret".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "proxy: check after the switch failed: GET http://***@10.0.0.5/health?token=*** expected 200, last: status 401: bad token *** for *** (switching traffic back to the previous slot)"
         );
     }
 

@@ -1,5 +1,6 @@
 //! HTTP from the runner: health probes, the check through the proxy, Slack notifications.
 
+use bluegreen_core::redact::redact_in;
 use std::time::Duration;
 
 fn agent(timeout: Duration) -> ureq::Agent {
@@ -12,13 +13,18 @@ fn agent(timeout: Duration) -> ureq::Agent {
         .into()
 }
 
-/// One GET: Ok when the status (and body text, if given) are as expected, else what was seen.
+/// One GET: Ok when the status (and body text, if given) are as expected, else what was seen,
+/// with the URL's credentials hidden ([`redact_in`]: the error or the answer may quote them).
 pub(crate) fn probe(
     url: &str,
     status: u16,
     body: Option<&str>,
     timeout: Duration,
 ) -> Result<(), String> {
+    get(url, status, body, timeout).map_err(|m| redact_in(&m, url))
+}
+
+fn get(url: &str, status: u16, body: Option<&str>, timeout: Duration) -> Result<(), String> {
     let mut resp = agent(timeout).get(url).call().map_err(|e| e.to_string())?;
     let got = resp.status().as_u16();
     let text = resp
@@ -101,6 +107,18 @@ mod tests {
         let url = "http://127.0.0.1:9/services/T/B/SECRET";
         let e = post_slack(url, "{}").unwrap_err();
         assert!(!e.contains("SECRET"), "{e}");
+    }
+
+    #[test]
+    fn probe_errors_hide_the_urls_credentials() {
+        for url in [
+            "http://user:secret@127.0.0.1:9/health?token=abc",
+            "http://user:secret@no-such-host.invalid/health?token=abc",
+            "http://user:secret@[bad/health?token=abc",
+        ] {
+            let e = probe(url, 200, None, Duration::from_millis(500)).unwrap_err();
+            assert!(!e.contains("secret") && !e.contains("abc"), "{url}: {e}");
+        }
     }
 
     #[test]

@@ -963,7 +963,11 @@ impl Ctx<'_> {
                     last,
                 });
             }
-            message.push_str(&format!("; GET {url}: {}", s.check_status));
+            message.push_str(&format!(
+                "; GET {}: {}",
+                bluegreen_core::redact_url(&url),
+                s.check_status
+            ));
         }
         Ok(Done::ok(message))
     }
