@@ -57,33 +57,87 @@ bg_run() {
   fi
 }
 
-# lock STATE_DIR HOLDER MESSAGE: takes the deploy lock (an atomic mkdir) or fails naming its holder.
-bg_lock() {
-  local dir=$1 holder=$2 message=$3
-  mkdir -p -- "$dir"
-  if mkdir -- "$dir/lock" 2>/dev/null; then
-    printf 'holder=%s\ntime=%s\npid=%s\nmessage=%s\n' "$holder" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$$" "$message" >"$dir/lock/info.tmp"
-    mv -f -- "$dir/lock/info.tmp" "$dir/lock/info"
-    echo "lock taken by $holder"
-  else
-    local info="" waited=0
-    # The holder writes its info right after its mkdir: give it a moment to appear.
-    while [ ! -f "$dir/lock/info" ] && [ "$waited" -lt 10 ]; do
-      sleep 0.1
-      waited=$((waited + 1))
-    done
-    [ -f "$dir/lock/info" ] && info=$(tr '\n' ' ' <"$dir/lock/info")
-    bg_die "deploy lock $dir/lock is held: ${info:-no holder recorded}"
-  fi
+# The deploy lock is STATE_DIR/lock, a directory holding `info`: holder, token, time, expires,
+# message. It is built under a temporary name and renamed into place, so there is never a lock
+# without a holder, and every look at it that leads to a change happens under flock
+# STATE_DIR/.lock.flock, so no check-then-act of one run interleaves with another's. The running
+# deploy renews it (bg_beat); a lock whose `expires` has passed belongs to a runner that died, and
+# the next bg_lock takes it over (saying so in the audit log).
+
+# Takes the lock file's flock (fd 8) for the rest of this call.
+bg_lock_mutex() {
+  mkdir -p -- "$1"
+  exec 8>>"$1/.lock.flock"
+  flock -w 10 8 || bg_die "another run is changing the deploy lock $1/lock (flock $1/.lock.flock)"
 }
 
-# unlock STATE_DIR HOLDER: releases the lock if HOLDER holds it.
+# bg_lock_field STATE_DIR KEY: a value of the lock's info.
+bg_lock_field() {
+  sed -n "s/^$2=//p" "$1/lock/info" 2>/dev/null | head -n 1
+}
+
+# bg_lock_expires STATE_DIR LEASE_SECS: when the lock expires (seconds since the epoch); a lock
+# without a recorded expiry (an older bluegreen's) expires LEASE_SECS after it was made.
+bg_lock_expires() {
+  local expires
+  expires=$(bg_lock_field "$1" expires)
+  case "$expires" in
+    '' | *[!0-9]*) echo $(($(stat -c %Y -- "$1/lock") + $2)) ;;
+    *) echo "$expires" ;;
+  esac
+}
+
+# bg_lock_write DIR HOLDER TOKEN TIME EXPIRES MESSAGE: the lock's info into DIR/info.tmp, renamed
+# to DIR/info.
+bg_lock_write() {
+  printf 'holder=%s\ntoken=%s\ntime=%s\nexpires=%s\nmessage=%s\n' "$2" "$3" "$4" "$5" "$6" >"$1/info.tmp"
+  mv -f -- "$1/info.tmp" "$1/info"
+}
+
+# lock STATE_DIR APP HOLDER TOKEN LEASE_SECS MESSAGE: takes the deploy lock for LEASE_SECS (renewed
+# by bg_beat), taking over a lock whose holder stopped renewing it; fails naming a live holder.
+bg_lock() {
+  local dir=$1 app=$2 holder=$3 token=$4 lease=$5 message=$6 now expires tmp old="" note=""
+  bg_lock_mutex "$dir"
+  now=$(date +%s)
+  if [ -d "$dir/lock" ]; then
+    expires=$(bg_lock_expires "$dir" "$lease")
+    old=$(bg_lock_field "$dir" holder)
+    if [ "$now" -lt "$expires" ]; then
+      bg_die "deploy lock $dir/lock is held: holder=${old:-unknown} since $(bg_lock_field "$dir" time) ($(bg_lock_field "$dir" message)); renewed until $((expires - now))s from now"
+    fi
+    rm -rf -- "$dir/lock"
+    note=" (took over the lock of ${old:-unknown}, not renewed for $((now - expires + lease))s: its runner is gone)"
+    bg_audit "$dir" lock-break "$app" "took over the expired lock of ${old:-unknown}" "" "" "" "$holder" >/dev/null
+  fi
+  tmp=$(mktemp -d "$dir/.lock.XXXXXX")
+  bg_lock_write "$tmp" "$holder" "$token" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" $((now + lease)) "$message"
+  mv -T -- "$tmp" "$dir/lock" || {
+    rm -rf -- "$tmp"
+    bg_die "cannot take the deploy lock $dir/lock"
+  }
+  echo "lock taken by $holder$note"
+}
+
+# beat STATE_DIR TOKEN LEASE_SECS: renews this run's lock for LEASE_SECS more.
+bg_beat() {
+  local dir=$1 token=$2 lease=$3
+  bg_lock_mutex "$dir"
+  if [ ! -d "$dir/lock" ] || [ "$(bg_lock_field "$dir" token)" != "$token" ]; then
+    bg_die "the deploy lock $dir/lock is no longer this run's (held by $(bg_lock_field "$dir" holder || true))"
+  fi
+  bg_lock_write "$dir/lock" "$(bg_lock_field "$dir" holder)" "$token" "$(bg_lock_field "$dir" time)" \
+    $(($(date +%s) + lease)) "$(bg_lock_field "$dir" message)"
+  echo "lock renewed for ${lease}s"
+}
+
+# unlock STATE_DIR TOKEN: releases the lock if this run (TOKEN) holds it.
 bg_unlock() {
-  local dir=$1 holder=$2 current=""
+  local dir=$1 token=$2
+  bg_lock_mutex "$dir"
   [ -d "$dir/lock" ] || { echo "lock was not held"; return 0; }
-  [ -f "$dir/lock/info" ] && current=$(sed -n 's/^holder=//p' "$dir/lock/info")
-  if [ "$current" != "$holder" ]; then
-    bg_die "deploy lock is held by '$current', not by '$holder': left in place"
+  if [ "$(bg_lock_field "$dir" token)" != "$token" ]; then
+    bg_die "deploy lock is held by '$(bg_lock_field "$dir" holder)', not by this run: left in place"
   fi
   rm -rf -- "$dir/lock"
   echo "lock released"
@@ -409,6 +463,9 @@ bg_switch() {
   local dir=$1 file=$2 sudo=$3 test_cmd=$4 reload_cmd=$5 blue=$6 green=$7 port=$8 header=$9 out
   shift 9
   local -a test_words reload_words workers=()
+  # Once begun, the switch runs to its end (or its undo) even if the runner dies and takes the
+  # connection with it: a half-done switch is what must never be left behind.
+  trap '' HUP PIPE
   read -r -a test_words <<<"$test_cmd"
   read -r -a reload_words <<<"$reload_cmd"
   mkdir -p -- "$dir"
@@ -495,7 +552,9 @@ bg_settle() {
 }
 
 # record STATE_DIR APP LIVE PREVIOUS RELEASE DEPLOYER: writes the state file atomically. The release
-# that was live until now is kept as previous_release: the one a rollback may go back to.
+# record STATE_DIR APP LIVE PREVIOUS RELEASE DEPLOYER: writes the state file atomically, then drops
+# the intent the switch was made under. The release that was live until now is kept as
+# previous_release: the one a rollback may go back to.
 bg_record() {
   local dir=$1 before=""
   mkdir -p -- "$dir"
@@ -503,7 +562,48 @@ bg_record() {
   printf 'app=%s\nlive=%s\nprevious=%s\nrelease=%s\nprevious_release=%s\ntime=%s\ndeployer=%s\n' \
     "$2" "$3" "$4" "$5" "$before" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$6" >"$dir/state.tmp"
   mv -f -- "$dir/state.tmp" "$dir/state"
+  rm -f -- "$dir/intent"
   echo "state recorded: live=$3 previous=$4"
+}
+
+# intent STATE_DIR TOKEN TARGET FROM RELEASE DEPLOYER: written ahead of the switch: what this run is
+# about to make live, so that a run that dies before `record` leaves enough for the next one to
+# know what is live and what was before (bg_reconcile).
+bg_intent() {
+  mkdir -p -- "$1"
+  printf 'token=%s\ntarget=%s\nfrom=%s\nrelease=%s\ndeployer=%s\ntime=%s\n' \
+    "$2" "$3" "$4" "$5" "$6" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$1/intent.tmp"
+  mv -f -- "$1/intent.tmp" "$1/intent"
+  echo "intent recorded: switch to $3"
+}
+
+# reconcile STATE_DIR APP LIVE SUDO TEST_CMD RELOAD_CMD: after a run died between its intent and its
+# record (LIVE: the slot the upstream file names now). If the upstream names the intended slot, the
+# switch happened: the state file is brought up to date. Otherwise it did not (or was undone): the
+# intent is dropped. Either way nginx is made to serve what the file says (the run may have died
+# between writing the file and reloading), under the switch's flock.
+bg_reconcile() {
+  local dir=$1 app=$2 live=$3 sudo=$4 test_cmd=$5 reload_cmd=$6 target from release deployer out
+  [ -f "$dir/intent" ] || { echo "no interrupted switch to reconcile"; return 0; }
+  local -a test_words reload_words
+  read -r -a test_words <<<"$test_cmd"
+  read -r -a reload_words <<<"$reload_cmd"
+  exec 9>>"$dir/switch.lock"
+  flock -w 25 9 || bg_die "a switch of this upstream is still running (flock $dir/switch.lock)"
+  target=$(sed -n 's/^target=//p' "$dir/intent")
+  from=$(sed -n 's/^from=//p' "$dir/intent")
+  release=$(sed -n 's/^release=//p' "$dir/intent")
+  deployer=$(sed -n 's/^deployer=//p' "$dir/intent")
+  out=$(bg_run "$sudo" "${test_words[@]}" 2>&1) || bg_die "'$test_cmd' fails, so nginx cannot be made to serve the upstream file: $out"
+  out=$(bg_run "$sudo" "${reload_words[@]}" 2>&1) || bg_die "'$reload_cmd' failed: $out"
+  if [ "$live" = "$target" ]; then
+    bg_record "$dir" "$app" "$target" "$from" "$release" "$deployer" >/dev/null
+    bg_audit "$dir" reconcile "$app" "recorded the switch of ${deployer:-an interrupted run}" "$target" "$from" "$release" "$deployer" >/dev/null
+    echo "reconciled: ${deployer:-an interrupted run} switched to $target and stopped before recording it; state file updated"
+  else
+    rm -f -- "$dir/intent"
+    echo "reconciled: ${deployer:-an interrupted run} did not switch to $target (the upstream names ${live}); its intent dropped"
+  fi
 }
 
 # revive SLOT_DIR SLOT PORT HOST JAR_NAME SIGNAL GRACE_SECS COMMAND LIVE_PORT RELEASE: for a rollback, makes
@@ -589,6 +689,7 @@ bg_proxystatus() {
   fi
   printf 'now=%s\n' "$(date +%s)"
   if [ -f "$dir/state" ]; then sed 's/^/state./' "$dir/state"; fi
+  if [ -f "$dir/intent" ]; then sed 's/^/intent./' "$dir/intent"; fi
   if [ -d "$dir/lock" ]; then
     printf 'lock.held=yes\nlock.since=%s\n' "$(stat -c %Y -- "$dir/lock")"
     if [ -f "$dir/lock/info" ]; then sed 's/^/lock./' "$dir/lock/info"; fi
@@ -597,11 +698,17 @@ bg_proxystatus() {
   fi
 }
 
-# breaklock STATE_DIR WHO APP: removes the deploy lock whoever holds it, and says so in the audit log.
+# breaklock STATE_DIR WHO APP TOKEN: removes the deploy lock whoever holds it, if it is still the
+# lock read before (TOKEN; empty: any), and says so in the audit log.
 bg_breaklock() {
-  local dir=$1 holder=""
+  local dir=$1 holder="" token
+  bg_lock_mutex "$dir"
   [ -d "$dir/lock" ] || { echo "lock was not held"; return 0; }
-  [ -f "$dir/lock/info" ] && holder=$(sed -n 's/^holder=//p' "$dir/lock/info")
+  holder=$(bg_lock_field "$dir" holder)
+  token=$(bg_lock_field "$dir" token)
+  if [ -n "${4:-}" ] && [ "$token" != "$4" ]; then
+    bg_die "the deploy lock changed hands since it was read (now held by ${holder:-unknown}): left in place"
+  fi
   rm -rf -- "$dir/lock"
   bg_audit "$dir" lock-break "$3" "removed lock of ${holder:-unknown}" "" "" "" "$2" >/dev/null
   echo "lock of ${holder:-unknown} removed"
@@ -611,8 +718,8 @@ bg_main() {
   local fn=$1
   shift
   case "$fn" in
-    lock | unlock | detect | prepare | install | stop | start | alive | probe | switch | settle | record | \
-      revive | release | audit | history | hoststatus | proxystatus | breaklock)
+    lock | beat | unlock | detect | reconcile | prepare | install | stop | start | alive | probe | switch | \
+      settle | intent | record | revive | release | audit | history | hoststatus | proxystatus | breaklock)
       "bg_$fn" "$@" ;;
     *) bg_die "unknown remote function '$fn'" ;;
   esac
@@ -814,7 +921,11 @@ bg_health() {
       bg_log "[$id] healthy after $(bg_secs $(($(bg_now_ms) - start)))s ($url)"
       return 0
     fi
-    if [ "$good" -eq 0 ] && ! died=$(bg_remote "$id" alive "$dir" "$slot" 2>&1); then
+    # Only the host's answer (exit 1) counts: ssh failing to ask it (255) is no news.
+    if [ "$good" -eq 0 ] && died=$(bg_remote "$id" alive "$dir" "$slot" 2>&1 || echo "status=$?") &&
+      [ "${died##*status=}" = 1 ]; then
+      died=${died%status=*}
+      died=${died%$'\n'}
       rm -f -- "$out"
       printf '%s\n' "$died" | sed '$d' | sed "s/^/[$id] /" >&2
       bg_fail "[$id] $(printf '%s\n' "$died" | tail -n 1 | sed 's/^bluegreen: //'), $(bg_secs $(($(bg_now_ms) - start)))s into the health checks"
@@ -879,6 +990,35 @@ bg_redact_url() {
     rest=$out
   fi
   printf '%s\n' "${url%%://*}://$authority$rest$fragment"
+}
+
+# bg_renew_lock LEASE_SECS: renews this run's deploy lock for LEASE_SECS (the plan's lease is
+# 20s).
+bg_renew_lock() {
+  bg_remote proxy beat "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" "$1"
+}
+
+# Renews the lock every 5.000s while this phase runs, also during long steps; it ends
+# with the phase (whose EXIT trap stops it), or by itself once the phase is gone (killed).
+bg_heartbeat() {
+  while kill -0 "$$" 2>/dev/null && sleep 5.000; do
+    kill -0 "$$" 2>/dev/null || break
+    bg_renew_lock 20 >/dev/null 2>&1 || bg_log "[proxy] warning: the deploy lock could not be renewed"
+  done
+}
+
+# bg_at N: the boundary before step N of the plan. The crash tests set BLUEGREEN_KILL_AT_STEP=N
+# to die there as a killed Jenkins agent does: the whole process tree, at once (SIGKILL).
+bg_at() {
+  if [ "${BLUEGREEN_KILL_AT_STEP:-}" = "$1" ]; then
+    # The orchestrator's group only when it leads one (else just the orchestrator), then this phase's.
+    if [ -n "${BG_TOP_PID:-}" ] && [ "${BG_TOP_PGID:-}" = "$BG_TOP_PID" ]; then
+      kill -KILL -- "-$BG_TOP_PGID"
+    elif [ -n "${BG_TOP_PID:-}" ]; then
+      kill -KILL "$BG_TOP_PID"
+    fi
+    kill -KILL 0
+  fi
 }
 
 # bg_parallel FN...: runs the functions at once (one per host); fails if any fails.
@@ -956,6 +1096,7 @@ bg_save() {
     printf 'BG_ARTIFACT=%q\n' "$BG_ARTIFACT"
     printf 'BG_RELEASE=%q\n' "$BG_RELEASE"
     printf 'BG_DEPLOYER=%q\n' "$BG_DEPLOYER"
+    printf 'BG_RUN_TOKEN=%q\n' "$BG_RUN_TOKEN"
     printf 'BG_LIVE_SLOT=%q\n' "$BG_LIVE_SLOT"
     printf 'BG_LIVE_PORT=%q\n' "$BG_LIVE_PORT"
     printf 'BG_TARGET_SLOT=%q\n' "$BG_TARGET_SLOT"
@@ -982,6 +1123,7 @@ bg_begin() {
   if [ "$2" = prepare ]; then
     [ -n "$BG_RUN_ID" ] || BG_RUN_ID="$(id -un)@$(hostname)-$$-$(date +%s)"
     BG_DEPLOYER=${BUILD_TAG:-$BG_RUN_ID}
+    BG_RUN_TOKEN=${BG_RUN_TOKEN:-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')}
     BG_CTL_DIR=$(mktemp -d "${TMPDIR:-/tmp}/bluegreen.XXXXXX")
     BG_STARTED=$(date +%s)
     BG_LIVE_SLOT="" BG_LIVE_PORT="" BG_TARGET_SLOT="" BG_TARGET_PORT="" BG_RELEASE="" BG_ARTIFACT=""
@@ -1005,12 +1147,17 @@ bg_begin() {
 }
 
 bg_deploy_phase_prepare() {
-  bg_on proxy lock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" "deploy of sokdak"
+  bg_at 0
+  bg_on proxy lock "/var/lib/bluegreen/sokdak" "sokdak" "${BG_DEPLOYER}" "${BG_RUN_TOKEN}" "20" "deploy of sokdak"
+  bg_at 1
   BG_LIVE_SLOT=$(bg_remote proxy detect "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "8080" "8081" "${WAS_1_PRIVATE_IP}" "${WAS_2_PRIVATE_IP}")
   bg_select_slots
+  bg_at 2
+  bg_on proxy reconcile "/var/lib/bluegreen/sokdak" "sokdak" "${BG_LIVE_SLOT}" "yes" "nginx -t" "nginx -s reload"
 }
 
 bg_deploy_upload_app1() {
+  bg_at 3
   bg_prepared=$(bg_remote app1 prepare "/home/ubuntu/sokdak/${BG_TARGET_SLOT}")
   bg_check_space app1 "$bg_prepared" "/home/ubuntu/sokdak/${BG_TARGET_SLOT}"
   bg_upload app1 "/home/ubuntu/sokdak/${BG_TARGET_SLOT}/.sokdak.jar.upload"
@@ -1018,6 +1165,7 @@ bg_deploy_upload_app1() {
 }
 
 bg_deploy_upload_app2() {
+  bg_at 4
   bg_prepared=$(bg_remote app2 prepare "/home/ubuntu/sokdak/${BG_TARGET_SLOT}")
   bg_check_space app2 "$bg_prepared" "/home/ubuntu/sokdak/${BG_TARGET_SLOT}"
   bg_upload app2 "/home/ubuntu/sokdak/${BG_TARGET_SLOT}/.sokdak.jar.upload"
@@ -1029,10 +1177,12 @@ bg_deploy_phase_upload() {
 }
 
 bg_deploy_start_app1() {
+  bg_at 5
   bg_on app1 start "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "${WAS_1_PRIVATE_IP}" "sokdak.jar" "TERM" "30" "java -Xmx512m -jar \"\${BG_JAR}\" --server.port=\"\${BG_PORT}\" --spring.profiles.active=prod" "${BG_LIVE_PORT}"
 }
 
 bg_deploy_start_app2() {
+  bg_at 6
   bg_on app2 start "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "${WAS_2_PRIVATE_IP}" "sokdak.jar" "TERM" "30" "java -Xmx512m -jar \"\${BG_JAR}\" --server.port=\"\${BG_PORT}\" --spring.profiles.active=prod" "${BG_LIVE_PORT}"
 }
 
@@ -1041,10 +1191,12 @@ bg_deploy_phase_start() {
 }
 
 bg_deploy_verify_app1() {
+  bg_at 7
   bg_health app1 "http://${WAS_1_PRIVATE_IP}:${BG_TARGET_PORT}/actuator/health" 200 "\"status\":\"UP\"" 1000 2000 120000 2 "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}"
 }
 
 bg_deploy_verify_app2() {
+  bg_at 8
   bg_health app2 "http://${WAS_2_PRIVATE_IP}:${BG_TARGET_PORT}/actuator/health" 200 "\"status\":\"UP\"" 1000 2000 120000 2 "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}"
 }
 
@@ -1053,22 +1205,29 @@ bg_deploy_phase_verify() {
 }
 
 bg_deploy_phase_switch() {
+  bg_at 9
+  bg_on proxy intent "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
+  bg_at 10
   bg_on proxy switch "/var/lib/bluegreen/sokdak" "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "nginx -t" "nginx -s reload" "8080" "8081" "${BG_TARGET_PORT}" "# managed by bluegreen for sokdak" "${WAS_1_PRIVATE_IP}" "${WAS_2_PRIVATE_IP}"
   bg_on proxy settle "30"
   bg_check_url "http://${NGINX_PRIVATE_IP}/actuator/health" 200 "$(bg_redact_url "http://${NGINX_PRIVATE_IP}/actuator/health")"
 }
 
 bg_deploy_phase_drain() {
+  bg_at 11
   bg_on proxy record "/var/lib/bluegreen/sokdak" "sokdak" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
+  bg_at 12
   bg_log "draining for 5000ms"
   sleep 5.000
 }
 
 bg_deploy_retire_app1() {
+  bg_at 13
   [ "$BG_LIVE_SLOT" = none ] || bg_on app1 stop "/home/ubuntu/sokdak/${BG_LIVE_SLOT}" "${BG_LIVE_PORT}" "TERM" "30"
 }
 
 bg_deploy_retire_app2() {
+  bg_at 14
   [ "$BG_LIVE_SLOT" = none ] || bg_on app2 stop "/home/ubuntu/sokdak/${BG_LIVE_SLOT}" "${BG_LIVE_PORT}" "TERM" "30"
 }
 
@@ -1077,24 +1236,34 @@ bg_deploy_phase_retire() {
 }
 
 bg_deploy_phase_finish() {
+  bg_at 15
   bg_on proxy audit "/var/lib/bluegreen/sokdak" "deploy" "sokdak" "success" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
-  bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}"
+  bg_at 16
+  bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}"
+  bg_at 17
   bg_notify succeeded
 }
 
 bg_rollback_phase_prepare() {
-  bg_on proxy lock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" "rollback of sokdak"
+  bg_at 0
+  bg_on proxy lock "/var/lib/bluegreen/sokdak" "sokdak" "${BG_DEPLOYER}" "${BG_RUN_TOKEN}" "20" "rollback of sokdak"
+  bg_at 1
   BG_LIVE_SLOT=$(bg_remote proxy detect "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "8080" "8081" "${WAS_1_PRIVATE_IP}" "${WAS_2_PRIVATE_IP}")
   bg_select_slots
+  bg_at 2
+  bg_on proxy reconcile "/var/lib/bluegreen/sokdak" "sokdak" "${BG_LIVE_SLOT}" "yes" "nginx -t" "nginx -s reload"
+  bg_at 3
   BG_RELEASE=$(bg_remote proxy release "/var/lib/bluegreen/sokdak")
   bg_log "[$BG_APP] release to roll back to: $BG_RELEASE"
 }
 
 bg_rollback_start_app1() {
+  bg_at 4
   bg_on app1 revive "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "${WAS_1_PRIVATE_IP}" "sokdak.jar" "TERM" "30" "java -Xmx512m -jar \"\${BG_JAR}\" --server.port=\"\${BG_PORT}\" --spring.profiles.active=prod" "${BG_LIVE_PORT}" "${BG_RELEASE}"
 }
 
 bg_rollback_start_app2() {
+  bg_at 5
   bg_on app2 revive "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "${WAS_2_PRIVATE_IP}" "sokdak.jar" "TERM" "30" "java -Xmx512m -jar \"\${BG_JAR}\" --server.port=\"\${BG_PORT}\" --spring.profiles.active=prod" "${BG_LIVE_PORT}" "${BG_RELEASE}"
 }
 
@@ -1103,10 +1272,12 @@ bg_rollback_phase_start() {
 }
 
 bg_rollback_verify_app1() {
+  bg_at 6
   bg_health app1 "http://${WAS_1_PRIVATE_IP}:${BG_TARGET_PORT}/actuator/health" 200 "\"status\":\"UP\"" 1000 2000 120000 2 "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}"
 }
 
 bg_rollback_verify_app2() {
+  bg_at 7
   bg_health app2 "http://${WAS_2_PRIVATE_IP}:${BG_TARGET_PORT}/actuator/health" 200 "\"status\":\"UP\"" 1000 2000 120000 2 "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}"
 }
 
@@ -1115,22 +1286,29 @@ bg_rollback_phase_verify() {
 }
 
 bg_rollback_phase_switch() {
+  bg_at 8
+  bg_on proxy intent "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
+  bg_at 9
   bg_on proxy switch "/var/lib/bluegreen/sokdak" "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "nginx -t" "nginx -s reload" "8080" "8081" "${BG_TARGET_PORT}" "# managed by bluegreen for sokdak" "${WAS_1_PRIVATE_IP}" "${WAS_2_PRIVATE_IP}"
   bg_on proxy settle "30"
   bg_check_url "http://${NGINX_PRIVATE_IP}/actuator/health" 200 "$(bg_redact_url "http://${NGINX_PRIVATE_IP}/actuator/health")"
 }
 
 bg_rollback_phase_drain() {
+  bg_at 10
   bg_on proxy record "/var/lib/bluegreen/sokdak" "sokdak" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
+  bg_at 11
   bg_log "draining for 5000ms"
   sleep 5.000
 }
 
 bg_rollback_retire_app1() {
+  bg_at 12
   [ "$BG_LIVE_SLOT" = none ] || bg_on app1 stop "/home/ubuntu/sokdak/${BG_LIVE_SLOT}" "${BG_LIVE_PORT}" "TERM" "30"
 }
 
 bg_rollback_retire_app2() {
+  bg_at 13
   [ "$BG_LIVE_SLOT" = none ] || bg_on app2 stop "/home/ubuntu/sokdak/${BG_LIVE_SLOT}" "${BG_LIVE_PORT}" "TERM" "30"
 }
 
@@ -1139,22 +1317,31 @@ bg_rollback_phase_retire() {
 }
 
 bg_rollback_phase_finish() {
+  bg_at 14
   bg_on proxy audit "/var/lib/bluegreen/sokdak" "rollback" "sokdak" "success" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
-  bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}"
+  bg_at 15
+  bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}"
+  bg_at 16
   bg_notify succeeded
 }
 
 bg_retire_phase_prepare() {
-  bg_on proxy lock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" "retire of sokdak"
+  bg_at 0
+  bg_on proxy lock "/var/lib/bluegreen/sokdak" "sokdak" "${BG_DEPLOYER}" "${BG_RUN_TOKEN}" "20" "retire of sokdak"
+  bg_at 1
   BG_LIVE_SLOT=$(bg_remote proxy detect "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "8080" "8081" "${WAS_1_PRIVATE_IP}" "${WAS_2_PRIVATE_IP}")
   bg_select_slots
+  bg_at 2
+  bg_on proxy reconcile "/var/lib/bluegreen/sokdak" "sokdak" "${BG_LIVE_SLOT}" "yes" "nginx -t" "nginx -s reload"
 }
 
 bg_retire_retire_app1() {
+  bg_at 3
   bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30"
 }
 
 bg_retire_retire_app2() {
+  bg_at 4
   bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30"
 }
 
@@ -1163,14 +1350,22 @@ bg_retire_phase_retire() {
 }
 
 bg_retire_phase_finish() {
+  bg_at 5
   bg_on proxy audit "/var/lib/bluegreen/sokdak" "retire" "sokdak" "success" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
-  bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}"
+  bg_at 6
+  bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}"
 }
 # bg_run_phase ACTION PHASE
 bg_run_phase() {
   bg_begin "$1" "$2"
   bg_save
   bg_log "== $1: $2"
+  if [ "$2" != prepare ]; then
+    # Every phase after the lock was taken keeps it alive while it runs.
+    bg_heartbeat &
+    # shellcheck disable=SC2064
+    trap "kill $! 2>/dev/null || true" EXIT
+  fi
   "bg_$1_phase_$2"
   bg_save
   if [ "$2" = finish ]; then
@@ -1196,29 +1391,32 @@ bg_abort() {
   bg_init
   mkdir -p -- "$BG_CTL_DIR"
   bg_ssh_opts
+  bg_heartbeat &
+  # shellcheck disable=SC2064
+  trap "kill $! 2>/dev/null || true" EXIT
   bg_log "== abort after a failure in the $BG_PHASE phase of a $BG_ACTION: undoing"
   local undo_failed=0 bg_keep_new=""
   case "$BG_ACTION:$BG_PHASE" in
     deploy:prepare)
-      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" || undo_failed=1
+      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
       ;;
     deploy:upload)
       if [ -n "$bg_keep_new" ]; then bg_log "[app1] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
       if [ -n "$bg_keep_new" ]; then bg_log "[app2] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
       bg_on proxy audit "/var/lib/bluegreen/sokdak" "deploy" "sokdak" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
-      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" || undo_failed=1
+      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
       ;;
     deploy:start)
       if [ -n "$bg_keep_new" ]; then bg_log "[app1] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
       if [ -n "$bg_keep_new" ]; then bg_log "[app2] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
       bg_on proxy audit "/var/lib/bluegreen/sokdak" "deploy" "sokdak" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
-      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" || undo_failed=1
+      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
       ;;
     deploy:verify)
       if [ -n "$bg_keep_new" ]; then bg_log "[app1] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
       if [ -n "$bg_keep_new" ]; then bg_log "[app2] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
       bg_on proxy audit "/var/lib/bluegreen/sokdak" "deploy" "sokdak" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
-      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" || undo_failed=1
+      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
       ;;
     deploy:switch)
       [ "$BG_LIVE_SLOT" = none ] || bg_on proxy switch "/var/lib/bluegreen/sokdak" "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "nginx -t" "nginx -s reload" "8080" "8081" "${BG_LIVE_PORT}" "# managed by bluegreen for sokdak" "${WAS_1_PRIVATE_IP}" "${WAS_2_PRIVATE_IP}" || { undo_failed=1; bg_keep_new=yes; }
@@ -1226,30 +1424,33 @@ bg_abort() {
       if [ -n "$bg_keep_new" ]; then bg_log "[app1] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
       if [ -n "$bg_keep_new" ]; then bg_log "[app2] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
       bg_on proxy audit "/var/lib/bluegreen/sokdak" "deploy" "sokdak" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
-      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" || undo_failed=1
+      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
       ;;
     deploy:drain)
       bg_on proxy audit "/var/lib/bluegreen/sokdak" "deploy" "sokdak" "switched, then failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
-      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" || undo_failed=1
+      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
       ;;
     deploy:retire)
       bg_on proxy audit "/var/lib/bluegreen/sokdak" "deploy" "sokdak" "switched, then failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
-      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" || undo_failed=1
+      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
+      ;;
+    deploy:finish)
+      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
       ;;
     rollback:prepare)
-      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" || undo_failed=1
+      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
       ;;
     rollback:start)
       if [ -n "$bg_keep_new" ]; then bg_log "[app1] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
       if [ -n "$bg_keep_new" ]; then bg_log "[app2] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
       bg_on proxy audit "/var/lib/bluegreen/sokdak" "rollback" "sokdak" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
-      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" || undo_failed=1
+      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
       ;;
     rollback:verify)
       if [ -n "$bg_keep_new" ]; then bg_log "[app1] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
       if [ -n "$bg_keep_new" ]; then bg_log "[app2] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
       bg_on proxy audit "/var/lib/bluegreen/sokdak" "rollback" "sokdak" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
-      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" || undo_failed=1
+      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
       ;;
     rollback:switch)
       [ "$BG_LIVE_SLOT" = none ] || bg_on proxy switch "/var/lib/bluegreen/sokdak" "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "nginx -t" "nginx -s reload" "8080" "8081" "${BG_LIVE_PORT}" "# managed by bluegreen for sokdak" "${WAS_1_PRIVATE_IP}" "${WAS_2_PRIVATE_IP}" || { undo_failed=1; bg_keep_new=yes; }
@@ -1257,21 +1458,27 @@ bg_abort() {
       if [ -n "$bg_keep_new" ]; then bg_log "[app1] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
       if [ -n "$bg_keep_new" ]; then bg_log "[app2] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
       bg_on proxy audit "/var/lib/bluegreen/sokdak" "rollback" "sokdak" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
-      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" || undo_failed=1
+      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
       ;;
     rollback:drain)
       bg_on proxy audit "/var/lib/bluegreen/sokdak" "rollback" "sokdak" "switched, then failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
-      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" || undo_failed=1
+      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
       ;;
     rollback:retire)
       bg_on proxy audit "/var/lib/bluegreen/sokdak" "rollback" "sokdak" "switched, then failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
-      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" || undo_failed=1
+      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
+      ;;
+    rollback:finish)
+      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
       ;;
     retire:prepare)
-      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" || undo_failed=1
+      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
       ;;
     retire:retire)
-      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_DEPLOYER}" || undo_failed=1
+      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
+      ;;
+    retire:finish)
+      bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
       ;;
     *) bg_log "nothing to undo after the $BG_PHASE phase" ;;
   esac
@@ -1292,7 +1499,9 @@ bg_run_all() {
   local action=$1 phase status child="" interrupted=""
   shift
   [ -n "$BG_RUN_ID" ] || BG_RUN_ID="$(id -un)@$(hostname)-$$-$(date +%s)"
-  export BG_RUN_ID
+  BG_TOP_PID=$$
+  BG_TOP_PGID=$(ps -o pgid= -p "$$" | tr -d ' ')
+  export BG_RUN_ID BG_TOP_PID BG_TOP_PGID
   trap 'interrupted=yes; if [ -n "$child" ]; then kill -TERM -- "-$child" 2>/dev/null || true; fi' INT TERM
   for phase in "$@"; do
     setsid "$BASH" "$0" run "$action" "$phase" &

@@ -188,7 +188,11 @@ bg_health() {
       bg_log "[$id] healthy after $(bg_secs $(($(bg_now_ms) - start)))s ($url)"
       return 0
     fi
-    if [ "$good" -eq 0 ] && ! died=$(bg_remote "$id" alive "$dir" "$slot" 2>&1); then
+    # Only the host's answer (exit 1) counts: ssh failing to ask it (255) is no news.
+    if [ "$good" -eq 0 ] && died=$(bg_remote "$id" alive "$dir" "$slot" 2>&1 || echo "status=$?") &&
+      [ "${died##*status=}" = 1 ]; then
+      died=${died%status=*}
+      died=${died%$'\n'}
       rm -f -- "$out"
       printf '%s\n' "$died" | sed '$d' | sed "s/^/[$id] /" >&2
       bg_fail "[$id] $(printf '%s\n' "$died" | tail -n 1 | sed 's/^bluegreen: //'), $(bg_secs $(($(bg_now_ms) - start)))s into the health checks"
@@ -253,6 +257,35 @@ bg_redact_url() {
     rest=$out
   fi
   printf '%s\n' "${url%%://*}://$authority$rest$fragment"
+}
+
+# bg_renew_lock LEASE_SECS: renews this run's deploy lock for LEASE_SECS (the plan's lease is
+# {{ beat_lease }}s).
+bg_renew_lock() {
+  {{ beat_call }}
+}
+
+# Renews the lock every {{ beat_every }}s while this phase runs, also during long steps; it ends
+# with the phase (whose EXIT trap stops it), or by itself once the phase is gone (killed).
+bg_heartbeat() {
+  while kill -0 "$$" 2>/dev/null && sleep {{ beat_every }}; do
+    kill -0 "$$" 2>/dev/null || break
+    bg_renew_lock {{ beat_lease }} >/dev/null 2>&1 || bg_log "[proxy] warning: the deploy lock could not be renewed"
+  done
+}
+
+# bg_at N: the boundary before step N of the plan. The crash tests set BLUEGREEN_KILL_AT_STEP=N
+# to die there as a killed Jenkins agent does: the whole process tree, at once (SIGKILL).
+bg_at() {
+  if [ "${BLUEGREEN_KILL_AT_STEP:-}" = "$1" ]; then
+    # The orchestrator's group only when it leads one (else just the orchestrator), then this phase's.
+    if [ -n "${BG_TOP_PID:-}" ] && [ "${BG_TOP_PGID:-}" = "$BG_TOP_PID" ]; then
+      kill -KILL -- "-$BG_TOP_PGID"
+    elif [ -n "${BG_TOP_PID:-}" ]; then
+      kill -KILL "$BG_TOP_PID"
+    fi
+    kill -KILL 0
+  fi
 }
 
 # bg_parallel FN...: runs the functions at once (one per host); fails if any fails.
@@ -330,6 +363,7 @@ bg_save() {
     printf 'BG_ARTIFACT=%q\n' "$BG_ARTIFACT"
     printf 'BG_RELEASE=%q\n' "$BG_RELEASE"
     printf 'BG_DEPLOYER=%q\n' "$BG_DEPLOYER"
+    printf 'BG_RUN_TOKEN=%q\n' "$BG_RUN_TOKEN"
     printf 'BG_LIVE_SLOT=%q\n' "$BG_LIVE_SLOT"
     printf 'BG_LIVE_PORT=%q\n' "$BG_LIVE_PORT"
     printf 'BG_TARGET_SLOT=%q\n' "$BG_TARGET_SLOT"
@@ -356,6 +390,7 @@ bg_begin() {
   if [ "$2" = prepare ]; then
     [ -n "$BG_RUN_ID" ] || BG_RUN_ID="$(id -un)@$(hostname)-$$-$(date +%s)"
     BG_DEPLOYER=${BUILD_TAG:-$BG_RUN_ID}
+    BG_RUN_TOKEN=${BG_RUN_TOKEN:-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')}
     BG_CTL_DIR=$(mktemp -d "${TMPDIR:-/tmp}/bluegreen.XXXXXX")
     BG_STARTED=$(date +%s)
     BG_LIVE_SLOT="" BG_LIVE_PORT="" BG_TARGET_SLOT="" BG_TARGET_PORT="" BG_RELEASE="" BG_ARTIFACT=""
@@ -384,6 +419,12 @@ bg_run_phase() {
   bg_begin "$1" "$2"
   bg_save
   bg_log "== $1: $2"
+  if [ "$2" != prepare ]; then
+    # Every phase after the lock was taken keeps it alive while it runs.
+    bg_heartbeat &
+    # shellcheck disable=SC2064
+    trap "kill $! 2>/dev/null || true" EXIT
+  fi
   "bg_$1_phase_$2"
   bg_save
   if [ "$2" = finish ]; then
@@ -409,6 +450,9 @@ bg_abort() {
   bg_init
   mkdir -p -- "$BG_CTL_DIR"
   bg_ssh_opts
+  bg_heartbeat &
+  # shellcheck disable=SC2064
+  trap "kill $! 2>/dev/null || true" EXIT
   bg_log "== abort after a failure in the $BG_PHASE phase of a $BG_ACTION: undoing"
   local undo_failed=0 bg_keep_new=""
   case "$BG_ACTION:$BG_PHASE" in
@@ -431,7 +475,9 @@ bg_run_all() {
   local action=$1 phase status child="" interrupted=""
   shift
   [ -n "$BG_RUN_ID" ] || BG_RUN_ID="$(id -un)@$(hostname)-$$-$(date +%s)"
-  export BG_RUN_ID
+  BG_TOP_PID=$$
+  BG_TOP_PGID=$(ps -o pgid= -p "$$" | tr -d ' ')
+  export BG_RUN_ID BG_TOP_PID BG_TOP_PGID
   trap 'interrupted=yes; if [ -n "$child" ]; then kill -TERM -- "-$child" 2>/dev/null || true; fi' INT TERM
   for phase in "$@"; do
     setsid "$BASH" "$0" run "$action" "$phase" &

@@ -544,7 +544,8 @@ fn lock_show_release_force_and_wait() {
     let s = stdout(&out);
     assert!(s.contains("held by someone since"), "{s}");
     assert!(
-        s.contains("message: hands off") && s.contains("stale:   no (after jenkins.timeout: 30m)"),
+        s.contains("message: hands off")
+            && s.contains("stale:   no (when not renewed for lock.stale_after: 20s)"),
         "{s}"
     );
 
@@ -592,7 +593,7 @@ fn lock_show_release_force_and_wait() {
     );
     tb.assert_lock_free();
 
-    // A stale lock (older than jenkins.timeout) is flagged and released without --force.
+    // A stale lock (not renewed within lock.stale_after) is flagged and released without --force.
     take("crashed-job");
     tb.sh_ok("proxy", &format!("touch -d '2 hours ago' {dir}/lock"));
     let out = bg(&wd, &["lock", "show"], &[]);
@@ -633,6 +634,20 @@ fn lock_show_release_force_and_wait() {
     );
     tb.assert_lock_free();
 
+    // A lock whose runner died (no renewal for longer than lock.stale_after) is taken over by the
+    // next deploy on its own: no --force, no waiting, and the audit log says so.
+    take("dead-runner");
+    tb.sh_ok("proxy", &format!("touch -d '1 minute ago' {dir}/lock"));
+    wd.stage("v2");
+    let out = bg(&wd, &["exec"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("took over the lock of dead-runner, not renewed for"),
+        "{}",
+        text(&out)
+    );
+    tb.assert_lock_free();
+
     // The audit log: two lock breaks and the deploy.
     let events: Vec<(String, String)> = history_json(&wd)
         .iter()
@@ -653,6 +668,11 @@ fn lock_show_release_force_and_wait() {
             (
                 "lock-break".to_string(),
                 "removed lock of crashed-job".to_string()
+            ),
+            ("deploy".to_string(), "success".to_string()),
+            (
+                "lock-break".to_string(),
+                "took over the expired lock of dead-runner".to_string()
             ),
             ("deploy".to_string(), "success".to_string()),
         ]

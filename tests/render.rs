@@ -232,7 +232,7 @@ pub fn stage_statuses(json: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The text between the heredoc markers of the Prepare stage's shell step.
+/// The text between the heredoc markers of a Setup stage's shell step.
 fn embedded_script(sh: &str) -> &str {
     let start = sh
         .find("<<'BLUEGREEN_SCRIPT_EOF'\n")
@@ -240,6 +240,14 @@ fn embedded_script(sh: &str) -> &str {
         + "<<'BLUEGREEN_SCRIPT_EOF'\n".len();
     let end = sh.rfind("BLUEGREEN_SCRIPT_EOF\n").expect("heredoc end");
     &sh[start..end]
+}
+
+/// The deploy script the Setup stage's shell steps write, their pieces joined in order.
+fn setup_script(sh: &[&Value]) -> String {
+    sh.iter()
+        .filter(|s| s["stage"] == "Setup")
+        .map(|s| embedded_script(s["script"].as_str().unwrap()))
+        .collect()
 }
 
 #[test]
@@ -292,17 +300,9 @@ fn jenkinsfiles_evaluate_with_the_exact_script_in_one_stage_per_phase() {
                 "every sh step runs bash: {s}"
             );
         }
-        let prepare = sh
-            .iter()
-            .find(|s| s["stage"] == "Setup")
-            .expect("a Setup sh step");
         // What Jenkins would run is byte for byte the script `render script` prints: the Groovy
-        // escaping round-trips.
-        assert_eq!(
-            embedded_script(prepare["script"].as_str().unwrap()),
-            render(&ex, "script"),
-            "{ex}"
-        );
+        // escaping round-trips, and the pieces join up.
+        assert_eq!(setup_script(&sh), render(&ex, "script"), "{ex}");
         for (stage, phase) in [("Upload", "upload"), ("Finish", "finish")] {
             let s = sh.iter().find(|s| s["stage"] == stage).unwrap();
             assert_eq!(
@@ -581,4 +581,80 @@ fn script_checks_values_by_cores_rules() {
     for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
         assert_eq!(g, e, "case {i}");
     }
+}
+
+/// Issue: no Jenkinsfile could be rendered for 10 or more app hosts (the script is embedded in
+/// Groovy string constants of at most 65,535 bytes of modified UTF-8), and the size was counted in
+/// UTF-16 units, so non-ASCII text could pass the check and fail to compile.
+#[test]
+fn a_jenkinsfile_for_200_app_hosts_compiles_and_carries_the_exact_script() {
+    require("groovy", "groovy");
+    let dir = TempDir::new("many-hosts");
+    let servers: String = (0..200)
+        .map(|i| format!("  - host: 10.20.{}.{}\n", i / 250, i % 250 + 1))
+        .collect();
+    let text = std::fs::read_to_string(root().join("examples/sokdak.yaml"))
+        .unwrap()
+        .replace(
+            "  - host: ${WAS_1_PRIVATE_IP}\n  - host: ${WAS_2_PRIVATE_IP}\n",
+            &servers,
+        )
+        // Non-ASCII text in what the script carries (three bytes each in UTF-8; the rocket four,
+        // and six in the class file's modified UTF-8).
+        .replace(
+            "--spring.profiles.active=prod",
+            "--spring.profiles.active=prod --app.greeting=배포-알림-🚀",
+        );
+    let cfg = dir.write("bluegreen.yaml", &text);
+    let cfg = cfg.display().to_string();
+    let out = bluegreen(&["-c", &cfg, "render", "script"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let script = stdout(&out);
+    let out = bluegreen(&["-c", &cfg, "render", "jenkinsfile"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let jf = dir.write("Jenkinsfile", &stdout(&out));
+    assert!(
+        std::fs::metadata(&jf).unwrap().len() > 2 * 65_535,
+        "the pipeline is larger than one Groovy constant could hold"
+    );
+    let check = dir.write(
+        "parse.groovy",
+        &format!(
+            "new GroovyShell().parse(new File('{}').text)\nprintln 'parsed'\n",
+            jf.display()
+        ),
+    );
+    let parsed = Command::new("groovy")
+        .env("JAVA_HOME", java_home())
+        .arg(&check)
+        .output()
+        .unwrap();
+    assert!(
+        parsed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    let key = dir.write("id", "not a real key\n");
+    let (code, json, err) = harness(
+        &jf,
+        &[
+            "--env",
+            "BRANCH_NAME=main",
+            "--env",
+            "BUILD_TAG=jenkins-job-7",
+            "--cred",
+            &format!("back-key={}", key.display()),
+            "--cred",
+            &format!("known-hosts={}", key.display()),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let json = json.unwrap();
+    assert_eq!(json["result"], "SUCCESS", "{err}");
+    let sh: Vec<&Value> = json["sh"].as_array().unwrap().iter().collect();
+    assert!(
+        sh.iter().filter(|s| s["stage"] == "Setup").count() > 1,
+        "the script is written in several pieces"
+    );
+    assert_eq!(setup_script(&sh), script);
 }

@@ -1,6 +1,8 @@
 //! Integration tests of the `bluegreen` binary, one test binary for the whole suite.
 //!
 //! - `config_errors`: bad configs, each with its exact message and exit code 2.
+//! - `crash`: the runner (exec, the script) SIGKILLed at every step of a deploy and a rollback; the
+//!   next run converges (testbed).
 //! - `render`: rendered examples are current, pass `bash -n` and shellcheck, compile under Groovy 2.4
 //!   and evaluate in the declarative-pipeline harness (`tests/groovy/harness.groovy`).
 //! - `e2e`: deploys on the testbed (`testbed`) under load, with each backend.
@@ -19,6 +21,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod config_errors;
+mod crash;
 mod e2e;
 mod faults;
 mod host_keys;

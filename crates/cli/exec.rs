@@ -126,8 +126,20 @@ pub(crate) fn retire(config_path: &Path, args: &RetireArgs) -> Result<(), Failur
 }
 
 /// `status [--json]`: exit 1 when drift is found.
-pub(crate) fn status(config_path: &Path, json: bool) -> Result<(), Failure> {
+pub(crate) fn status(config_path: &Path, json: bool, fix: bool) -> Result<(), Failure> {
     let config = load(config_path, Action::Retire)?;
+    if fix {
+        let repair = ops::repair(&config, &ExecOptions::default())?;
+        for f in &repair.fixed {
+            eprintln!("fixed: {f}");
+        }
+        for l in &repair.left {
+            eprintln!("not fixed, a person must decide: {l}");
+        }
+        if repair.fixed.is_empty() && repair.left.is_empty() {
+            eprintln!("nothing to fix");
+        }
+    }
     let report = ops::status(&config, &ExecOptions::default())?;
     if json {
         println!("{}", report.to_json());
@@ -153,9 +165,11 @@ pub(crate) fn lock_show(config_path: &Path) -> Result<(), Failure> {
         println!("  holder:  {}", lock.holder);
         println!("  since:   {} ({age} ago)", lock.time);
         println!("  message: {}", lock.message);
-        println!("  pid:     {} (on the proxy)", lock.pid);
+        if let Some(left) = lock.expires_in {
+            println!("  expires: in {left}s unless its run renews it");
+        }
         println!(
-            "  stale:   {} (after jenkins.timeout: {})",
+            "  stale:   {} (when not renewed for lock.stale_after: {})",
             if lock.stale() { "YES" } else { "no" },
             humantime::format_duration(lock.stale_after)
         );

@@ -60,6 +60,10 @@ enum Command {
         /// Print it as JSON.
         #[arg(long)]
         json: bool,
+        /// Put right the drift that has one safe answer (an interrupted switch, a stale lock, an
+        /// orphan instance in the idle slot), under the deploy lock; say what needs a person.
+        #[arg(long)]
+        fix: bool,
     },
     /// Show or remove the deploy lock.
     Lock {
@@ -164,7 +168,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }
                 .filter(|v| !v.trim().is_empty());
                 match over {
-                    Some(v) => println!("  {field}: {v} (from $BG_{})", if field == "ssh.known_hosts" { "KNOWN_HOSTS" } else { "SSH_KEY" }),
+                    Some(v) => println!(
+                        "  {field}: {v} (from $BG_{})",
+                        if field == "ssh.known_hosts" {
+                            "KNOWN_HOSTS"
+                        } else {
+                            "SSH_KEY"
+                        }
+                    ),
                     None => println!("  {field}: {path}"),
                 }
             }
@@ -204,7 +215,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Exec(args) => exec::run(&cli.config, Action::Deploy, &args)?,
         Command::Rollback(args) => exec::run(&cli.config, Action::Rollback, &args)?,
         Command::Retire(args) => exec::retire(&cli.config, &args)?,
-        Command::Status { json } => exec::status(&cli.config, json)?,
+        Command::Status { json, fix } => exec::status(&cli.config, json, fix)?,
         Command::Lock {
             command: LockCommand::Show,
         } => exec::lock_show(&cli.config)?,

@@ -54,7 +54,21 @@ pub struct Config {
     pub slack: Option<Slack>,
     /// Jenkins options for the rendered pipeline.
     pub jenkins: Jenkins,
+    /// The deploy lock.
+    pub lock: Lock,
 }
+
+/// The deploy lock on the proxy.
+#[derive(Debug, Clone, Serialize)]
+pub struct Lock {
+    /// A lock not renewed for this long belongs to a runner that died: the next run takes it over.
+    /// The running deploy renews it every quarter of this.
+    #[serde(with = "humantime_serde_compat")]
+    pub stale_after: Duration,
+}
+
+/// The default of `lock.stale_after`.
+pub const LOCK_STALE_AFTER: Duration = Duration::from_secs(20);
 
 /// SSH settings shared by all hosts.
 #[derive(Debug, Clone, Serialize)]
@@ -303,6 +317,14 @@ mod raw {
         pub slack: Option<Slack>,
         #[serde(default)]
         pub jenkins: Jenkins,
+        #[serde(default)]
+        pub lock: Lock,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Lock {
+        pub stale_after: Option<Dur>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -1070,6 +1092,7 @@ fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
         None => None,
     };
 
+    let drain = r.drain.as_ref().map_or(Duration::ZERO, |d| d.0);
     let j = r.jenkins;
     let branch = j.branch.unwrap_or_else(|| "main".into());
     c.name("jenkins.branch", &branch, &['/'])?;
@@ -1107,6 +1130,35 @@ fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
     if jenkins.timeout.as_secs() < 60 {
         return Err(c.fail("jenkins.timeout", "must be at least 1m"));
     }
+    let lock = Lock {
+        stale_after: r.lock.stale_after.map_or(LOCK_STALE_AFTER, |d| d.0),
+    };
+    if lock.stale_after < Duration::from_secs(2) {
+        return Err(c.fail_hint(
+            "lock.stale_after",
+            "must be at least 2s",
+            "the running deploy renews the lock every quarter of it",
+        ));
+    }
+    // What one deploy may spend waiting on purpose must fit in the pipeline's timeout, or Jenkins
+    // cuts it off in the middle: the health deadline, the drain, the old slot's grace, and the
+    // switch's wait for nginx's old workers (as long as the grace).
+    let waits = health.deadline + drain + stop.grace * 2;
+    if waits >= jenkins.timeout {
+        return Err(c.fail_hint(
+            "jenkins.timeout",
+            format!(
+                "{} does not leave room for a deploy's own waits: health.deadline {} + drain {} + stop.grace {} + the switch's settle {} = {}",
+                humantime::format_duration(jenkins.timeout),
+                humantime::format_duration(health.deadline),
+                humantime::format_duration(drain),
+                humantime::format_duration(stop.grace),
+                humantime::format_duration(stop.grace),
+                humantime::format_duration(waits),
+            ),
+            "raise jenkins.timeout, or lower health.deadline or stop.grace",
+        ));
+    }
     if let Some(gate) = jenkins.gate {
         if gate * 60 >= jenkins.timeout.as_secs() {
             return Err(c.fail_hint(
@@ -1131,11 +1183,12 @@ fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
         start,
         start_template,
         health,
-        drain: r.drain.map_or(Duration::ZERO, |d| d.0),
+        drain,
         stop,
         retain: r.retain.map_or(Duration::ZERO, |d| d.0),
         slack,
         jenkins,
+        lock,
     })
 }
 

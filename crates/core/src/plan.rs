@@ -14,6 +14,11 @@ use std::time::Duration;
 /// The id of the proxy host in a plan.
 pub const PROXY_ID: &str = "proxy";
 
+/// Fault injection for the crash tests: with this environment variable set to N, a runner kills
+/// itself with SIGKILL (the rendered script: its whole process tree, as a dying Jenkins agent's is)
+/// right before step N of the plan, numbered as [`Plan::steps`] numbers them.
+pub const KILL_AT_STEP_ENV: &str = "BLUEGREEN_KILL_AT_STEP";
+
 /// How long the remote `stop` waits for the slot's port to be free after the instance exited
 /// (`bg_stop` in the remote library), on top of the stop's grace.
 pub const PORT_FREE_WAIT_SECS: u64 = 10;
@@ -66,6 +71,9 @@ pub struct Plan {
     pub ssh: SshPlan,
     /// The phases, in order.
     pub phases: Vec<Phase>,
+    /// How the running deploy keeps its lock: a renewal every `every_ms`, also during long steps
+    /// (from a connection of its own, so no step's wait delays it).
+    pub heartbeat: Heartbeat,
     /// Environment variables the plan needs at run time, once per field that uses each, in the
     /// order `Config::env_refs` lists them (a value is checked by the rule of each field using it).
     pub env: Vec<EnvRef>,
@@ -111,6 +119,17 @@ pub struct SshPlan {
     pub connect_timeout_secs: u64,
     /// Timeout of one SSH operation.
     pub command_timeout_secs: u64,
+}
+
+/// The renewal of the deploy lock while a run holds it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Heartbeat {
+    /// Host id (the proxy).
+    pub host: String,
+    /// The renewal.
+    pub call: RemoteCall,
+    /// Time between renewals, in milliseconds.
+    pub every_ms: u64,
 }
 
 /// An environment variable the plan refers to.
@@ -209,6 +228,10 @@ pub enum Step {
     Lock(RemoteStep),
     /// Read the live slot from the proxy's upstream file; sets the runtime variables.
     Detect(RemoteStep),
+    /// Finish what a run that died between its intent and its record left (state file, nginx).
+    Reconcile(RemoteStep),
+    /// Record on the proxy, ahead of the switch, what this run is about to make live.
+    Intent(RemoteStep),
     /// Upload the artifact into the target slot's directory.
     Copy(CopyStep),
     /// Start the target slot's instance.
@@ -339,6 +362,8 @@ impl Step {
         match self {
             Step::Lock(s)
             | Step::Detect(s)
+            | Step::Reconcile(s)
+            | Step::Intent(s)
             | Step::Start(s)
             | Step::Record(s)
             | Step::Inspect(s)
@@ -368,6 +393,8 @@ impl Step {
         match self {
             Step::Lock(_) => "lock",
             Step::Detect(_) => "detect",
+            Step::Reconcile(_) => "reconcile",
+            Step::Intent(_) => "intent",
             Step::Copy(_) => "copy",
             Step::Start(_) => "start",
             Step::Health(_) => "health",
@@ -443,13 +470,18 @@ impl Plan {
         let sudo = Word::lit(if c.proxy.sudo { "yes" } else { "no" });
         let stop_wait = secs_ceil(c.stop.grace) + PORT_FREE_WAIT_SECS;
 
+        let token = Word::runtime(RuntimeVar::RunToken);
+        let lease = Word::lit(secs_ceil(c.lock.stale_after).to_string());
         let lock = Step::Lock(RemoteStep {
             host: PROXY_ID.into(),
             call: RemoteCall::new(
                 RemoteFn::Lock,
                 vec![
                     state_dir.clone(),
+                    Word::lit(&c.app),
                     deployer.clone(),
+                    token.clone(),
+                    lease.clone(),
                     Word::lit(format!("deploy of {}", c.app)),
                 ],
             ),
@@ -457,10 +489,39 @@ impl Plan {
         });
         let unlock = Step::Unlock(RemoteStep {
             host: PROXY_ID.into(),
-            call: RemoteCall::new(RemoteFn::Unlock, vec![state_dir.clone(), deployer.clone()]),
+            call: RemoteCall::new(RemoteFn::Unlock, vec![state_dir.clone(), token.clone()]),
             when: When::Always,
         });
+        let heartbeat = Heartbeat {
+            host: PROXY_ID.into(),
+            call: RemoteCall::new(
+                RemoteFn::Beat,
+                vec![state_dir.clone(), token.clone(), lease],
+            ),
+            every_ms: millis(c.lock.stale_after) / 4,
+        };
         let app_addresses: Vec<Word> = servers.iter().map(|h| h.app_address.clone()).collect();
+        let nginx_words = [
+            sudo.clone(),
+            Word::lit(c.proxy.test_command.join(" ")),
+            Word::lit(c.proxy.reload_command.join(" ")),
+        ];
+        let reconcile = Step::Reconcile(RemoteStep {
+            host: PROXY_ID.into(),
+            call: RemoteCall::new(
+                RemoteFn::Reconcile,
+                [
+                    state_dir.clone(),
+                    Word::lit(&c.app),
+                    Word::runtime(RuntimeVar::LiveSlot),
+                ]
+                .into_iter()
+                .chain(nginx_words.iter().cloned())
+                .collect(),
+            )
+            .waiting(SWITCH_WAIT_SECS),
+            when: When::Always,
+        });
         let detect = Step::Detect(RemoteStep {
             host: PROXY_ID.into(),
             call: RemoteCall::new(
@@ -626,6 +687,21 @@ impl Plan {
             check_status: hc.status,
             when: When::LiveExists,
         });
+        let intent = Step::Intent(RemoteStep {
+            host: PROXY_ID.into(),
+            call: RemoteCall::new(
+                RemoteFn::Intent,
+                vec![
+                    state_dir.clone(),
+                    token.clone(),
+                    Word::runtime(RuntimeVar::TargetSlot),
+                    Word::runtime(RuntimeVar::LiveSlot),
+                    Word::runtime(RuntimeVar::Release),
+                    deployer.clone(),
+                ],
+            ),
+            when: When::Always,
+        });
         let record = Step::Record(RemoteStep {
             host: PROXY_ID.into(),
             call: RemoteCall::new(
@@ -702,7 +778,7 @@ impl Plan {
             Phase {
                 kind: PhaseKind::Prepare,
                 parallel: false,
-                steps: vec![lock, detect],
+                steps: vec![lock, detect, reconcile],
                 on_failure: vec![unlock.clone()],
             },
             Phase {
@@ -726,7 +802,7 @@ impl Plan {
             Phase {
                 kind: PhaseKind::Switch,
                 parallel: false,
-                steps: vec![switch],
+                steps: vec![intent, switch],
                 on_failure: at_switch,
             },
             Phase {
@@ -752,7 +828,8 @@ impl Plan {
                 kind: PhaseKind::Finish,
                 parallel: false,
                 steps: finish,
-                on_failure: vec![],
+                // Whatever else failed (the audit line: a full disk), the lock is released.
+                on_failure: vec![unlock.clone()],
             },
         ];
 
@@ -817,6 +894,7 @@ impl Plan {
                 command_timeout_secs: secs_ceil(c.ssh.command_timeout),
             },
             phases,
+            heartbeat,
             env,
             slack: c.slack.clone(),
             jenkins: c.jenkins.clone(),
@@ -870,7 +948,7 @@ impl Plan {
                     }
                     Step::Audit(s) => s.call.args[1] = Word::lit(Action::Rollback.name()),
                     Step::Lock(s) => {
-                        s.call.args[2] = Word::lit(format!("rollback of {}", self.app))
+                        set_lock_message(&mut s.call, format!("rollback of {}", self.app))
                     }
                     _ => {}
                 }
@@ -908,7 +986,7 @@ impl Plan {
         let mut prepare = prepare;
         for s in &mut prepare.steps {
             if let Step::Lock(l) = s {
-                l.call.args[2] = Word::lit(format!("retire of {}", self.app));
+                set_lock_message(&mut l.call, format!("retire of {}", self.app));
             }
         }
         finish.steps.retain(|s| !matches!(s, Step::Notify(_)));
@@ -923,6 +1001,23 @@ impl Plan {
             finish,
         ];
         plan
+    }
+
+    /// Every step of every phase, in order, with its number (the step boundaries a runner can die
+    /// at: see [`KILL_AT_STEP_ENV`]). Steps of a parallel phase count one by one, in config order.
+    pub fn steps(&self) -> impl Iterator<Item = (usize, &Phase, &Step)> {
+        self.phases
+            .iter()
+            .flat_map(|p| p.steps.iter().map(move |s| (p, s)))
+            .enumerate()
+            .map(|(i, (p, s))| (i, p, s))
+    }
+
+    /// The number of `step` in [`Plan::steps`] (the same step, not an equal one).
+    pub fn step_number(&self, step: &Step) -> Option<usize> {
+        self.steps()
+            .find(|(_, _, s)| std::ptr::eq(*s, step))
+            .map(|(i, _, _)| i)
     }
 
     /// Looks a host up by id.
@@ -940,6 +1035,13 @@ impl Plan {
             .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
         s.push('\n');
         s
+    }
+}
+
+/// The lock's message is its last argument.
+fn set_lock_message(call: &mut RemoteCall, message: String) {
+    if let Some(m) = call.args.last_mut() {
+        *m = Word::lit(message);
     }
 }
 
@@ -1028,6 +1130,8 @@ pub fn describe(step: &Step) -> String {
     match step {
         Step::Lock(s)
         | Step::Detect(s)
+        | Step::Reconcile(s)
+        | Step::Intent(s)
         | Step::Record(s)
         | Step::Inspect(s)
         | Step::Audit(s)
@@ -1153,7 +1257,7 @@ mod tests {
     #[test]
     fn switch_names_the_app_hosts_and_the_target_port() {
         let plan = example("sokdak.yaml");
-        let Step::Switch(sw) = &plan.phases[4].steps[0] else {
+        let Step::Switch(sw) = &plan.phases[4].steps[1] else {
             panic!("switch expected")
         };
         let args: Vec<String> = sw.call.args.iter().map(Word::to_string).collect();
@@ -1217,7 +1321,7 @@ mod tests {
             ["prepare", "start", "verify", "switch", "drain", "retire", "finish"]
         );
         let names: Vec<&str> = plan.phases[0].steps.iter().map(Step::name).collect();
-        assert_eq!(names, ["lock", "detect", "inspect"]);
+        assert_eq!(names, ["lock", "detect", "reconcile", "inspect"]);
         for s in &plan.phases[1].steps {
             let Step::Start(s) = s else {
                 panic!("start expected")

@@ -21,10 +21,16 @@ pub const REMOTE_COMMAND: &str = "bash -s";
 pub enum RemoteFn {
     /// Take the deploy lock.
     Lock,
+    /// Renew the deploy lock.
+    Beat,
     /// Release the deploy lock.
     Unlock,
     /// Print the live slot.
     Detect,
+    /// Finish an interrupted run's switch record.
+    Reconcile,
+    /// Record the switch about to happen.
+    Intent,
     /// Create the slot's directory.
     Prepare,
     /// Check the uploaded artifact's sha256 and rename it into place.
@@ -64,8 +70,11 @@ impl RemoteFn {
     pub fn name(self) -> &'static str {
         match self {
             RemoteFn::Lock => "lock",
+            RemoteFn::Beat => "beat",
             RemoteFn::Unlock => "unlock",
             RemoteFn::Detect => "detect",
+            RemoteFn::Reconcile => "reconcile",
+            RemoteFn::Intent => "intent",
             RemoteFn::Prepare => "prepare",
             RemoteFn::Install => "install",
             RemoteFn::Stop => "stop",
@@ -217,8 +226,11 @@ mod tests {
     fn library_dispatches_every_function() {
         for f in [
             RemoteFn::Lock,
+            RemoteFn::Beat,
             RemoteFn::Unlock,
             RemoteFn::Detect,
+            RemoteFn::Reconcile,
+            RemoteFn::Intent,
             RemoteFn::Prepare,
             RemoteFn::Install,
             RemoteFn::Stop,

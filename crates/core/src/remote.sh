@@ -28,33 +28,87 @@ bg_run() {
   fi
 }
 
-# lock STATE_DIR HOLDER MESSAGE: takes the deploy lock (an atomic mkdir) or fails naming its holder.
-bg_lock() {
-  local dir=$1 holder=$2 message=$3
-  mkdir -p -- "$dir"
-  if mkdir -- "$dir/lock" 2>/dev/null; then
-    printf 'holder=%s\ntime=%s\npid=%s\nmessage=%s\n' "$holder" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$$" "$message" >"$dir/lock/info.tmp"
-    mv -f -- "$dir/lock/info.tmp" "$dir/lock/info"
-    echo "lock taken by $holder"
-  else
-    local info="" waited=0
-    # The holder writes its info right after its mkdir: give it a moment to appear.
-    while [ ! -f "$dir/lock/info" ] && [ "$waited" -lt 10 ]; do
-      sleep 0.1
-      waited=$((waited + 1))
-    done
-    [ -f "$dir/lock/info" ] && info=$(tr '\n' ' ' <"$dir/lock/info")
-    bg_die "deploy lock $dir/lock is held: ${info:-no holder recorded}"
-  fi
+# The deploy lock is STATE_DIR/lock, a directory holding `info`: holder, token, time, expires,
+# message. It is built under a temporary name and renamed into place, so there is never a lock
+# without a holder, and every look at it that leads to a change happens under flock
+# STATE_DIR/.lock.flock, so no check-then-act of one run interleaves with another's. The running
+# deploy renews it (bg_beat); a lock whose `expires` has passed belongs to a runner that died, and
+# the next bg_lock takes it over (saying so in the audit log).
+
+# Takes the lock file's flock (fd 8) for the rest of this call.
+bg_lock_mutex() {
+  mkdir -p -- "$1"
+  exec 8>>"$1/.lock.flock"
+  flock -w 10 8 || bg_die "another run is changing the deploy lock $1/lock (flock $1/.lock.flock)"
 }
 
-# unlock STATE_DIR HOLDER: releases the lock if HOLDER holds it.
+# bg_lock_field STATE_DIR KEY: a value of the lock's info.
+bg_lock_field() {
+  sed -n "s/^$2=//p" "$1/lock/info" 2>/dev/null | head -n 1
+}
+
+# bg_lock_expires STATE_DIR LEASE_SECS: when the lock expires (seconds since the epoch); a lock
+# without a recorded expiry (an older bluegreen's) expires LEASE_SECS after it was made.
+bg_lock_expires() {
+  local expires
+  expires=$(bg_lock_field "$1" expires)
+  case "$expires" in
+    '' | *[!0-9]*) echo $(($(stat -c %Y -- "$1/lock") + $2)) ;;
+    *) echo "$expires" ;;
+  esac
+}
+
+# bg_lock_write DIR HOLDER TOKEN TIME EXPIRES MESSAGE: the lock's info into DIR/info.tmp, renamed
+# to DIR/info.
+bg_lock_write() {
+  printf 'holder=%s\ntoken=%s\ntime=%s\nexpires=%s\nmessage=%s\n' "$2" "$3" "$4" "$5" "$6" >"$1/info.tmp"
+  mv -f -- "$1/info.tmp" "$1/info"
+}
+
+# lock STATE_DIR APP HOLDER TOKEN LEASE_SECS MESSAGE: takes the deploy lock for LEASE_SECS (renewed
+# by bg_beat), taking over a lock whose holder stopped renewing it; fails naming a live holder.
+bg_lock() {
+  local dir=$1 app=$2 holder=$3 token=$4 lease=$5 message=$6 now expires tmp old="" note=""
+  bg_lock_mutex "$dir"
+  now=$(date +%s)
+  if [ -d "$dir/lock" ]; then
+    expires=$(bg_lock_expires "$dir" "$lease")
+    old=$(bg_lock_field "$dir" holder)
+    if [ "$now" -lt "$expires" ]; then
+      bg_die "deploy lock $dir/lock is held: holder=${old:-unknown} since $(bg_lock_field "$dir" time) ($(bg_lock_field "$dir" message)); renewed until $((expires - now))s from now"
+    fi
+    rm -rf -- "$dir/lock"
+    note=" (took over the lock of ${old:-unknown}, not renewed for $((now - expires + lease))s: its runner is gone)"
+    bg_audit "$dir" lock-break "$app" "took over the expired lock of ${old:-unknown}" "" "" "" "$holder" >/dev/null
+  fi
+  tmp=$(mktemp -d "$dir/.lock.XXXXXX")
+  bg_lock_write "$tmp" "$holder" "$token" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" $((now + lease)) "$message"
+  mv -T -- "$tmp" "$dir/lock" || {
+    rm -rf -- "$tmp"
+    bg_die "cannot take the deploy lock $dir/lock"
+  }
+  echo "lock taken by $holder$note"
+}
+
+# beat STATE_DIR TOKEN LEASE_SECS: renews this run's lock for LEASE_SECS more.
+bg_beat() {
+  local dir=$1 token=$2 lease=$3
+  bg_lock_mutex "$dir"
+  if [ ! -d "$dir/lock" ] || [ "$(bg_lock_field "$dir" token)" != "$token" ]; then
+    bg_die "the deploy lock $dir/lock is no longer this run's (held by $(bg_lock_field "$dir" holder || true))"
+  fi
+  bg_lock_write "$dir/lock" "$(bg_lock_field "$dir" holder)" "$token" "$(bg_lock_field "$dir" time)" \
+    $(($(date +%s) + lease)) "$(bg_lock_field "$dir" message)"
+  echo "lock renewed for ${lease}s"
+}
+
+# unlock STATE_DIR TOKEN: releases the lock if this run (TOKEN) holds it.
 bg_unlock() {
-  local dir=$1 holder=$2 current=""
+  local dir=$1 token=$2
+  bg_lock_mutex "$dir"
   [ -d "$dir/lock" ] || { echo "lock was not held"; return 0; }
-  [ -f "$dir/lock/info" ] && current=$(sed -n 's/^holder=//p' "$dir/lock/info")
-  if [ "$current" != "$holder" ]; then
-    bg_die "deploy lock is held by '$current', not by '$holder': left in place"
+  if [ "$(bg_lock_field "$dir" token)" != "$token" ]; then
+    bg_die "deploy lock is held by '$(bg_lock_field "$dir" holder)', not by this run: left in place"
   fi
   rm -rf -- "$dir/lock"
   echo "lock released"
@@ -380,6 +434,9 @@ bg_switch() {
   local dir=$1 file=$2 sudo=$3 test_cmd=$4 reload_cmd=$5 blue=$6 green=$7 port=$8 header=$9 out
   shift 9
   local -a test_words reload_words workers=()
+  # Once begun, the switch runs to its end (or its undo) even if the runner dies and takes the
+  # connection with it: a half-done switch is what must never be left behind.
+  trap '' HUP PIPE
   read -r -a test_words <<<"$test_cmd"
   read -r -a reload_words <<<"$reload_cmd"
   mkdir -p -- "$dir"
@@ -466,7 +523,9 @@ bg_settle() {
 }
 
 # record STATE_DIR APP LIVE PREVIOUS RELEASE DEPLOYER: writes the state file atomically. The release
-# that was live until now is kept as previous_release: the one a rollback may go back to.
+# record STATE_DIR APP LIVE PREVIOUS RELEASE DEPLOYER: writes the state file atomically, then drops
+# the intent the switch was made under. The release that was live until now is kept as
+# previous_release: the one a rollback may go back to.
 bg_record() {
   local dir=$1 before=""
   mkdir -p -- "$dir"
@@ -474,7 +533,48 @@ bg_record() {
   printf 'app=%s\nlive=%s\nprevious=%s\nrelease=%s\nprevious_release=%s\ntime=%s\ndeployer=%s\n' \
     "$2" "$3" "$4" "$5" "$before" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$6" >"$dir/state.tmp"
   mv -f -- "$dir/state.tmp" "$dir/state"
+  rm -f -- "$dir/intent"
   echo "state recorded: live=$3 previous=$4"
+}
+
+# intent STATE_DIR TOKEN TARGET FROM RELEASE DEPLOYER: written ahead of the switch: what this run is
+# about to make live, so that a run that dies before `record` leaves enough for the next one to
+# know what is live and what was before (bg_reconcile).
+bg_intent() {
+  mkdir -p -- "$1"
+  printf 'token=%s\ntarget=%s\nfrom=%s\nrelease=%s\ndeployer=%s\ntime=%s\n' \
+    "$2" "$3" "$4" "$5" "$6" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$1/intent.tmp"
+  mv -f -- "$1/intent.tmp" "$1/intent"
+  echo "intent recorded: switch to $3"
+}
+
+# reconcile STATE_DIR APP LIVE SUDO TEST_CMD RELOAD_CMD: after a run died between its intent and its
+# record (LIVE: the slot the upstream file names now). If the upstream names the intended slot, the
+# switch happened: the state file is brought up to date. Otherwise it did not (or was undone): the
+# intent is dropped. Either way nginx is made to serve what the file says (the run may have died
+# between writing the file and reloading), under the switch's flock.
+bg_reconcile() {
+  local dir=$1 app=$2 live=$3 sudo=$4 test_cmd=$5 reload_cmd=$6 target from release deployer out
+  [ -f "$dir/intent" ] || { echo "no interrupted switch to reconcile"; return 0; }
+  local -a test_words reload_words
+  read -r -a test_words <<<"$test_cmd"
+  read -r -a reload_words <<<"$reload_cmd"
+  exec 9>>"$dir/switch.lock"
+  flock -w 25 9 || bg_die "a switch of this upstream is still running (flock $dir/switch.lock)"
+  target=$(sed -n 's/^target=//p' "$dir/intent")
+  from=$(sed -n 's/^from=//p' "$dir/intent")
+  release=$(sed -n 's/^release=//p' "$dir/intent")
+  deployer=$(sed -n 's/^deployer=//p' "$dir/intent")
+  out=$(bg_run "$sudo" "${test_words[@]}" 2>&1) || bg_die "'$test_cmd' fails, so nginx cannot be made to serve the upstream file: $out"
+  out=$(bg_run "$sudo" "${reload_words[@]}" 2>&1) || bg_die "'$reload_cmd' failed: $out"
+  if [ "$live" = "$target" ]; then
+    bg_record "$dir" "$app" "$target" "$from" "$release" "$deployer" >/dev/null
+    bg_audit "$dir" reconcile "$app" "recorded the switch of ${deployer:-an interrupted run}" "$target" "$from" "$release" "$deployer" >/dev/null
+    echo "reconciled: ${deployer:-an interrupted run} switched to $target and stopped before recording it; state file updated"
+  else
+    rm -f -- "$dir/intent"
+    echo "reconciled: ${deployer:-an interrupted run} did not switch to $target (the upstream names ${live}); its intent dropped"
+  fi
 }
 
 # revive SLOT_DIR SLOT PORT HOST JAR_NAME SIGNAL GRACE_SECS COMMAND LIVE_PORT RELEASE: for a rollback, makes
@@ -560,6 +660,7 @@ bg_proxystatus() {
   fi
   printf 'now=%s\n' "$(date +%s)"
   if [ -f "$dir/state" ]; then sed 's/^/state./' "$dir/state"; fi
+  if [ -f "$dir/intent" ]; then sed 's/^/intent./' "$dir/intent"; fi
   if [ -d "$dir/lock" ]; then
     printf 'lock.held=yes\nlock.since=%s\n' "$(stat -c %Y -- "$dir/lock")"
     if [ -f "$dir/lock/info" ]; then sed 's/^/lock./' "$dir/lock/info"; fi
@@ -568,11 +669,17 @@ bg_proxystatus() {
   fi
 }
 
-# breaklock STATE_DIR WHO APP: removes the deploy lock whoever holds it, and says so in the audit log.
+# breaklock STATE_DIR WHO APP TOKEN: removes the deploy lock whoever holds it, if it is still the
+# lock read before (TOKEN; empty: any), and says so in the audit log.
 bg_breaklock() {
-  local dir=$1 holder=""
+  local dir=$1 holder="" token
+  bg_lock_mutex "$dir"
   [ -d "$dir/lock" ] || { echo "lock was not held"; return 0; }
-  [ -f "$dir/lock/info" ] && holder=$(sed -n 's/^holder=//p' "$dir/lock/info")
+  holder=$(bg_lock_field "$dir" holder)
+  token=$(bg_lock_field "$dir" token)
+  if [ -n "${4:-}" ] && [ "$token" != "$4" ]; then
+    bg_die "the deploy lock changed hands since it was read (now held by ${holder:-unknown}): left in place"
+  fi
   rm -rf -- "$dir/lock"
   bg_audit "$dir" lock-break "$3" "removed lock of ${holder:-unknown}" "" "" "" "$2" >/dev/null
   echo "lock of ${holder:-unknown} removed"
@@ -582,8 +689,8 @@ bg_main() {
   local fn=$1
   shift
   case "$fn" in
-    lock | unlock | detect | prepare | install | stop | start | alive | probe | switch | settle | record | \
-      revive | release | audit | history | hoststatus | proxystatus | breaklock)
+    lock | beat | unlock | detect | reconcile | prepare | install | stop | start | alive | probe | switch | \
+      settle | intent | record | revive | release | audit | history | hoststatus | proxystatus | breaklock)
       "bg_$fn" "$@" ;;
     *) bg_die "unknown remote function '$fn'" ;;
   esac

@@ -35,6 +35,9 @@ pub enum RuntimeVar {
     Release,
     /// Who runs the deploy (`user@host`, or Jenkins' build tag).
     Deployer,
+    /// A random token unique to this run: the deploy lock and the switch's intent are this run's
+    /// when they carry it.
+    RunToken,
 }
 
 impl RuntimeVar {
@@ -47,6 +50,7 @@ impl RuntimeVar {
             RuntimeVar::LivePort => "BG_LIVE_PORT",
             RuntimeVar::Release => "BG_RELEASE",
             RuntimeVar::Deployer => "BG_DEPLOYER",
+            RuntimeVar::RunToken => "BG_RUN_TOKEN",
         }
     }
 }

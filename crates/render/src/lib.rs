@@ -45,10 +45,10 @@ pub enum Error {
         #[source]
         source: askama::Error,
     },
-    /// The deploy script is too long for one Groovy string literal.
-    #[error("the deploy script is {len} characters long; a Groovy string literal holds at most {GROOVY_MAX_LITERAL}")]
+    /// A line of the deploy script is too long for a Groovy string literal.
+    #[error("a line of the deploy script is {len} bytes long once escaped for Groovy; a Groovy string literal holds at most {GROOVY_MAX_LITERAL}")]
     TooLong {
-        /// Its length in UTF-16 code units.
+        /// Its length in modified UTF-8 bytes.
         len: usize,
     },
     /// The file on disk could not be read.
@@ -138,6 +138,9 @@ struct ScriptView {
     rollback_phase_names: String,
     retire_phase_names: String,
     run_alternatives: String,
+    beat_call: String,
+    beat_lease: String,
+    beat_every: String,
 }
 
 /// Appends `plan`'s phase functions (`bg_ACTION_phase_PHASE`, and one function per host for
@@ -151,6 +154,7 @@ fn render_phases(plan: &Plan, phases: &mut String, abort_cases: &mut String) {
             for step in &phase.steps {
                 let f = format!("bg_{action}_{name}_{}", step.host().unwrap_or("all"));
                 let _ = writeln!(phases, "{f}() {{");
+                let _ = writeln!(phases, "  bg_at {}", plan.step_number(step).unwrap_or(0));
                 for line in step_lines(step) {
                     let _ = writeln!(phases, "  {line}");
                 }
@@ -165,11 +169,18 @@ fn render_phases(plan: &Plan, phases: &mut String, abort_cases: &mut String) {
         } else {
             let _ = writeln!(phases, "bg_{action}_phase_{name}() {{");
             for step in &phase.steps {
+                let _ = writeln!(phases, "  bg_at {}", plan.step_number(step).unwrap_or(0));
                 for line in step_lines(step) {
                     let _ = writeln!(phases, "  {line}");
                 }
             }
-            if phase.steps.is_empty() {
+            if phase.kind == PhaseKind::Promote {
+                // Jenkins' gate waits in `input` with no phase running to renew the lock: this
+                // phase, right before it, lengthens the lock's lease by the gate's length.
+                let lease =
+                    plan.jenkins.gate.unwrap_or(0) * 60 + plan.heartbeat.every_ms * 4 / 1000;
+                let _ = writeln!(phases, "  bg_renew_lock {lease}");
+            } else if phase.steps.is_empty() {
                 phases.push_str("  :\n");
             }
             phases.push_str("}\n\n");
@@ -421,6 +432,27 @@ pub fn script(plan: &Plan, source: &str) -> Result<String, Error> {
         rollback_phase_names: names(&rollback),
         retire_phase_names: names(&retire),
         run_alternatives: run_alternatives.join(" | "),
+        beat_call: {
+            // The plan's renewal, its lease (the last argument) given by `bg_renew_lock SECS`.
+            let c = &plan.heartbeat.call;
+            let mut line = format!("bg_remote {} {}", plan.heartbeat.host, c.func.name());
+            let rest = c.args.split_last().map_or(&c.args[..], |(_, r)| r);
+            for a in rest {
+                line.push(' ');
+                line.push_str(&a.to_bash());
+            }
+            line.push_str(" \"$1\"");
+            line
+        },
+        beat_lease: plan
+            .heartbeat
+            .call
+            .args
+            .last()
+            .and_then(Word::as_literal)
+            .unwrap_or_default()
+            .to_string(),
+        beat_every: secs(plan.heartbeat.every_ms),
     };
     let mut out = view.render().map_err(|source| Error::Template {
         what: "the deploy script",
@@ -481,6 +513,8 @@ fn step_lines(step: &Step) -> Vec<String> {
             "bg_select_slots".into(),
         ],
         Step::Lock(s)
+        | Step::Reconcile(s)
+        | Step::Intent(s)
         | Step::Start(s)
         | Step::Record(s)
         | Step::Audit(s)
@@ -605,20 +639,74 @@ struct JenkinsView {
     build: Option<String>,
     branches: String,
     credentials: String,
-    setup_script: String,
+    setup_parts: Vec<String>,
     stages: Vec<StageView>,
     gate_message: String,
     abort_script: String,
     slack: Option<SlackView>,
 }
 
+/// The room one `sh` step of the Setup stage leaves for the script: Groovy's limit on a string
+/// constant (in modified UTF-8 bytes) less what the step adds around the script.
+const SETUP_PART_MAX: usize = GROOVY_MAX_LITERAL - 512;
+
+/// The length of `s` as the JVM's class file stores a string constant (modified UTF-8): a
+/// character outside the Basic Multilingual Plane is a surrogate pair of 3 bytes each.
+pub fn modified_utf8_len(s: &str) -> usize {
+    s.chars()
+        .map(|c| match c.len_utf8() {
+            4 => 6,
+            n => n,
+        })
+        .sum()
+}
+
+/// The Setup stage's shell steps: the deploy script in pieces of whole lines, each small enough for
+/// one Groovy string constant once escaped, appended to `.bluegreen/deploy.sh.part` and renamed to
+/// `.bluegreen/deploy.sh` by the last. Each is Groovy-escaped text.
+fn setup_parts(script: &str) -> Result<Vec<String>, Error> {
+    let mut chunks: Vec<String> = vec![String::new()];
+    for line in script.split_inclusive('\n') {
+        let len = modified_utf8_len(&groovy_escape(line));
+        if len > SETUP_PART_MAX {
+            return Err(Error::TooLong { len });
+        }
+        let last = chunks
+            .last_mut()
+            .map_or(0, |c| modified_utf8_len(&groovy_escape(c)));
+        if last + len > SETUP_PART_MAX {
+            chunks.push(String::new());
+        }
+        if let Some(c) = chunks.last_mut() {
+            c.push_str(line);
+        }
+    }
+    let n = chunks.len();
+    Ok(chunks
+        .iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let first = if i == 0 {
+                "set -euo pipefail\nmkdir -p .bluegreen\nrm -f .bluegreen/deploy.sh.part\n"
+            } else {
+                "set -euo pipefail\n"
+            };
+            let last = if i + 1 == n {
+                "mv -f .bluegreen/deploy.sh.part .bluegreen/deploy.sh\necho \"bluegreen: wrote .bluegreen/deploy.sh\""
+                    .to_string()
+            } else {
+                format!("echo \"bluegreen: wrote part {} of {n} of .bluegreen/deploy.sh\"", i + 1)
+            };
+            groovy_escape(&format!(
+                "{first}cat >>.bluegreen/deploy.sh.part <<'{SCRIPT_EOF}'\n{chunk}{SCRIPT_EOF}\n{last}"
+            ))
+        })
+        .collect())
+}
+
 /// Renders the declarative Jenkinsfile.
 pub fn jenkinsfile(plan: &Plan, source: &str) -> Result<String, Error> {
     let script = script(plan, source)?;
-    let len = script.encode_utf16().count();
-    if len + 200 > GROOVY_MAX_LITERAL {
-        return Err(Error::TooLong { len });
-    }
     let branch = &plan.jenkins.branch;
     let branches = [
         branch.clone(),
@@ -640,9 +728,7 @@ pub fn jenkinsfile(plan: &Plan, source: &str) -> Result<String, Error> {
             groovy_str(k)
         );
     }
-    let setup_script = groovy_escape(&format!(
-        "set -euo pipefail\nmkdir -p .bluegreen\ncat >.bluegreen/deploy.sh <<'{SCRIPT_EOF}'\n{script}{SCRIPT_EOF}\necho \"bluegreen: wrote .bluegreen/deploy.sh\""
-    ));
+    let setup_parts = setup_parts(&script)?;
     let stages = plan
         .phases
         .iter()
@@ -675,7 +761,7 @@ pub fn jenkinsfile(plan: &Plan, source: &str) -> Result<String, Error> {
         build: plan.jenkins.build.as_ref().map(|b| groovy_escape(b)),
         branches,
         credentials,
-        setup_script,
+        setup_parts,
         stages,
         gate_message: groovy_str(&format!(
             "Keep {} on the new version? Abort puts traffic back on the old slot.",

@@ -166,8 +166,24 @@ pub enum Error {
         deadline: Duration,
     },
 
+    /// Another run took the deploy lock over while this one ran: it must not switch.
+    #[error(
+        "{host}: the deploy lock was taken over by another run (this run's renewals did not reach the proxy for lock.stale_after, {}s): not switching",
+        secs(stale_after)
+    )]
+    LockLost {
+        /// Host id (the proxy).
+        host: String,
+        /// `lock.stale_after`.
+        stale_after: Duration,
+    },
+
     /// A new instance exited while it was being health-checked.
-    #[error("{host}: {what}, {}s into the health checks{}", secs(after), log_suffix(log))]
+    #[error(
+        "{host}: {what}, {}s into the health checks{}",
+        secs(after),
+        log_suffix(log)
+    )]
     Died {
         /// Host id.
         host: String,
@@ -229,7 +245,7 @@ pub enum Error {
 
     /// `lock release` without `--force` of a lock that is not stale yet: a run may still hold it.
     #[error(
-        "{host}: the deploy lock is held by {holder} since {age} ago, less than jenkins.timeout ({}) after which it counts as stale: a run may still be going; if you are sure none is, remove it with `bluegreen lock release --force`",
+        "{host}: the deploy lock is held by {holder} since {age} ago and its run still renews it (a lock not renewed for lock.stale_after, {}, is stale): a run is still going; if you are sure none is, remove it with `bluegreen lock release --force`",
         human(*stale_after)
     )]
     LockFresh {
@@ -272,6 +288,7 @@ impl Error {
             | Error::Detect { host, .. }
             | Error::Health { host, .. }
             | Error::Died { host, .. }
+            | Error::LockLost { host, .. }
             | Error::Switch { host, .. }
             | Error::Check { host, .. }
             | Error::LockHeld { host, .. }
@@ -421,7 +438,11 @@ impl fmt::Display for SshMsg<'_> {
         let e = self.0;
         if matches!(e.code(), ssh2::ErrorCode::Session(-9)) {
             // LIBSSH2_ERROR_TIMEOUT
-            write!(f, "timed out (ssh.command_timeout)")
+            write!(
+                f,
+                "timed out: the host stopped answering (ssh.connect_timeout) or the call ran past \
+                 its bound (ssh.command_timeout and the step's own wait)"
+            )
         } else {
             write!(f, "{}", e.message())
         }

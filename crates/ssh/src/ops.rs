@@ -9,7 +9,7 @@ use crate::conn::{self, Output, Worker};
 use crate::error::{human, Error};
 use crate::http;
 use crate::run::{last_line, settings, targets};
-use crate::runtime::{clean_deployer, default_deployer, Env};
+use crate::runtime::{clean_deployer, default_deployer, Env, Live};
 use crate::{short, ExecOptions};
 use bluegreen_core::{Config, Plan, RemoteCall, RemoteFn, Step, Word};
 use serde_json::{json, Value};
@@ -125,14 +125,17 @@ pub struct LockStatus {
     pub holder: String,
     /// When it was taken, as recorded (UTC, ISO 8601).
     pub time: String,
-    /// The pid recorded with it (on the proxy).
-    pub pid: String,
     /// What it is for (`deploy of shop`).
     pub message: String,
     /// How long it has been held, by the proxy's clock.
     pub age: Option<Duration>,
-    /// When a lock counts as stale (`jenkins.timeout`: no run lasts longer).
+    /// Seconds until it expires unless renewed, by the proxy's clock (negative: expired that long
+    /// ago); None for a lock that records no expiry (an older bluegreen's: see `stale_after`).
+    pub expires_in: Option<i64>,
+    /// `lock.stale_after`: how long a lock lasts without renewal.
     pub stale_after: Duration,
+    /// The token of the run that holds it: a release removes only this lock.
+    token: String,
 }
 
 impl LockStatus {
@@ -140,23 +143,29 @@ impl LockStatus {
         let get = |k: &str| kv.get(k).cloned().unwrap_or_default();
         let now: Option<u64> = get("now").parse().ok();
         let since: Option<u64> = get("lock.since").parse().ok();
+        let expires: Option<u64> = get("lock.expires").parse().ok();
         LockStatus {
             path,
             held: get("lock.held") == "yes",
             holder: get("lock.holder"),
             time: get("lock.time"),
-            pid: get("lock.pid"),
             message: get("lock.message"),
             age: now
                 .zip(since)
                 .map(|(n, s)| Duration::from_secs(n.saturating_sub(s))),
+            expires_in: now.zip(expires).map(|(n, e)| e as i64 - n as i64),
             stale_after,
+            token: get("lock.token"),
         }
     }
 
-    /// Held for longer than `stale_after`: the run that took it is gone.
+    /// Not renewed in time: the run that holds it is gone (the next deploy takes it over).
     pub fn stale(&self) -> bool {
-        self.held && self.age.is_some_and(|a| a > self.stale_after)
+        self.held
+            && match self.expires_in {
+                Some(left) => left <= 0,
+                None => self.age.is_some_and(|a| a > self.stale_after),
+            }
     }
 
     fn holder_or_unknown(&self) -> &str {
@@ -179,9 +188,9 @@ impl LockStatus {
             "held": self.held,
             "holder": self.holder,
             "time": self.time,
-            "pid": self.pid,
             "message": self.message,
             "age_secs": self.age.map(|a| a.as_secs()),
+            "expires_in_secs": self.expires_in,
             "stale": self.stale(),
             "stale_after_secs": self.stale_after.as_secs(),
         })
@@ -208,12 +217,14 @@ impl fmt::Display for LockStatus {
         if !self.message.is_empty() {
             write!(f, ": {}", self.message)?;
         }
-        if self.stale() {
-            write!(
+        match self.expires_in {
+            _ if self.stale() => write!(
                 f,
-                " [STALE: older than jenkins.timeout {}]",
+                " [STALE: not renewed within lock.stale_after {}: its runner is gone; the next deploy takes it over]",
                 human(self.stale_after)
-            )?;
+            )?,
+            Some(left) => write!(f, "; renewed, expires in {left}s unless renewed again")?,
+            None => {}
         }
         Ok(())
     }
@@ -267,7 +278,7 @@ pub fn lock_show(config: &Config, opts: &ExecOptions) -> Result<LockStatus, Erro
     Ok(LockStatus::from_kv(
         &kv,
         lock_path(config),
-        config.jenkins.timeout,
+        config.lock.stale_after,
     ))
 }
 
@@ -282,7 +293,7 @@ pub fn lock_release(
     let (plan, env, proxy) = connect_proxy(config, opts)?;
     let w = proxy.worker?;
     let kv = proxystatus(config, &plan, &env, &proxy.id, &w)?;
-    let lock = LockStatus::from_kv(&kv, lock_path(config), config.jenkins.timeout);
+    let lock = LockStatus::from_kv(&kv, lock_path(config), config.lock.stale_after);
     if !lock.held {
         return Ok((
             lock,
@@ -302,10 +313,12 @@ pub fn lock_release(
         &w,
         "breaklock",
         RemoteFn::BreakLock,
+        // Compare-and-delete: only the lock read above, not one a new run took since.
         &[
             config.proxy.state_dir.clone(),
             who(opts),
             config.app.clone(),
+            lock.token.clone(),
         ],
     )?;
     Ok((lock, last_line(&out.stdout)))
@@ -403,6 +416,9 @@ pub struct StatusReport {
     pub upstream_error: Option<String>,
     /// The state file (`live previous release time deployer app`), empty when there is none.
     pub state: BTreeMap<String, String>,
+    /// What a run recorded ahead of its switch and has not recorded as done (`target from release
+    /// deployer time`): empty unless a run is switching or died doing so.
+    pub intent: BTreeMap<String, String>,
     /// The proxy's clock (seconds since the epoch) when it was read.
     pub proxy_now: Option<u64>,
     /// The deploy lock.
@@ -475,6 +491,7 @@ impl StatusReport {
                 "upstream": self.upstream,
                 "upstream_error": self.upstream_error,
                 "state": self.state,
+                "intent": self.intent,
                 "lock": self.lock.as_ref().map(LockStatus::to_json),
             },
             "hosts": hosts,
@@ -566,12 +583,207 @@ impl fmt::Display for StatusReport {
     }
 }
 
+/// The proxy's host id.
+const PROXY: &str = bluegreen_core::plan::PROXY_ID;
+
+/// What `bluegreen status --fix` did, and what it left to a person.
+#[derive(Debug, Default)]
+pub struct Repair {
+    /// Each thing put right, in words (also written to the audit log).
+    pub fixed: Vec<String>,
+    /// The drift it would not touch: each needs a person to decide.
+    pub left: Vec<String>,
+}
+
+/// `bluegreen status --fix`: puts right the drift that has one safe answer, under the deploy lock
+/// (taking over one whose runner is gone): an interrupted switch is reconciled (the state file
+/// brought up to what the upstream names, nginx made to serve the file), a state file behind an
+/// upstream whose live slot runs one release everywhere is rewritten from it, and instances of
+/// bluegreen's own that run in the idle slot with a release neither live nor previous (left by a
+/// deploy that died) are stopped. Everything else is left, with the reason, in [`Repair::left`].
+pub fn repair(config: &Config, opts: &ExecOptions) -> Result<Repair, Error> {
+    use crate::runtime::{resolve, run_token, Runtime};
+    let report = status(config, opts)?;
+    let mut out = Repair::default();
+    if report.consistent() {
+        return Ok(out);
+    }
+    let live = Live::parse(&report.upstream);
+    let (plan, env) = prepare(config, opts)?;
+    let rt = Runtime {
+        slots: config.slots,
+        live,
+        release: String::new(),
+        deployer: who(opts),
+        token: run_token(),
+    };
+    let args = |c: &RemoteCall| -> Result<Vec<String>, Error> {
+        c.args
+            .iter()
+            .map(|w| resolve(w, &env, &rt, "repair"))
+            .collect()
+    };
+    let conns = connect(&plan, &env, opts, None)?;
+    let worker = |id: &str| -> Result<&Worker, Error> {
+        let c = conns
+            .iter()
+            .find(|c| c.id == id)
+            .ok_or_else(|| Error::Ssh {
+                host: id.to_string(),
+                step: "repair".into(),
+                message: "no connection to this host".into(),
+            })?;
+        c.worker.as_ref().map_err(|e| Error::Ssh {
+            host: id.to_string(),
+            step: "repair".into(),
+            message: e.to_string(),
+        })
+    };
+    let find = |want: fn(&Step) -> bool| {
+        plan.phases
+            .iter()
+            .flat_map(|p| p.steps.iter().chain(&p.on_failure))
+            .find(|s| want(s))
+            .and_then(Step::remote)
+            .map(|s| s.call.clone())
+    };
+    let missing = || Error::Ssh {
+        host: PROXY.into(),
+        step: "repair".into(),
+        message: "the plan lacks a step repair needs".into(),
+    };
+    let mut lock = find(|s| matches!(s, Step::Lock(_))).ok_or_else(missing)?;
+    if let Some(m) = lock.args.last_mut() {
+        *m = Word::lit(format!("repair of {}", config.app));
+    }
+    let unlock = find(|s| matches!(s, Step::Unlock(_))).ok_or_else(missing)?;
+    let proxy = worker(PROXY)?;
+    call(PROXY, proxy, "lock", RemoteFn::Lock, &args(&lock)?).map_err(|e| match e {
+        Error::Remote { stderr, .. } if crate::run::lock_holder(&stderr).is_some() => {
+            Error::LockHeld {
+                host: PROXY.into(),
+                holder: crate::run::lock_holder(&stderr).unwrap_or_default(),
+                waited: Duration::ZERO,
+            }
+        }
+        e => e,
+    })?;
+    if report.lock.as_ref().is_some_and(LockStatus::stale) {
+        out.fixed.push(format!(
+            "took over the stale deploy lock of {}",
+            report.lock.as_ref().map_or("", |l| l.holder_or_unknown())
+        ));
+    }
+    let result = (|| -> Result<(), Error> {
+        let state_live = report.state.get("live").cloned().unwrap_or_default();
+        if !report.intent.is_empty() && live.is_some() {
+            let c = find(|s| matches!(s, Step::Reconcile(_))).ok_or_else(missing)?;
+            let o = call(PROXY, proxy, "reconcile", RemoteFn::Reconcile, &args(&c)?)?;
+            out.fixed.push(last_line(&o.stdout));
+        } else if let Some(l @ (Live::Blue | Live::Green)) = live.filter(|l| l.name() != state_live)
+        {
+            // The state file is behind an upstream that moved with no intent recorded: rewrite it
+            // from what the live slot runs, if that is one release on every host.
+            let mut releases: Vec<&str> = report
+                .hosts
+                .iter()
+                .flat_map(|h| h.slots.iter())
+                .filter(|s| s.slot == l.name() && s.pid.is_some())
+                .map(|s| s.release.as_str())
+                .collect();
+            let running = releases.len();
+            releases.sort_unstable();
+            releases.dedup();
+            match releases.as_slice() {
+                [r] if !r.is_empty() && running == report.hosts.len() => {
+                    let c = find(|s| matches!(s, Step::Record(_))).ok_or_else(missing)?;
+                    let mut a = args(&c)?;
+                    // record STATE_DIR APP LIVE PREVIOUS RELEASE DEPLOYER
+                    if a.len() == 6 {
+                        a[2] = l.name().to_string();
+                        a[3] = l.other().name().to_string();
+                        a[4] = (*r).to_string();
+                    }
+                    call(PROXY, proxy, "record", RemoteFn::Record, &a)?;
+                    out.fixed.push(format!(
+                        "state file rewritten from the upstream: live={} release {}",
+                        l.name(),
+                        short(r)
+                    ));
+                }
+                _ => out.left.push(format!(
+                    "the upstream names {} but the state file says live={state_live}, and the {} slot does not run one release on every host: decide which release should be live, then deploy it",
+                    l.name(),
+                    l.name()
+                )),
+            }
+        }
+        for h in &report.hosts {
+            for s in h.slots.iter().filter(|s| s.role == "orphan") {
+                let c = plan
+                    .phases
+                    .iter()
+                    .flat_map(|p| &p.on_failure)
+                    .filter_map(|st| match st {
+                        Step::Stop(r) if r.host == h.id => Some(r.call.clone()),
+                        _ => None,
+                    })
+                    .next()
+                    .ok_or_else(missing)?;
+                let o = call(&h.id, worker(&h.id)?, "stop", RemoteFn::Stop, &args(&c)?)?;
+                out.fixed.push(format!(
+                    "{}: stopped the idle slot {} (release {}, left by an interrupted deploy): {}",
+                    h.id,
+                    s.slot,
+                    short(&s.release),
+                    last_line(&o.stdout)
+                ));
+            }
+        }
+        Ok(())
+    })();
+    let audit = find(|s| matches!(s, Step::Audit(_))).ok_or_else(missing)?;
+    if let Ok(mut a) = args(&audit) {
+        // audit STATE_DIR EVENT APP OUTCOME TARGET FROM RELEASE DEPLOYER
+        if a.len() == 8 {
+            a[1] = "repair".into();
+            a[3] = if out.fixed.is_empty() {
+                "nothing fixed".into()
+            } else {
+                out.fixed.join("; ")
+            };
+            a[4] = String::new();
+            a[5] = String::new();
+            a[6] = String::new();
+            let _ = call(PROXY, proxy, "audit", RemoteFn::Audit, &a);
+        }
+    }
+    let unlocked = call(PROXY, proxy, "unlock", RemoteFn::Unlock, &args(&unlock)?);
+    result?;
+    unlocked?;
+    let fixable = |d: &str| {
+        d.contains("was switching traffic")
+            || d.contains("is stale")
+            || d.contains("neither the live nor the previous one")
+            || (d.contains("but the state file says")
+                && !out.left.iter().any(|l| l.contains("state file says")))
+    };
+    let left: Vec<String> = report
+        .drift
+        .iter()
+        .filter(|d| !fixable(d))
+        .cloned()
+        .collect();
+    out.left.extend(left);
+    Ok(out)
+}
+
 /// Reads the proxy and every app host at once, probes every running slot's health from here, and
 /// works out what is inconsistent.
 pub fn status(config: &Config, opts: &ExecOptions) -> Result<StatusReport, Error> {
     let (plan, env) = prepare(config, opts)?;
     let conns = connect(&plan, &env, opts, None)?;
-    let stale_after = config.jenkins.timeout;
+    let stale_after = config.lock.stale_after;
     let ports = [("blue", config.slots.blue), ("green", config.slots.green)];
 
     // One remote call per host, all at once.
@@ -618,6 +830,7 @@ pub fn status(config: &Config, opts: &ExecOptions) -> Result<StatusReport, Error
         upstream: "unknown".into(),
         upstream_error: None,
         state: BTreeMap::new(),
+        intent: BTreeMap::new(),
         proxy_now: None,
         lock: None,
         hosts: Vec::new(),
@@ -632,12 +845,16 @@ pub fn status(config: &Config, opts: &ExecOptions) -> Result<StatusReport, Error
                     report.upstream = kv.get("upstream.live").cloned().unwrap_or_default();
                     report.upstream_error = kv.get("upstream.error").cloned();
                     report.proxy_now = kv.get("now").and_then(|n| n.parse().ok());
-                    report.state = kv
-                        .iter()
-                        .filter_map(|(k, v)| {
-                            Some((k.strip_prefix("state.")?.to_string(), v.clone()))
-                        })
-                        .collect();
+                    let with = |prefix: &str| -> BTreeMap<String, String> {
+                        kv.iter()
+                            .filter_map(|(k, v)| {
+                                Some((k.strip_prefix(prefix)?.to_string(), v.clone()))
+                            })
+                            .collect()
+                    };
+                    report.state = with("state.");
+                    report.intent = with("intent.");
+                    report.intent.remove("token");
                     report.lock = Some(LockStatus::from_kv(&kv, lock_path(config), stale_after));
                 }
                 Err(e) => report.proxy_error = Some(e),
@@ -736,10 +953,21 @@ fn judge(r: &mut StatusReport, config: &Config) {
             )),
             _ => {}
         }
+        if let Some(target) = r.intent.get("target") {
+            let running = r.lock.as_ref().is_some_and(|l| l.held && !l.stale());
+            if !running {
+                r.drift.push(format!(
+                    "proxy: {} was switching traffic to {target} and stopped before recording it (the upstream names {}): the next deploy or `bluegreen status --fix` reconciles it",
+                    r.intent.get("deployer").map_or("a run", String::as_str),
+                    r.upstream
+                ));
+            }
+        }
         if let Some(l) = &r.lock {
             if l.stale() {
-                r.notes.push(format!(
-                    "the deploy lock of {} is stale (held {}, longer than jenkins.timeout {}): \
+                r.drift.push(format!(
+                    "the deploy lock of {} is stale (taken {} ago, not renewed within \
+                     lock.stale_after {}: its runner is gone): the next deploy takes it over, \
                      `bluegreen lock release` removes it",
                     l.holder_or_unknown(),
                     l.age_words(),
@@ -787,6 +1015,18 @@ fn judge(r: &mut StatusReport, config: &Config) {
                         ));
                     }
                 }
+            } else if running
+                && !s.release.is_empty()
+                && r.state.get("previous_release") != Some(&s.release)
+                && r.state.get("release") != Some(&s.release)
+            {
+                s.role = "orphan";
+                r.drift.push(format!(
+                    "{}: the idle slot {} runs release {}, neither the live nor the previous one (left by a deploy that failed or was killed): `bluegreen status --fix` or the next deploy stops it",
+                    h.id,
+                    s.slot,
+                    short(&s.release)
+                ));
             } else if running {
                 s.role = "retained";
                 r.notes.push(format!(

@@ -5,8 +5,8 @@ use crate::error::{human, last_lines, Error};
 use crate::event::{Event, Status, LOCAL};
 use crate::http;
 use crate::runtime::{
-    clean_deployer, default_deployer, find_artifact, lookup, resolve, sha256_file, Env, Live,
-    Runtime,
+    clean_deployer, default_deployer, find_artifact, lookup, resolve, run_token, sha256_file, Env,
+    Live, Runtime,
 };
 use crate::{short, ExecOptions, Summary, PASSPHRASE_ENV};
 use bluegreen_core::config::{ProbeFrom, Slack};
@@ -92,6 +92,10 @@ struct Ctx<'a> {
     switched: AtomicBool,
     /// Switching back failed after the switch: the new instances serve traffic and must not stop.
     keep_new: AtomicBool,
+    /// Another run took the deploy lock over (this run's renewals stopped reaching the proxy).
+    lost_lock: AtomicBool,
+    /// The step before which to die (crash tests: [`bluegreen_core::plan::KILL_AT_STEP_ENV`]).
+    kill_at: Option<usize>,
     started: Instant,
 }
 
@@ -131,10 +135,11 @@ pub(crate) fn run(
         live: None,
         release: release.clone(),
         deployer: deployer.clone(),
+        token: run_token(),
     };
 
     let t = Instant::now();
-    let workers = match connect_all(plan, &env, opts, out) {
+    let (workers, beat_worker) = match connect_all(plan, &env, opts, out) {
         Ok(w) => w,
         Err(e) => {
             notify_failure(plan, opts, &rt, "connect", started.elapsed(), &e, out);
@@ -154,72 +159,123 @@ pub(crate) fn run(
         locked: AtomicBool::new(false),
         switched: AtomicBool::new(false),
         keep_new: AtomicBool::new(false),
+        lost_lock: AtomicBool::new(false),
+        kill_at: (opts.env)(bluegreen_core::plan::KILL_AT_STEP_ENV).and_then(|v| v.parse().ok()),
         started,
     };
-    let mut phases = Vec::new();
-    for phase in &plan.phases {
-        let t = Instant::now();
-        let steps: Vec<&Step> = phase.steps.iter().collect();
-        let result = if flag(&opts.interrupt) {
-            Err(ctx.interrupted(phase.kind))
-        } else {
-            ctx.run_steps(phase.kind, &steps, phase.parallel, false, out)
-        };
-        phases.push((phase.kind, t.elapsed()));
-        if let Err(e) = result {
-            // Only release a lock this deploy took: a failed `lock` means someone else holds it.
-            let cleanup: Vec<&Step> = phase
-                .on_failure
-                .iter()
-                .filter(|s| !matches!(s, Step::Unlock(_)) || ctx.locked.load(Ordering::SeqCst))
-                .collect();
-            if !cleanup.is_empty() {
-                let names: Vec<String> = cleanup
-                    .iter()
-                    .map(|s| match s.host() {
-                        Some(h) => format!("{} {h}", s.name()),
-                        None => s.name().to_string(),
-                    })
-                    .collect();
-                out(
-                    &Event::new(LOCAL, phase.kind.name(), "cleanup", Status::Started).msg(format!(
-                        "{} failed: {}",
-                        phase.kind.name(),
-                        names.join(", ")
-                    )),
-                );
-                let _ = ctx.run_steps(phase.kind, &cleanup, false, true, out);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| ctx.heartbeat(&beat_worker, &done));
+        let r = ctx.run_phases(&artifact, size, &deployer, connect, out);
+        done.store(true, Ordering::SeqCst);
+        r
+    })
+}
+
+impl Ctx<'_> {
+    /// Renews the deploy lock every `plan.heartbeat.every_ms` while this run holds it, over a
+    /// connection of its own (a long call on the proxy's main connection cannot delay it), until
+    /// `done`. A renewal refused because another run took the lock over stops the deploy before
+    /// its switch.
+    fn heartbeat(&self, worker: &Worker, done: &AtomicBool) {
+        let hb = &self.plan.heartbeat;
+        let every = Duration::from_millis(hb.every_ms.max(100));
+        let mut next = Instant::now() + every;
+        while !done.load(Ordering::SeqCst) {
+            if Instant::now() < next {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
             }
-            let rt = ctx.rt();
-            if !matches!(e, Error::Refused { .. }) {
-                notify_failure(
-                    plan,
-                    opts,
-                    &rt,
-                    phase.kind.name(),
-                    started.elapsed(),
-                    &e,
-                    out,
-                );
+            next = Instant::now() + every;
+            if !self.locked.load(Ordering::SeqCst) {
+                continue;
             }
-            return Err(e);
+            let rt = self.rt();
+            let Ok(stdin) = hb.call.stdin(|v| lookup(v, &self.env, &rt, "heartbeat")) else {
+                continue;
+            };
+            if let Ok(Ok(out)) =
+                worker.run("heartbeat", move |s| conn::exec(s, &stdin, Duration::ZERO))
+            {
+                if out.status == 1 && self.locked.load(Ordering::SeqCst) {
+                    self.lost_lock.store(true, Ordering::SeqCst);
+                }
+            }
         }
     }
-    let rt = ctx.rt();
-    let live = rt.live.unwrap_or(Live::None);
-    Ok(Summary {
-        action: plan.action,
-        app: plan.app.clone(),
-        target: live.target().to_string(),
-        previous: live.name().to_string(),
-        release: rt.release.clone(),
-        artifact,
-        artifact_bytes: size,
-        deployer,
-        connect,
-        phases,
-        total: started.elapsed(),
-    })
+
+    fn run_phases(
+        &self,
+        artifact: &std::path::Path,
+        size: u64,
+        deployer: &str,
+        connect: Duration,
+        out: &mut dyn FnMut(&Event),
+    ) -> Result<Summary, Error> {
+        let (ctx, plan, opts, started) = (self, self.plan, self.opts, self.started);
+        let mut phases = Vec::new();
+        for phase in &plan.phases {
+            let t = Instant::now();
+            let steps: Vec<&Step> = phase.steps.iter().collect();
+            let result = if flag(&opts.interrupt) {
+                Err(ctx.interrupted(phase.kind))
+            } else {
+                ctx.run_steps(phase.kind, &steps, phase.parallel, false, out)
+            };
+            phases.push((phase.kind, t.elapsed()));
+            if let Err(e) = result {
+                // Only release a lock this deploy took: a failed `lock` means someone else holds it.
+                let cleanup: Vec<&Step> = phase
+                    .on_failure
+                    .iter()
+                    .filter(|s| !matches!(s, Step::Unlock(_)) || ctx.locked.load(Ordering::SeqCst))
+                    .collect();
+                if !cleanup.is_empty() {
+                    let names: Vec<String> = cleanup
+                        .iter()
+                        .map(|s| match s.host() {
+                            Some(h) => format!("{} {h}", s.name()),
+                            None => s.name().to_string(),
+                        })
+                        .collect();
+                    out(
+                        &Event::new(LOCAL, phase.kind.name(), "cleanup", Status::Started).msg(
+                            format!("{} failed: {}", phase.kind.name(), names.join(", ")),
+                        ),
+                    );
+                    let _ = ctx.run_steps(phase.kind, &cleanup, false, true, out);
+                }
+                let rt = ctx.rt();
+                if !matches!(e, Error::Refused { .. }) {
+                    notify_failure(
+                        plan,
+                        opts,
+                        &rt,
+                        phase.kind.name(),
+                        started.elapsed(),
+                        &e,
+                        out,
+                    );
+                }
+                return Err(e);
+            }
+        }
+        let rt = ctx.rt();
+        let live = rt.live.unwrap_or(Live::None);
+        Ok(Summary {
+            action: plan.action,
+            app: plan.app.clone(),
+            target: live.target().to_string(),
+            previous: live.name().to_string(),
+            release: rt.release.clone(),
+            artifact: artifact.to_path_buf(),
+            artifact_bytes: size,
+            deployer: deployer.to_string(),
+            connect,
+            phases,
+            total: started.elapsed(),
+        })
+    }
 }
 
 /// The connection settings of a plan.
@@ -261,15 +317,27 @@ pub(crate) fn targets(plan: &Plan, env: &Env) -> Result<Vec<Target>, Error> {
 }
 
 /// Connects to the proxy and every app host at once.
+/// Connects to the proxy and every app host at once, and a second time to the proxy for the lock's
+/// heartbeat.
 fn connect_all(
     plan: &Plan,
     env: &Env,
     opts: &ExecOptions,
     out: &mut dyn FnMut(&Event),
-) -> Result<HashMap<String, Worker>, Error> {
+) -> Result<(HashMap<String, Worker>, Worker), Error> {
     let settings = settings(plan, env, opts)?;
     let targets = targets(plan, env)?;
     let t = Instant::now();
+    let beat_target = targets
+        .iter()
+        .find(|t| t.id == plan.heartbeat.host)
+        .cloned()
+        .ok_or_else(|| Error::Ssh {
+            host: plan.heartbeat.host.clone(),
+            step: "connect".into(),
+            message: "no such host in the plan".into(),
+        })?;
+    let (beat, beat_rx) = Worker::spawn(beat_target, settings.clone());
     let pending: Vec<(Worker, Receiver<Result<Connected, Error>>)> = targets
         .into_iter()
         .map(|t| Worker::spawn(t, settings.clone()))
@@ -302,9 +370,18 @@ fn connect_all(
             }
         }
     }
+    if first_err.is_none() {
+        if let Ok(Err(e)) | Err(e) = beat_rx.recv().map_err(|_| Error::Ssh {
+            host: beat.id.clone(),
+            step: "connect".into(),
+            message: "the connection thread ended".into(),
+        }) {
+            first_err = Some(e);
+        }
+    }
     match first_err {
         Some(e) => Err(e),
-        None => Ok(workers),
+        None => Ok((workers, beat)),
     }
 }
 
@@ -324,6 +401,8 @@ pub(crate) fn strip_host(e: &Error) -> String {
 pub(crate) fn lock_holder(stderr: &str) -> Option<String> {
     let line = stderr.lines().rfind(|l| l.contains("is held"))?;
     let (_, info) = line.split_once("is held: ")?;
+    // Without the expiry, which changes at every renewal.
+    let info = info.split("; renewed until").next().unwrap_or(info);
     Some(info.trim().to_string())
 }
 
@@ -484,6 +563,13 @@ impl Ctx<'_> {
 
     /// Runs one step, reporting its start and its end.
     fn run_step(&self, step: &Step, em: &Em) -> Result<(), Error> {
+        if !em.cleanup && self.kill_at.is_some() && self.kill_at == self.plan.step_number(step) {
+            // The crash tests' fault: die here as a killed runner does, with nothing cleaned up.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &std::process::id().to_string()])
+                .status();
+            std::process::abort();
+        }
         let host = step.host().unwrap_or(LOCAL);
         let name = step.name();
         let rt = self.rt();
@@ -529,8 +615,14 @@ impl Ctx<'_> {
         em.send(started);
         let t = Instant::now();
         let result = match step {
+            Step::Intent(_) if self.lost_lock.load(Ordering::SeqCst) => Err(Error::LockLost {
+                host: self.plan.heartbeat.host.clone(),
+                stale_after: Duration::from_millis(self.plan.heartbeat.every_ms * 4),
+            }),
             Step::Lock(s)
             | Step::Detect(s)
+            | Step::Reconcile(s)
+            | Step::Intent(s)
             | Step::Start(s)
             | Step::Record(s)
             | Step::Inspect(s)
@@ -853,10 +945,14 @@ impl Ctx<'_> {
     }
 
     /// After a failed probe: fails at once, with the exit status and the log's last lines, when the
-    /// new instance is no longer running, rather than polling a dead port until the deadline.
+    /// new instance is no longer running, rather than polling a dead port until the deadline. Only
+    /// the host's definite answer counts: if the host cannot be asked (a cut link), polling goes on
+    /// and the deadline reports the health failure, as it would without this check.
     fn check_alive(&self, h: &HealthStep, em: &Em, t0: Instant) -> Result<(), Error> {
-        let out = self.call_raw(&h.host, "health", &h.alive, em, false)?;
-        if out.status == 0 {
+        let Ok(out) = self.call_raw(&h.host, "health", &h.alive, em, false) else {
+            return Ok(());
+        };
+        if out.status != 1 {
             return Ok(());
         }
         let lines: Vec<&str> = out.stderr.lines().collect();
@@ -1100,9 +1196,14 @@ fn notify_failure(
 mod tests {
     use super::*;
 
-    fn example(name: &str) -> Plan {
-        let path = format!("{}/../../examples/{name}", env!("CARGO_MANIFEST_DIR"));
-        Plan::new(&bluegreen_core::Config::load(std::path::Path::new(&path)).unwrap())
+    #[test]
+    fn lock_holder_leaves_out_the_changing_expiry() {
+        let held = "bluegreen: deploy lock /s/lock is held: holder=ci-7 since 2026-01-01T00:00:00Z (deploy of shop); renewed until 12s from now\n";
+        assert_eq!(
+            lock_holder(held).as_deref(),
+            Some("holder=ci-7 since 2026-01-01T00:00:00Z (deploy of shop)")
+        );
+        assert_eq!(lock_holder("bluegreen: cannot take the lock\n"), None);
     }
 
     #[test]

@@ -78,6 +78,14 @@ impl Live {
         }
     }
 
+    /// The other slot (blue for none).
+    pub fn other(self) -> Live {
+        match self {
+            Live::Blue => Live::Green,
+            Live::Green | Live::None => Live::Blue,
+        }
+    }
+
     /// The slot a deploy targets: the other one, blue on a first deploy.
     pub fn target(self) -> &'static str {
         match self {
@@ -94,6 +102,8 @@ pub(crate) struct Runtime {
     pub live: Option<Live>,
     pub release: String,
     pub deployer: String,
+    /// This run's token (see [`RuntimeVar::RunToken`]).
+    pub token: String,
 }
 
 impl Runtime {
@@ -110,6 +120,7 @@ impl Runtime {
         match v {
             RuntimeVar::Release => Some(self.release.clone()),
             RuntimeVar::Deployer => Some(self.deployer.clone()),
+            RuntimeVar::RunToken => Some(self.token.clone()),
             RuntimeVar::LiveSlot => self.live.map(|l| l.name().to_string()),
             RuntimeVar::TargetSlot => self.live.map(|l| l.target().to_string()),
             RuntimeVar::TargetPort => self.live.map(|l| self.port(l.target()).to_string()),
@@ -202,6 +213,20 @@ pub(crate) fn sha256_file(path: &Path) -> Result<(String, u64), Error> {
     Ok((hex, size))
 }
 
+/// A token unique to this run: 16 hex digits from the kernel's random source (the time and pid if
+/// it cannot be read).
+pub(crate) fn run_token() -> String {
+    let mut bytes = [0u8; 8];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if read.is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = (now as u64 ^ u64::from(std::process::id()) << 32).to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Who runs: `$BUILD_TAG` in Jenkins (unique per build), else `$USER@hostname:PID` (unique per
 /// run, like the rendered script's run id), with anything but `[A-Za-z0-9._@:+-]` replaced by `_`.
 pub(crate) fn default_deployer(lookup: &dyn Fn(&str) -> Option<String>) -> String {
@@ -280,7 +305,9 @@ fn passwd_entry() -> Option<Vec<String>> {
 
 /// This process's user's home directory, from `/etc/passwd`.
 fn home_from_passwd() -> Option<String> {
-    passwd_entry().map(|f| f[5].clone()).filter(|h| !h.is_empty())
+    passwd_entry()
+        .map(|f| f[5].clone())
+        .filter(|h| !h.is_empty())
 }
 
 /// The name of this process's user, from `/proc/self/status` and `/etc/passwd` (for CI runners
@@ -315,6 +342,7 @@ mod tests {
             live,
             release: "abc".into(),
             deployer: "me@here".into(),
+            token: "0123456789abcdef".into(),
         }
     }
 
