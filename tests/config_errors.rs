@@ -42,7 +42,7 @@ fn base_configs_are_valid() {
 fn unknown_key_suggests_the_right_one() {
     check(
         &format!("{BASE}helth:\n  path: /x\n"),
-        "error: bluegreen.yaml:9:1: unknown field `helth`, expected one of `app`, `artifact`, `ssh`, `proxy`, `servers`, `slots`, `deploy_dir`, `start`, `health`, `drain`, `stop`, `retain`, `slack`, `jenkins`\n  hint: did you mean `health`?\n",
+        "error: bluegreen.yaml:9:1: unknown field `helth`, expected one of `app`, `artifact`, `ssh`, `proxy`, `servers`, `slots`, `deploy_dir`, `start`, `health`, `drain`, `stop`, `retain`, `slack`, `jenkins`, `lock`\n  hint: did you mean `health`?\n",
     );
 }
 
@@ -51,6 +51,22 @@ fn unknown_nested_key_names_its_section() {
     check(
         &format!("{BASE}health:\n  intervall: 1s\n"),
         "error: bluegreen.yaml:10:3: health: unknown field `intervall`, expected one of `path`, `status`, `body`, `interval`, `timeout`, `deadline`, `successes`, `from`\n  hint: did you mean `interval`?\n",
+    );
+}
+
+#[test]
+fn a_lock_lease_too_short_to_renew() {
+    check(
+        &format!("{BASE}lock:\n  stale_after: 1s\n"),
+        "error: bluegreen.yaml: lock.stale_after: must be at least 2s\n  hint: the running deploy renews the lock every quarter of it\n",
+    );
+}
+
+#[test]
+fn a_pipeline_timeout_shorter_than_the_deploys_own_waits() {
+    check(
+        &format!("{BASE}health:\n  deadline: 5m\nstop:\n  grace: 2m\njenkins:\n  timeout: 8m\n"),
+        "error: bluegreen.yaml: jenkins.timeout: 8m does not leave room for a deploy's own waits: health.deadline 5m + drain 0s + stop.grace 2m + the switch's settle 2m = 9m\n  hint: raise jenkins.timeout, or lower health.deadline or stop.grace\n",
     );
 }
 

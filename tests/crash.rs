@@ -255,3 +255,97 @@ fn exec_killed_at_every_step_of_a_rollback() {
 fn script_killed_at_every_step_of_a_rollback() {
     matrix(Runner::Script, What::Rollback);
 }
+
+/// The number of the first step named `name` in the deploy plan.
+fn step_of(wd: &Workdir, name: &str) -> usize {
+    let config = Config::load(&wd.path().join("bluegreen.yaml")).unwrap();
+    Plan::new(&config)
+        .steps()
+        .find(|(_, _, s)| s.name() == name)
+        .map(|(i, _, _)| i)
+        .unwrap()
+}
+
+#[test]
+fn status_fix_puts_right_what_has_one_safe_answer_and_names_the_rest() {
+    let _g = serial();
+    let tb = Testbed::up(2);
+    let wd = Workdir::new(&tb, "60s", "lock:\n  stale_after: 2s\n");
+    for v in ["v1", "v2"] {
+        wd.stage(v);
+        let r = bluegreen(&wd, &["exec"], None);
+        assert!(r.status.success(), "{}", text(&r));
+    }
+    let expire = || std::thread::sleep(std::time::Duration::from_millis(2500));
+
+    // Killed before the switch: new instances in the idle slot, a lock nobody renews.
+    wd.stage("v3");
+    let crashed = bluegreen(&wd, &["exec"], Some(step_of(&wd, "intent")));
+    assert_eq!(crashed.status.signal(), Some(9), "{}", text(&crashed));
+    expire();
+    let st = bluegreen(&wd, &["status"], None);
+    assert_eq!(st.status.code(), Some(1), "{}", text(&st));
+    for w in [
+        "neither the live nor the previous one",
+        "lock of",
+        "is stale",
+    ] {
+        assert!(text(&st).contains(w), "status names `{w}`:\n{}", text(&st));
+    }
+    let fix = bluegreen(&wd, &["status", "--fix"], None);
+    let fixed = text(&fix);
+    assert_eq!(fix.status.code(), Some(0), "{fixed}");
+    for w in [
+        "fixed: took over the stale deploy lock of",
+        "fixed: app1: stopped the idle slot blue",
+        "fixed: app2: stopped the idle slot blue",
+        "consistent",
+    ] {
+        assert!(fixed.contains(w), "`{w}` in:\n{fixed}");
+    }
+    for h in ["app1", "app2"] {
+        assert!(!tb.port_open(h, 8080), "{h}: the orphan is stopped");
+    }
+    assert_eq!(tb.version_via_proxy(), "v2", "traffic untouched");
+    tb.assert_lock_free();
+
+    // Killed after the switch, before the state file was written: the upstream names green (v3),
+    // the state file still says blue. --fix records what the intent says happened.
+    let crashed = bluegreen(&wd, &["exec"], Some(step_of(&wd, "record")));
+    assert_eq!(crashed.status.signal(), Some(9), "{}", text(&crashed));
+    assert_eq!(tb.version_via_proxy(), "v3");
+    expire();
+    let st = bluegreen(&wd, &["status"], None);
+    assert_eq!(st.status.code(), Some(1), "{}", text(&st));
+    assert!(
+        text(&st).contains("was switching traffic to blue and stopped before recording it"),
+        "{}",
+        text(&st)
+    );
+    let fix = bluegreen(&wd, &["status", "--fix"], None);
+    let fixed = text(&fix);
+    assert_eq!(fix.status.code(), Some(0), "{fixed}");
+    assert!(
+        fixed.contains("switched to blue and stopped before recording it; state file updated"),
+        "{fixed}"
+    );
+    let state = tb.state();
+    assert_eq!(state["live"], "blue", "{state:?}");
+    assert_eq!(state["previous"], "green", "{state:?}");
+
+    // What needs a person is named and left alone: the live instance on app1 is gone.
+    tb.sh_ok(
+        "app1",
+        "p=$(cut -d' ' -f1 /srv/bluegreen/blue/app.pid) && kill -KILL -- -$p; sleep 0.5",
+    );
+    let fix = bluegreen(&wd, &["status", "--fix"], None);
+    let fixed = text(&fix);
+    assert_eq!(fix.status.code(), Some(1), "{fixed}");
+    assert!(
+        fixed.contains("not fixed, a person must decide: app1: the live slot blue is not running"),
+        "{fixed}"
+    );
+    let history = bluegreen(&wd, &["history", "--json"], None);
+    let repairs = text(&history).matches("\"event\":\"repair\"").count();
+    assert!(repairs >= 2, "repairs are audited:\n{}", text(&history));
+}

@@ -68,6 +68,18 @@ fn script(wd: &Workdir, env: &[(&str, &str)]) -> Run {
     done(c.output().unwrap(), t)
 }
 
+/// The two runners of a deploy.
+const BACKENDS: [&str; 2] = ["exec", "script"];
+
+/// A deploy of what `wd` stages, by `exec` or the rendered script.
+fn deploy_with(backend: &str, wd: &Workdir) -> Run {
+    if backend == "exec" {
+        exec(wd)
+    } else {
+        script(wd, &[])
+    }
+}
+
 fn assert_code(r: &Run, code: i32) {
     assert_eq!(r.code, Some(code), "exit code; output:\n{}", r.out);
 }
@@ -363,12 +375,8 @@ fn an_instance_that_dies_while_booting_fails_the_deploy_at_once() {
     let traffic = Traffic::start(&tb, 3);
     traffic.allow(&["v1"]);
     wd.stage("v2");
-    for backend in ["exec", "script"] {
-        let r = if backend == "exec" {
-            exec(&wd)
-        } else {
-            script(&wd, &[])
-        };
+    for backend in BACKENDS {
+        let r = deploy_with(backend, &wd);
         assert_code(&r, 1);
         // Before: reported only at `health.deadline` (90 s here), as "not healthy".
         assert!(
@@ -408,12 +416,8 @@ fn a_reload_nginx_does_not_carry_out_leaves_file_and_nginx_agreeing() {
     let traffic = Traffic::start(&tb, 3);
     traffic.allow(&["v1"]);
     wd.stage("v2");
-    for backend in ["exec", "script"] {
-        let r = if backend == "exec" {
-            exec(&wd)
-        } else {
-            script(&wd, &[])
-        };
+    for backend in BACKENDS {
+        let r = deploy_with(backend, &wd);
         assert_code(&r, 1);
         assert_says(
             &r,

@@ -394,19 +394,7 @@ fn jenkinsfiles_compile_under_groovy_2_4() {
         "Jenkins compiles with Groovy 2.4, got: {version}"
     );
     for ex in examples() {
-        // Parse only, like Jenkins' CPS compiler's first pass: any escape or quoting error fails.
-        let check = dir.write(
-            "parse.groovy",
-            &format!(
-                "new GroovyShell().parse(new File('{}').text)\nprintln 'parsed'\n",
-                root().join(format!("examples/{ex}.Jenkinsfile")).display()
-            ),
-        );
-        let out = Command::new("groovy")
-            .env("JAVA_HOME", java_home())
-            .arg(&check)
-            .output()
-            .unwrap();
+        let out = groovy_parse(&dir, &root().join(format!("examples/{ex}.Jenkinsfile")));
         assert!(
             out.status.success(),
             "{ex}: {}",
@@ -415,19 +403,24 @@ fn jenkinsfiles_compile_under_groovy_2_4() {
     }
     // And the parse step can fail: `\d` is no escape in Groovy 2.4.
     let bad = dir.write("Bad.Jenkinsfile", "pipeline { stages { sh 'grep \\d' } }\n");
+    assert!(!groovy_parse(&dir, &bad).status.success());
+}
+
+/// Compiles a Jenkinsfile with Groovy (parse only, like Jenkins' CPS compiler's first pass: any
+/// escape or quoting error, or a string constant over the class file's limit, fails).
+fn groovy_parse(dir: &TempDir, jenkinsfile: &Path) -> std::process::Output {
     let check = dir.write(
-        "parse-bad.groovy",
+        "parse.groovy",
         &format!(
-            "new GroovyShell().parse(new File('{}').text)\n",
-            bad.display()
+            "new GroovyShell().parse(new File('{}').text)\nprintln 'parsed'\n",
+            jenkinsfile.display()
         ),
     );
-    let out = Command::new("groovy")
+    Command::new("groovy")
         .env("JAVA_HOME", java_home())
         .arg(&check)
         .output()
-        .unwrap();
-    assert!(!out.status.success());
+        .unwrap()
 }
 
 #[test]
@@ -617,18 +610,7 @@ fn a_jenkinsfile_for_200_app_hosts_compiles_and_carries_the_exact_script() {
         std::fs::metadata(&jf).unwrap().len() > 2 * 65_535,
         "the pipeline is larger than one Groovy constant could hold"
     );
-    let check = dir.write(
-        "parse.groovy",
-        &format!(
-            "new GroovyShell().parse(new File('{}').text)\nprintln 'parsed'\n",
-            jf.display()
-        ),
-    );
-    let parsed = Command::new("groovy")
-        .env("JAVA_HOME", java_home())
-        .arg(&check)
-        .output()
-        .unwrap();
+    let parsed = groovy_parse(&dir, &jf);
     assert!(
         parsed.status.success(),
         "{}",

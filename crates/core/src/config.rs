@@ -964,7 +964,7 @@ fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
     }
 
     c.absolute_path("deploy_dir", &r.deploy_dir)?;
-    let deploy_dir = r.deploy_dir.trim_end_matches('/').to_string();
+    let deploy_dir = normal_path(&r.deploy_dir);
     if deploy_dir.is_empty() {
         return Err(c.fail("deploy_dir", "must not be `/`"));
     }
@@ -1192,6 +1192,19 @@ fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
     })
 }
 
+/// An absolute path written the one way: `//` and `/./` collapsed, no trailing `/` (the root is
+/// empty). Symlinks are the host's business: slot instances are known by pid and start time, not by
+/// the directory they run in.
+pub fn normal_path(p: &str) -> String {
+    p.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .fold(String::new(), |mut out, c| {
+            out.push('/');
+            out.push_str(c);
+            out
+        })
+}
+
 /// Splits the start command into text and `{name}` placeholders; `{{` and `}}` stand for a literal
 /// `{` and `}` (as in Rust and Python format strings), so shell braces can still be written.
 fn parse_start(c: &Check<'_>, s: &str) -> Result<Vec<StartPart>, Error> {
@@ -1262,6 +1275,19 @@ fn parse_start(c: &Check<'_>, s: &str) -> Result<Vec<StartPart>, Error> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn paths_are_written_one_way() {
+        assert_eq!(normal_path("/srv//shop/./app/"), "/srv/shop/app");
+        assert_eq!(normal_path("/srv/shop"), "/srv/shop");
+        assert_eq!(normal_path("///"), "");
+        let yaml = "app: shop\nartifact: x.jar\nproxy: { host: p, upstream_file: /u }\n\
+                    servers: [ { host: a } ]\ndeploy_dir: /srv//shop/./\n";
+        assert_eq!(
+            Config::parse(yaml, "b.yaml").unwrap().deploy_dir,
+            "/srv/shop"
+        );
+    }
+
     use super::*;
 
     const BASE: &str = "app: shop
