@@ -28,11 +28,8 @@ fn hostile_values_survive_groovy_escaping_exactly() {
         build["script"].as_str().unwrap(),
         "#!/bin/bash\nset -euo pipefail\necho '''$(date)''' \"\\d\" \\ \\\\ `true`\n"
     );
-    let prepare = sh.iter().find(|s| s["stage"] == "Setup").unwrap();
-    let text = prepare["script"].as_str().unwrap();
-    let start = text.find("<<'BLUEGREEN_SCRIPT_EOF'\n").unwrap() + 25;
-    let end = text.rfind("BLUEGREEN_SCRIPT_EOF\n").unwrap();
-    assert_eq!(&text[start..end], stdout(&script));
+    let sh: Vec<&serde_json::Value> = sh.iter().collect();
+    assert_eq!(crate::render::setup_script(&sh), stdout(&script));
 }
 
 fn rejected(yaml: &str, expected: &str) {

@@ -243,7 +243,7 @@ fn embedded_script(sh: &str) -> &str {
 }
 
 /// The deploy script the Setup stage's shell steps write, their pieces joined in order.
-fn setup_script(sh: &[&Value]) -> String {
+pub fn setup_script(sh: &[&Value]) -> String {
     sh.iter()
         .filter(|s| s["stage"] == "Setup")
         .map(|s| embedded_script(s["script"].as_str().unwrap()))
