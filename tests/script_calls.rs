@@ -386,7 +386,10 @@ fn a_failed_switch_switches_back_before_stopping_new_instances() {
     assert_eq!(switches.len(), 2, "switch, then switch back");
     // The argument the plan fills with the port traffic goes to: the target's, then the live one's.
     let plan = Plan::new(&Config::parse(&text, "bluegreen.yaml").unwrap());
-    let Some(Step::Switch(sw)) = plan.phases[4].steps.first() else {
+    let Some(sw) = plan.phases[4].steps.iter().find_map(|s| match s {
+        Step::Switch(sw) => Some(sw),
+        _ => None,
+    }) else {
         panic!("the switch phase switches")
     };
     let port = 1 + sw
