@@ -205,18 +205,19 @@ bg_health() {
   done
 }
 
-# bg_check_url URL STATUS SHOWN: confirms a switch with a request through the proxy. SHOWN is the
-# URL as logged, its credentials hidden.
+# bg_check_url URL STATUS SHOWN TRIES INTERVAL_SECS TIMEOUT_SECS: confirms a switch with a request
+# through the proxy, tried TRIES times (the plan's numbers, as exec tries). SHOWN is the URL as
+# logged, its credentials hidden.
 bg_check_url() {
-  local url=$1 want=$2 shown=$3 code try
-  for try in 1 2 3 4 5; do
-    code=$(curl -g -s -o /dev/null -w '%{http_code}' --max-time 5 -- "$url" || true)
+  local url=$1 want=$2 shown=$3 tries=$4 interval=$5 timeout=$6 code try
+  for ((try = 1; try <= tries; try++)); do
+    [ "$try" -eq 1 ] || sleep "$interval"
+    code=$(curl -g -s -o /dev/null -w '%{http_code}' --max-time "$timeout" -- "$url" || true)
     if [ "$code" = "$want" ]; then
       bg_log "[proxy] $shown answers $code"
       return 0
     fi
-    bg_log "[proxy] $shown answered ${code:-nothing} (try $try)"
-    sleep 0.5
+    bg_log "[proxy] $shown answered ${code:-nothing} (try $try of $tries)"
   done
   bg_fail "[proxy] $shown does not answer $want after the switch"
 }

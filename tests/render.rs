@@ -640,3 +640,38 @@ fn a_jenkinsfile_for_200_app_hosts_compiles_and_carries_the_exact_script() {
     );
     assert_eq!(setup_script(&sh), script);
 }
+
+/// The check through the proxy after the switch is defined once, in the plan: the script is
+/// rendered with the plan's tries, interval and timeout, the same fields exec reads.
+#[test]
+fn the_post_switch_check_is_the_plans_in_both_backends() {
+    let cfg = bluegreen_core::Config::load(&root().join("examples/sokdak.yaml")).unwrap();
+    let plan = bluegreen_core::Plan::new(&cfg);
+    let sw = plan
+        .phases
+        .iter()
+        .flat_map(|p| &p.steps)
+        .find_map(|s| match s {
+            bluegreen_core::Step::Switch(sw) => Some(sw),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(sw.check_tries, bluegreen_core::plan::CHECK_TRIES);
+    assert_eq!(sw.check_timeout_ms, 2000, "health.timeout in sokdak.yaml");
+    let script = render("sokdak", "script");
+    let line = script
+        .lines()
+        .find(|l| l.trim_start().starts_with("bg_check_url \""))
+        .expect("a check through the proxy");
+    assert!(
+        line.ends_with(&format!(
+            " {} {}.{:03} {}.{:03}",
+            sw.check_tries,
+            sw.check_interval_ms / 1000,
+            sw.check_interval_ms % 1000,
+            sw.check_timeout_ms / 1000,
+            sw.check_timeout_ms % 1000
+        )),
+        "{line}"
+    );
+}

@@ -726,7 +726,7 @@ fn check_url_credentials_never_show() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(
-            err.contains(&format!("[proxy] {shown} answered 503 (try 1)")),
+            err.contains(&format!("[proxy] {shown} answered 503 (try 1 of 4)")),
             "{err}"
         );
         assert!(

@@ -19,6 +19,12 @@ pub const PROXY_ID: &str = "proxy";
 /// right before step N of the plan, numbered as [`Plan::steps`] numbers them.
 pub const KILL_AT_STEP_ENV: &str = "BLUEGREEN_KILL_AT_STEP";
 
+/// How many times the check through the proxy after a switch is tried.
+pub const CHECK_TRIES: u32 = 4;
+
+/// Time between those tries, in milliseconds.
+pub const CHECK_INTERVAL_MS: u64 = 250;
+
 /// How long the remote `stop` waits for the slot's port to be free after the instance exited
 /// (`bg_stop` in the remote library), on top of the stop's grace.
 pub const PORT_FREE_WAIT_SECS: u64 = 10;
@@ -327,6 +333,13 @@ pub struct SwitchStep {
     pub check_url: Option<Word>,
     /// Status expected from `check_url`.
     pub check_status: u16,
+    /// How many times `check_url` is tried before the switch counts as failed.
+    pub check_tries: u32,
+    /// Time between tries, in milliseconds: short, since while the check fails traffic may be
+    /// failing too, and the switch back is what ends that.
+    pub check_interval_ms: u64,
+    /// Timeout of one try, in milliseconds (`health.timeout`).
+    pub check_timeout_ms: u64,
     /// When it runs.
     pub when: When,
 }
@@ -677,6 +690,9 @@ impl Plan {
             settle: settle.clone(),
             check_url: c.proxy.check_url.clone(),
             check_status: hc.status,
+            check_tries: CHECK_TRIES,
+            check_interval_ms: CHECK_INTERVAL_MS,
+            check_timeout_ms: millis(hc.timeout),
             when: When::Always,
         });
         let switch_back = Step::Switch(SwitchStep {
@@ -685,6 +701,9 @@ impl Plan {
             settle,
             check_url: None,
             check_status: hc.status,
+            check_tries: CHECK_TRIES,
+            check_interval_ms: CHECK_INTERVAL_MS,
+            check_timeout_ms: millis(hc.timeout),
             when: When::LiveExists,
         });
         let intent = Step::Intent(RemoteStep {

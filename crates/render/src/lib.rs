@@ -568,10 +568,13 @@ fn step_lines(step: &Step) -> Vec<String> {
                 lines.push(guard(
                     s.when,
                     format!(
-                        "bg_check_url {} {} {}",
+                        "bg_check_url {} {} {} {} {} {}",
                         url.to_bash(),
                         s.check_status,
-                        shown_url(url)
+                        shown_url(url),
+                        s.check_tries,
+                        secs(s.check_interval_ms),
+                        secs(s.check_timeout_ms)
                     ),
                 ));
             }

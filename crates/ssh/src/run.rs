@@ -316,7 +316,6 @@ pub(crate) fn targets(plan: &Plan, env: &Env) -> Result<Vec<Target>, Error> {
     Ok(targets)
 }
 
-/// Connects to the proxy and every app host at once.
 /// Connects to the proxy and every app host at once, and a second time to the proxy for the lock's
 /// heartbeat.
 fn connect_all(
@@ -1037,13 +1036,14 @@ impl Ctx<'_> {
             let url = resolve(u, &self.env, &rt, "switch")?;
             let mut last = String::new();
             let mut ok = false;
-            // A few quick tries: while the check fails, traffic may be failing too, and the switch
-            // back is what ends that.
-            for attempt in 0..4 {
+            // The plan's tries (the script makes the same): few and quick, since while the check
+            // fails traffic may be failing too, and the switch back is what ends that.
+            for attempt in 0..s.check_tries.max(1) {
                 if attempt > 0 {
-                    std::thread::sleep(Duration::from_millis(250));
+                    std::thread::sleep(Duration::from_millis(s.check_interval_ms));
                 }
-                match http::probe(&url, s.check_status, None, Duration::from_secs(2)) {
+                let timeout = Duration::from_millis(s.check_timeout_ms.max(10));
+                match http::probe(&url, s.check_status, None, timeout) {
                     Ok(()) => {
                         ok = true;
                         break;
