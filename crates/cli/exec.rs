@@ -128,7 +128,7 @@ pub(crate) fn retire(config_path: &Path, args: &RetireArgs) -> Result<(), Failur
 /// `status [--json]`: exit 1 when drift is found.
 pub(crate) fn status(config_path: &Path, json: bool, fix: bool) -> Result<(), Failure> {
     let config = load(config_path, Action::Retire)?;
-    if fix {
+    let report = if fix {
         let repair = ops::repair(&config, &ExecOptions::default())?;
         for f in &repair.fixed {
             eprintln!("fixed: {f}");
@@ -139,8 +139,10 @@ pub(crate) fn status(config_path: &Path, json: bool, fix: bool) -> Result<(), Fa
         if repair.fixed.is_empty() && repair.left.is_empty() {
             eprintln!("nothing to fix");
         }
-    }
-    let report = ops::status(&config, &ExecOptions::default())?;
+        repair.report
+    } else {
+        ops::status(&config, &ExecOptions::default())?
+    };
     if json {
         println!("{}", report.to_json());
     } else {

@@ -587,12 +587,14 @@ impl fmt::Display for StatusReport {
 const PROXY: &str = bluegreen_core::plan::PROXY_ID;
 
 /// What `bluegreen status --fix` did, and what it left to a person.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Repair {
     /// Each thing put right, in words (also written to the audit log).
     pub fixed: Vec<String>,
     /// The drift it would not touch: each needs a person to decide.
     pub left: Vec<String>,
+    /// The status read after the repair (its drift is in `left`).
+    pub report: StatusReport,
 }
 
 /// `bluegreen status --fix`: puts right the drift that has one safe answer, under the deploy lock
@@ -604,9 +606,14 @@ pub struct Repair {
 pub fn repair(config: &Config, opts: &ExecOptions) -> Result<Repair, Error> {
     use crate::runtime::{resolve, run_token, Runtime};
     let report = status(config, opts)?;
-    let mut out = Repair::default();
+    let mut fixed = Vec::new();
+    let mut left = Vec::new();
     if report.consistent() {
-        return Ok(out);
+        return Ok(Repair {
+            fixed,
+            left,
+            report,
+        });
     }
     let live = Live::parse(&report.upstream);
     let (plan, env) = prepare(config, opts)?;
@@ -669,7 +676,7 @@ pub fn repair(config: &Config, opts: &ExecOptions) -> Result<Repair, Error> {
         e => e,
     })?;
     if report.lock.as_ref().is_some_and(LockStatus::stale) {
-        out.fixed.push(format!(
+        fixed.push(format!(
             "took over the stale deploy lock of {}",
             report.lock.as_ref().map_or("", |l| l.holder_or_unknown())
         ));
@@ -679,7 +686,7 @@ pub fn repair(config: &Config, opts: &ExecOptions) -> Result<Repair, Error> {
         if !report.intent.is_empty() && live.is_some() {
             let c = find(|s| matches!(s, Step::Reconcile(_))).ok_or_else(missing)?;
             let o = call(PROXY, proxy, "reconcile", RemoteFn::Reconcile, &args(&c)?)?;
-            out.fixed.push(last_line(&o.stdout));
+            fixed.push(last_line(&o.stdout));
         } else if let Some(l @ (Live::Blue | Live::Green)) = live.filter(|l| l.name() != state_live)
         {
             // The state file is behind an upstream that moved with no intent recorded: rewrite it
@@ -705,13 +712,13 @@ pub fn repair(config: &Config, opts: &ExecOptions) -> Result<Repair, Error> {
                         a[4] = (*r).to_string();
                     }
                     call(PROXY, proxy, "record", RemoteFn::Record, &a)?;
-                    out.fixed.push(format!(
+                    fixed.push(format!(
                         "state file rewritten from the upstream: live={} release {}",
                         l.name(),
                         short(r)
                     ));
                 }
-                _ => out.left.push(format!(
+                _ => left.push(format!(
                     "the upstream names {} but the state file says live={state_live}, and the {} slot does not run one release on every host: decide which release should be live, then deploy it",
                     l.name(),
                     l.name()
@@ -731,7 +738,7 @@ pub fn repair(config: &Config, opts: &ExecOptions) -> Result<Repair, Error> {
                     .next()
                     .ok_or_else(missing)?;
                 let o = call(&h.id, worker(&h.id)?, "stop", RemoteFn::Stop, &args(&c)?)?;
-                out.fixed.push(format!(
+                fixed.push(format!(
                     "{}: stopped the idle slot {} (release {}, left by an interrupted deploy): {}",
                     h.id,
                     s.slot,
@@ -747,10 +754,10 @@ pub fn repair(config: &Config, opts: &ExecOptions) -> Result<Repair, Error> {
         // audit STATE_DIR EVENT APP OUTCOME TARGET FROM RELEASE DEPLOYER
         if a.len() == 8 {
             a[1] = "repair".into();
-            a[3] = if out.fixed.is_empty() {
+            a[3] = if fixed.is_empty() {
                 "nothing fixed".into()
             } else {
-                out.fixed.join("; ")
+                fixed.join("; ")
             };
             a[4] = String::new();
             a[5] = String::new();
@@ -761,21 +768,19 @@ pub fn repair(config: &Config, opts: &ExecOptions) -> Result<Repair, Error> {
     let unlocked = call(PROXY, proxy, "unlock", RemoteFn::Unlock, &args(&unlock)?);
     result?;
     unlocked?;
-    let fixable = |d: &str| {
-        d.contains("was switching traffic")
-            || d.contains("is stale")
-            || d.contains("neither the live nor the previous one")
-            || (d.contains("but the state file says")
-                && !out.left.iter().any(|l| l.contains("state file says")))
-    };
-    let left: Vec<String> = report
-        .drift
-        .iter()
-        .filter(|d| !fixable(d))
-        .cloned()
-        .collect();
-    out.left.extend(left);
-    Ok(out)
+    // What is still wrong now is what needs a person (a state-file mismatch left above is said
+    // once, with its reason).
+    let report = status(config, opts)?;
+    for d in &report.drift {
+        if !(d.contains("state file says") && left.iter().any(|l| l.contains("state file says"))) {
+            left.push(d.clone());
+        }
+    }
+    Ok(Repair {
+        fixed,
+        left,
+        report,
+    })
 }
 
 /// Reads the proxy and every app host at once, probes every running slot's health from here, and
