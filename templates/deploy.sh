@@ -309,9 +309,7 @@ bg_parallel() {
 # Picks the target slot from the live one.
 bg_select_slots() {
   case "$BG_LIVE_SLOT" in
-    blue) BG_LIVE_PORT=$BG_BLUE_PORT BG_TARGET_SLOT=green BG_TARGET_PORT=$BG_GREEN_PORT ;;
-    green) BG_LIVE_PORT=$BG_GREEN_PORT BG_TARGET_SLOT=blue BG_TARGET_PORT=$BG_BLUE_PORT ;;
-    none) BG_LIVE_PORT="" BG_TARGET_SLOT=blue BG_TARGET_PORT=$BG_BLUE_PORT ;;
+{{ slot_cases }}
     *) bg_fail "[proxy] cannot tell the live slot from '$BG_LIVE_SLOT'" ;;
   esac
   bg_log "[proxy] live slot: $BG_LIVE_SLOT; deploying to $BG_TARGET_SLOT (port $BG_TARGET_PORT)"

@@ -675,3 +675,35 @@ fn the_post_switch_check_is_the_plans_in_both_backends() {
         "{line}"
     );
 }
+
+/// Slot selection is defined once, in core: the script's generated `bg_select_slots`, run in bash,
+/// picks what `bluegreen_core::plan::target_slot` (which exec uses) picks, for every live slot.
+#[test]
+fn the_script_selects_slots_by_cores_rule() {
+    let script = render("sokdak", "script");
+    let start = script.find("bg_select_slots() {").unwrap();
+    let end = start + script[start..].find("\n}\n").unwrap() + 3;
+    let function = &script[start..end];
+    for live in ["blue", "green", "none", "purple"] {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "set -eu\nbg_log() {{ :; }}\nbg_fail() {{ echo \"fail: $*\"; exit 1; }}\n{function}\n\
+                 BG_BLUE_PORT=8080 BG_GREEN_PORT=8081 BG_LIVE_SLOT={live}\nbg_select_slots\n\
+                 echo \"$BG_TARGET_SLOT $BG_TARGET_PORT ${{BG_LIVE_PORT:-none}}\""
+            ))
+            .output()
+            .unwrap();
+        let got = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let port = |s: &str| if s == "blue" { "8080" } else { "8081" };
+        let want = match bluegreen_core::plan::target_slot(live) {
+            Some(t) => format!(
+                "{t} {} {}",
+                port(t),
+                if live == "none" { "none" } else { port(live) }
+            ),
+            None => format!("fail: [proxy] cannot tell the live slot from '{live}'"),
+        };
+        assert_eq!(got, want, "live {live}");
+    }
+}

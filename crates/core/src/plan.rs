@@ -19,6 +19,20 @@ pub const PROXY_ID: &str = "proxy";
 /// right before step N of the plan, numbered as [`Plan::steps`] numbers them.
 pub const KILL_AT_STEP_ENV: &str = "BLUEGREEN_KILL_AT_STEP";
 
+/// Slot selection, defined once: for each thing the upstream can name live (`blue`, `green`, or
+/// `none` on a first deploy), the slot a deploy, a rollback or a retire targets (the other one; blue
+/// first). `exec` applies it; the rendered script's `bg_select_slots` is generated from it.
+pub const SLOT_CHOICES: [(&str, &str); 3] =
+    [("blue", "green"), ("green", "blue"), ("none", "blue")];
+
+/// The slot targeted when `live` is live (see [`SLOT_CHOICES`]); None for anything else.
+pub fn target_slot(live: &str) -> Option<&'static str> {
+    SLOT_CHOICES
+        .iter()
+        .find(|(l, _)| *l == live)
+        .map(|(_, target)| *target)
+}
+
 /// How many times the check through the proxy after a switch is tried.
 pub const CHECK_TRIES: u32 = 4;
 
@@ -1399,6 +1413,14 @@ mod tests {
         assert_eq!(kinds[4..7], ["switch", "promote", "drain"]);
         // The state file is written only after the gate.
         assert_eq!(plan.phases[6].steps[0].name(), "record");
+    }
+
+    #[test]
+    fn the_target_is_the_other_slot_blue_first() {
+        assert_eq!(target_slot("blue"), Some("green"));
+        assert_eq!(target_slot("green"), Some("blue"));
+        assert_eq!(target_slot("none"), Some("blue"));
+        assert_eq!(target_slot("mixed"), None);
     }
 
     #[test]

@@ -140,7 +140,28 @@ struct ScriptView {
     run_alternatives: String,
     beat_call: String,
     beat_lease: String,
+    slot_cases: String,
     beat_every: String,
+}
+
+/// `bg_select_slots`'s case arms, from core's one definition of slot selection.
+fn slot_cases() -> String {
+    let port = |slot: &str| format!("$BG_{}_PORT", slot.to_ascii_uppercase());
+    bluegreen_core::plan::SLOT_CHOICES
+        .iter()
+        .map(|(live, target)| {
+            let live_port = if *live == "none" {
+                "\"\"".to_string()
+            } else {
+                port(live)
+            };
+            format!(
+                "    {live}) BG_LIVE_PORT={live_port} BG_TARGET_SLOT={target} BG_TARGET_PORT={} ;;",
+                port(target)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Appends `plan`'s phase functions (`bg_ACTION_phase_PHASE`, and one function per host for
@@ -453,6 +474,7 @@ pub fn script(plan: &Plan, source: &str) -> Result<String, Error> {
             .unwrap_or_default()
             .to_string(),
         beat_every: secs(plan.heartbeat.every_ms),
+        slot_cases: slot_cases(),
     };
     let mut out = view.render().map_err(|source| Error::Template {
         what: "the deploy script",

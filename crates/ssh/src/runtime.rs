@@ -86,12 +86,10 @@ impl Live {
         }
     }
 
-    /// The slot a deploy targets: the other one, blue on a first deploy.
+    /// The slot a deploy targets: the other one, blue on a first deploy (core's one definition,
+    /// [`bluegreen_core::plan::SLOT_CHOICES`], which the rendered script is generated from too).
     pub fn target(self) -> &'static str {
-        match self {
-            Live::Green | Live::None => "blue",
-            Live::Blue => "green",
-        }
+        bluegreen_core::plan::target_slot(self.name()).unwrap_or("blue")
     }
 }
 
