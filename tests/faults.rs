@@ -221,19 +221,6 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn testbed_cmd(tb: &Testbed, args: &[&str]) {
-    let out = Command::new("bash")
-        .arg(tb.var("TESTBED_SCRIPT"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "testbed.sh {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn report(name: &str, text: String) {
     eprintln!("fault report: {name}: {text}");
 }
@@ -561,7 +548,7 @@ fn sshd_down_on_an_app_host_touches_nothing() {
     let before = tb.state();
     let upstream_before = upstream(&tb);
 
-    testbed_cmd(&tb, &["sshd", &tb.name, "app2", "stop"]);
+    tb.script(&["sshd", &tb.name, "app2", "stop"]);
     wd.stage("v2");
     let traffic = Traffic::with_slow(&tb, 2, SLOW_WORKERS);
     std::thread::sleep(Duration::from_millis(300));
@@ -593,7 +580,7 @@ fn sshd_down_on_an_app_host_touches_nothing() {
         "no",
         "app1 was not touched"
     );
-    testbed_cmd(&tb, &["sshd", &tb.name, "app2", "start"]);
+    tb.script(&["sshd", &tb.name, "app2", "start"]);
     report(
         "sshd_down",
         format!(
@@ -690,8 +677,8 @@ fn changed_host_key_is_refused() {
         "rm -f /etc/bgtb/ssh_host_ed25519_key /etc/bgtb/ssh_host_ed25519_key.pub && \
          ssh-keygen -q -t ed25519 -N '' -f /etc/bgtb/ssh_host_ed25519_key",
     );
-    testbed_cmd(&tb, &["sshd", &tb.name, "app1", "stop"]);
-    testbed_cmd(&tb, &["sshd", &tb.name, "app1", "start"]);
+    tb.script(&["sshd", &tb.name, "app1", "stop"]);
+    tb.script(&["sshd", &tb.name, "app1", "start"]);
     wait_for("app1's sshd", Duration::from_secs(5), || {
         std::net::TcpStream::connect((tb.app_addrs()[0].as_str(), 22)).is_ok()
     });

@@ -64,19 +64,6 @@ impl Run {
     }
 }
 
-fn testbed_cmd(tb: &Testbed, args: &[&str]) {
-    let out = Command::new("bash")
-        .arg(tb.var("TESTBED_SCRIPT"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "testbed.sh {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn wait_port(addr: &str, port: u16) {
     let t = Instant::now();
     while std::net::TcpStream::connect((addr, port)).is_err() {
@@ -103,8 +90,8 @@ impl Proxy {
                  printf 'HostKey /etc/bgtb/ssh_host_ecdsa_key\\nHostKey /etc/bgtb/ssh_host_rsa_key\\nListenAddress {addr}:2222\\n' >>sshd_config"
             ),
         );
-        testbed_cmd(&tb, &["sshd", &tb.name, "proxy", "stop"]);
-        testbed_cmd(&tb, &["sshd", &tb.name, "proxy", "start"]);
+        tb.script(&["sshd", &tb.name, "proxy", "stop"]);
+        tb.script(&["sshd", &tb.name, "proxy", "start"]);
         wait_port(&addr, 22);
         wait_port(&addr, 2222);
         let p = Proxy {

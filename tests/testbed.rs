@@ -74,6 +74,20 @@ impl Testbed {
         self.0.sh(host, cmd).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Runs `testbed.sh ARGS...` (fault injection: `sshd NAME HOST stop`, ...), asserting success.
+    pub fn script(&self, args: &[&str]) {
+        let out = Command::new("bash")
+            .arg(self.var("TESTBED_SCRIPT"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "testbed.sh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Asserts that the deploy lock on the proxy is free.
     pub fn assert_lock_free(&self) {
         let lock = format!("{}/lock", self.var("STATE_DIR"));
