@@ -410,7 +410,7 @@ bg_probe() {
 # uses, beside it, renamed over it).
 bg_put() {
   local file=$1 text=$2 sudo=$3 tmp
-  tmp="$file.bluegreen-$$-$RANDOM"
+  tmp="$file.bluegreen-$BASHPID-$RANDOM"
   printf '%s' "$text" | bg_run "$sudo" tee -- "$tmp" >/dev/null || {
     bg_run "$sudo" rm -f -- "$tmp"
     return 1
@@ -683,6 +683,37 @@ bg_breaklock() {
   rm -rf -- "$dir/lock"
   bg_audit "$dir" lock-break "$3" "removed lock of ${holder:-unknown}" "" "" "" "$2" >/dev/null
   echo "lock of ${holder:-unknown} removed"
+}
+
+# serve: runs one call after another on this one shell, so the library is read once per
+# connection, not once per call. Each call arrives on standard input ended by a NUL byte (a call
+# line never holds one) and runs in a subshell of its own, as a fresh `bash -s` would run it: with
+# errexit, its standard input from /dev/null, the locale the shell was started with, and no
+# variable or trap left over from the call before. Its output is kept in files (so an instance it
+# starts never holds the channel open, and a runner that goes away cannot cut the call short) and
+# then sent as one frame on standard output: "STATUS OUT_BYTES ERR_BYTES\n", the output, the errors.
+bg_serve() {
+  local call status out err tmp had_lc=${LC_ALL+set} lc=${LC_ALL-}
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/bluegreen-shell.XXXXXX")
+  # shellcheck disable=SC2064
+  trap "rm -rf -- '$tmp'" EXIT
+  trap 'exit 1' HUP PIPE TERM
+  # Byte counts: the frame's lengths are in bytes whatever the host's locale.
+  LC_ALL=C
+  while IFS= read -r -d '' call; do
+    set +e
+    (
+      set -e
+      if [ -n "$had_lc" ]; then LC_ALL=$lc; else unset LC_ALL; fi
+      eval "$call"
+    ) </dev/null >"$tmp/out" 2>"$tmp/err"
+    status=$?
+    set -e
+    out="" err=""
+    IFS= read -r -d '' out <"$tmp/out" || true
+    IFS= read -r -d '' err <"$tmp/err" || true
+    printf '%d %d %d\n%s%s' "$status" "${#out}" "${#err}" "$out" "$err"
+  done
 }
 
 bg_main() {

@@ -6,8 +6,8 @@
 
 use crate::error::{known_hosts_name, Error, HostKeyProblem, SshMsg};
 use crate::known_hosts::{self, Verdict};
+use crate::shell::Remote;
 use bluegreen_core::config::HostKeyPolicy;
-use bluegreen_core::remote::REMOTE_COMMAND;
 use sha2::{Digest, Sha256};
 use ssh2::{HostKeyType, MethodType, Session};
 use std::io::{Read, Write};
@@ -101,7 +101,7 @@ impl Output {
     }
 }
 
-type Job = Box<dyn FnOnce(&Session) + Send>;
+type Job = Box<dyn FnOnce(&mut Remote) + Send>;
 
 /// A host's worker thread.
 pub(crate) struct Worker {
@@ -122,10 +122,13 @@ impl Worker {
         let handle = std::thread::Builder::new()
             .name(format!("bluegreen-{}", target.id))
             .spawn(move || {
-                let sess = match connect(&target, &settings) {
+                let mut remote = match connect(&target, &settings) {
                     Ok((sess, info)) => {
+                        let mut remote = Remote::new(sess);
+                        // The library is read while the other hosts still connect.
+                        remote.warm();
                         let _ = ctx.send(Ok(info));
-                        sess
+                        remote
                     }
                     Err(e) => {
                         let _ = ctx.send(Err(e));
@@ -133,9 +136,9 @@ impl Worker {
                     }
                 };
                 for job in rx {
-                    job(&sess);
+                    job(&mut remote);
                 }
-                let _ = sess.disconnect(None, "deploy finished", None);
+                let _ = remote.sess.disconnect(None, "deploy finished", None);
             })
             .ok();
         (
@@ -148,11 +151,11 @@ impl Worker {
         )
     }
 
-    /// Runs `f` on the host's session and waits for its result.
+    /// Runs `f` on the host's connection and waits for its result.
     pub fn run<T: Send + 'static>(
         &self,
         step: &str,
-        f: impl FnOnce(&Session) -> T + Send + 'static,
+        f: impl FnOnce(&mut Remote) -> T + Send + 'static,
     ) -> Result<T, Error> {
         let (rtx, rrx) = mpsc::channel();
         let gone = || Error::Ssh {
@@ -163,8 +166,8 @@ impl Worker {
         self.tx
             .as_ref()
             .ok_or_else(gone)?
-            .send(Box::new(move |s: &Session| {
-                let _ = rtx.send(f(s));
+            .send(Box::new(move |r: &mut Remote| {
+                let _ = rtx.send(f(r));
             }))
             .map_err(|_| gone())?;
         rrx.recv().map_err(|_| gone())
@@ -519,56 +522,6 @@ fn authenticate(sess: &Session, t: &Target, s: &Settings) -> Result<String, Erro
         "none of the {} ssh-agent identities was accepted",
         ids.len()
     )))
-}
-
-/// Runs [`REMOTE_COMMAND`] with `stdin` (the library and the call line) and collects its output.
-///
-/// The call may stay silent for the session's timeout (`ssh.command_timeout`) plus `wait`, the time
-/// it waits on purpose (a stop's grace period, for one): its own bound. A dead peer is detected
-/// sooner, by the socket (see `watch_liveness`).
-pub(crate) fn exec(sess: &Session, stdin: &str, wait: Duration) -> Result<Output, String> {
-    if wait.is_zero() {
-        return exec_inner(sess, stdin);
-    }
-    let before = sess.timeout();
-    sess.set_timeout(before.saturating_add(millis_u32(wait)));
-    let r = exec_inner(sess, stdin);
-    sess.set_timeout(before);
-    r
-}
-
-fn exec_inner(sess: &Session, stdin: &str) -> Result<Output, String> {
-    let e = |e: ssh2::Error| SshMsg(&e).to_string();
-    let mut ch = sess.channel_session().map_err(e)?;
-    ch.exec(REMOTE_COMMAND).map_err(e)?;
-    ch.write_all(stdin.as_bytes())
-        .map_err(|e| format!("cannot send the call: {e}"))?;
-    ch.send_eof().map_err(e)?;
-    // The library prints little, far less than the channel window, so reading one stream to its end
-    // and then the other cannot deadlock.
-    let mut stdout = Vec::new();
-    ch.read_to_end(&mut stdout)
-        .map_err(|e| format!("reading output: {e}"))?;
-    let mut stderr = Vec::new();
-    ch.stderr()
-        .read_to_end(&mut stderr)
-        .map_err(|e| format!("reading errors: {e}"))?;
-    ch.wait_eof().map_err(e)?;
-    ch.close().map_err(e)?;
-    ch.wait_close().map_err(e)?;
-    let mut status = ch.exit_status().map_err(e)?;
-    let mut stderr = String::from_utf8_lossy(&stderr).into_owned();
-    if let Ok(sig) = ch.exit_signal() {
-        if let Some(name) = sig.exit_signal {
-            status = -1;
-            stderr.push_str(&format!("\nkilled by SIG{name}"));
-        }
-    }
-    Ok(Output {
-        status,
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr,
-    })
 }
 
 /// Uploads `local` to `remote` over SFTP in [`CHUNK`]-sized writes, never holding more than one

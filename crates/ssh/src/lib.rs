@@ -31,6 +31,7 @@ mod known_hosts;
 pub mod ops;
 mod run;
 mod runtime;
+mod shell;
 
 pub use error::{Error, HostKeyProblem};
 pub use event::{Event, Status, LOCAL};

@@ -5,7 +5,7 @@
 //! library on each (`proxystatus`, `hoststatus`, `history`, `breaklock`), and returns plain data
 //! that prints as text (`Display`) or JSON (`to_json`).
 
-use crate::conn::{self, Output, Worker};
+use crate::conn::{Output, Worker};
 use crate::error::{human, Error};
 use crate::http;
 use crate::run::{last_line, settings, targets};
@@ -67,13 +67,13 @@ fn call(
     args: &[String],
 ) -> Result<Output, Error> {
     let call = RemoteCall::new(func, args.iter().map(Word::lit).collect());
-    let stdin = call.stdin(|v| {
+    let line = call.call_line(|v| {
         Err(Error::Runtime {
             step: step.to_string(),
             name: format!("{v:?}"),
         })
     })?;
-    w.run(step, move |s| conn::exec(s, &stdin, Duration::ZERO))?
+    w.run(step, move |r| r.call(&line, Duration::ZERO))?
         .map_err(|message| Error::Ssh {
             host: host.to_string(),
             step: step.to_string(),

@@ -191,12 +191,13 @@ impl Ctx<'_> {
                 continue;
             }
             let rt = self.rt();
-            let Ok(stdin) = hb.call.stdin(|v| lookup(v, &self.env, &rt, "heartbeat")) else {
+            let Ok(line) = hb
+                .call
+                .call_line(|v| lookup(v, &self.env, &rt, "heartbeat"))
+            else {
                 continue;
             };
-            if let Ok(Ok(out)) =
-                worker.run("heartbeat", move |s| conn::exec(s, &stdin, Duration::ZERO))
-            {
+            if let Ok(Ok(out)) = worker.run("heartbeat", move |r| r.call(&line, Duration::ZERO)) {
                 if out.status == 1 && self.locked.load(Ordering::SeqCst) {
                     self.lost_lock.store(true, Ordering::SeqCst);
                 }
@@ -679,16 +680,16 @@ impl Ctx<'_> {
         show: bool,
     ) -> Result<Output, Error> {
         let rt = self.rt();
-        let stdin = call.stdin(|v| lookup(v, &self.env, &rt, step))?;
+        let line = call.call_line(|v| lookup(v, &self.env, &rt, step))?;
         if show && self.opts.verbose {
             let mut e = em.event(host, step, Status::Progress);
-            e.command = Some(call.call_line(|v| lookup(v, &self.env, &rt, step))?);
+            e.command = Some(line.clone());
             em.send(e);
         }
         let worker = self.worker(host, step)?;
         let wait = Duration::from_secs(call.wait_secs);
         worker
-            .run(step, move |s| conn::exec(s, &stdin, wait))?
+            .run(step, move |r| r.call(&line, wait))?
             .map_err(|message| Error::Ssh {
                 host: host.to_string(),
                 step: step.to_string(),
@@ -844,8 +845,10 @@ impl Ctx<'_> {
         let interrupt = self.opts.interrupt.clone();
         let abort = em.abort.clone();
         let worker = self.worker(&c.host, "copy")?;
-        let uploaded = worker.run("copy", move |s| {
-            conn::upload(s, &local, &remote, &|| flag(&interrupt) || flag(&abort))
+        let uploaded = worker.run("copy", move |r| {
+            conn::upload(&r.sess, &local, &remote, &|| {
+                flag(&interrupt) || flag(&abort)
+            })
         })?;
         let (bytes, took) = match uploaded {
             Ok(v) => v,
