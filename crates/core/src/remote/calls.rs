@@ -1,0 +1,686 @@
+//! One typed argument list per function of the remote library.
+//!
+//! Each struct names the arguments of one `bg_<name>` function of `remote.sh`, and turns itself
+//! into the [`RemoteCall`] both backends send (`RemoteCall::from(Stop { .. })`): the order of the
+//! arguments, how numbers and yes/no flags are written, and how long the call may wait on purpose
+//! are written once, here. Text is a [`Word`], so that it may refer to values known only at run
+//! time (the target slot, an environment variable).
+
+use super::{RemoteCall, RemoteFn, PORT_FREE_WAIT_SECS, SWITCH_WAIT_SECS};
+use crate::word::Word;
+
+/// A number as the library reads it.
+fn number(n: impl ToString) -> Word {
+    Word::lit(n.to_string())
+}
+
+/// A flag as the library reads it: `yes` or `no`.
+fn yes_no(flag: bool) -> Word {
+    Word::lit(if flag { "yes" } else { "no" })
+}
+
+/// `lock`: takes the deploy lock on the proxy, taking over one whose holder stopped renewing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lock {
+    /// The proxy's state directory, which holds the lock.
+    pub state_dir: Word,
+    /// The app, named in the audit line written when an expired lock is taken over.
+    pub app: Word,
+    /// Who takes the lock.
+    pub holder: Word,
+    /// The run's token: the lock is this run's while it carries it.
+    pub token: Word,
+    /// How long the lock holds without a renewal, in seconds.
+    pub lease_secs: u64,
+    /// Why the lock is held (`deploy of shop`), shown to a run that finds it taken.
+    pub message: Word,
+}
+
+impl From<Lock> for RemoteCall {
+    fn from(a: Lock) -> RemoteCall {
+        RemoteCall::new(
+            RemoteFn::Lock,
+            vec![
+                a.state_dir,
+                a.app,
+                a.holder,
+                a.token,
+                number(a.lease_secs),
+                a.message,
+            ],
+        )
+    }
+}
+
+/// `beat`: renews this run's lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Beat {
+    /// The proxy's state directory, which holds the lock.
+    pub state_dir: Word,
+    /// The run's token.
+    pub token: Word,
+    /// For how long the lock holds from now, in seconds.
+    pub lease_secs: u64,
+}
+
+impl From<Beat> for RemoteCall {
+    fn from(a: Beat) -> RemoteCall {
+        RemoteCall::new(
+            RemoteFn::Beat,
+            vec![a.state_dir, a.token, number(a.lease_secs)],
+        )
+    }
+}
+
+/// `unlock`: releases the lock if this run holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unlock {
+    /// The proxy's state directory, which holds the lock.
+    pub state_dir: Word,
+    /// The run's token.
+    pub token: Word,
+}
+
+impl From<Unlock> for RemoteCall {
+    fn from(a: Unlock) -> RemoteCall {
+        RemoteCall::new(RemoteFn::Unlock, vec![a.state_dir, a.token])
+    }
+}
+
+/// `detect`: prints the live slot (`blue`, `green` or `none`) that the upstream file names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detect {
+    /// nginx's upstream file.
+    pub upstream_file: Word,
+    /// Whether the file may be read under `sudo -n`.
+    pub sudo: bool,
+    /// The blue slot's port.
+    pub blue_port: u16,
+    /// The green slot's port.
+    pub green_port: u16,
+    /// The addresses nginx reaches the app hosts at: a slot's server lines must name only these.
+    pub addresses: Vec<Word>,
+}
+
+impl Detect {
+    /// The arguments, in the library's order (`proxystatus` passes them on to `detect`).
+    fn args(self) -> Vec<Word> {
+        [
+            self.upstream_file,
+            yes_no(self.sudo),
+            number(self.blue_port),
+            number(self.green_port),
+        ]
+        .into_iter()
+        .chain(self.addresses)
+        .collect()
+    }
+}
+
+impl From<Detect> for RemoteCall {
+    fn from(a: Detect) -> RemoteCall {
+        RemoteCall::new(RemoteFn::Detect, a.args())
+    }
+}
+
+/// `reconcile`: finishes what a run that died between its intent and its record left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconcile {
+    /// The proxy's state directory (the state file, the intent).
+    pub state_dir: Word,
+    /// The app.
+    pub app: Word,
+    /// The slot the upstream file names now.
+    pub live: Word,
+    /// Whether nginx's commands run under `sudo -n`.
+    pub sudo: bool,
+    /// The command that tests nginx's config.
+    pub test_command: Word,
+    /// The command that reloads nginx.
+    pub reload_command: Word,
+}
+
+impl From<Reconcile> for RemoteCall {
+    fn from(a: Reconcile) -> RemoteCall {
+        // It waits for a switch still running, under the same flock.
+        RemoteCall::new(
+            RemoteFn::Reconcile,
+            vec![
+                a.state_dir,
+                a.app,
+                a.live,
+                yes_no(a.sudo),
+                a.test_command,
+                a.reload_command,
+            ],
+        )
+        .waiting(SWITCH_WAIT_SECS)
+    }
+}
+
+/// `intent`: records, ahead of the switch, what this run is about to make live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intent {
+    /// The proxy's state directory.
+    pub state_dir: Word,
+    /// The run's token.
+    pub token: Word,
+    /// The slot about to be made live.
+    pub target: Word,
+    /// The slot live until now.
+    pub from: Word,
+    /// The release about to be made live.
+    pub release: Word,
+    /// Who runs the switch.
+    pub deployer: Word,
+}
+
+impl From<Intent> for RemoteCall {
+    fn from(a: Intent) -> RemoteCall {
+        RemoteCall::new(
+            RemoteFn::Intent,
+            vec![
+                a.state_dir,
+                a.token,
+                a.target,
+                a.from,
+                a.release,
+                a.deployer,
+            ],
+        )
+    }
+}
+
+/// `prepare`: creates a slot's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepare {
+    /// The slot's directory.
+    pub dir: Word,
+}
+
+impl From<Prepare> for RemoteCall {
+    fn from(a: Prepare) -> RemoteCall {
+        RemoteCall::new(RemoteFn::Prepare, vec![a.dir])
+    }
+}
+
+/// `install`: checks an uploaded artifact's sha256, then renames it into place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Install {
+    /// The slot's directory.
+    pub dir: Word,
+    /// The name the artifact was uploaded under, in that directory.
+    pub tmp_name: Word,
+    /// The name it gets once checked.
+    pub jar_name: Word,
+    /// The sha256 it must have, which is also the release recorded for the slot.
+    pub sha256: Word,
+}
+
+impl From<Install> for RemoteCall {
+    fn from(a: Install) -> RemoteCall {
+        RemoteCall::new(
+            RemoteFn::Install,
+            vec![a.dir, a.tmp_name, a.jar_name, a.sha256],
+        )
+    }
+}
+
+/// `stop`: stops a slot's instance (the signal, then SIGKILL after the grace), then waits until its
+/// port is free.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stop {
+    /// The slot's directory.
+    pub dir: Word,
+    /// The slot's port.
+    pub port: Word,
+    /// The signal that asks the instance to stop.
+    pub signal: Word,
+    /// How long the instance has to exit before it is killed, in seconds.
+    pub grace_secs: u64,
+}
+
+impl From<Stop> for RemoteCall {
+    fn from(a: Stop) -> RemoteCall {
+        RemoteCall::new(
+            RemoteFn::Stop,
+            vec![a.dir, a.port, a.signal, number(a.grace_secs)],
+        )
+        .waiting(a.grace_secs + PORT_FREE_WAIT_SECS)
+    }
+}
+
+/// `start`: starts a slot's instance, after stopping one still running in the slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Start {
+    /// The slot's directory.
+    pub dir: Word,
+    /// The slot (`blue` or `green`).
+    pub slot: Word,
+    /// The slot's port.
+    pub port: Word,
+    /// The address the app host is reached at (`$BG_HOST` for the start command).
+    pub host: Word,
+    /// The artifact's name in the slot's directory.
+    pub jar_name: Word,
+    /// The signal that stops an instance still running in the slot.
+    pub signal: Word,
+    /// How long that instance has to exit before it is killed, in seconds.
+    pub grace_secs: u64,
+    /// The start command, as bash text.
+    pub command: Word,
+    /// The port the proxy sent traffic to when the run began: never started on.
+    pub live_port: Word,
+}
+
+impl Start {
+    /// The arguments, in the library's order (`revive` takes the same ones first).
+    fn args(self) -> Vec<Word> {
+        vec![
+            self.dir,
+            self.slot,
+            self.port,
+            self.host,
+            self.jar_name,
+            self.signal,
+            number(self.grace_secs),
+            self.command,
+            self.live_port,
+        ]
+    }
+
+    /// How long the call may wait on purpose: for an instance still running in the slot to stop.
+    fn wait_secs(&self) -> u64 {
+        self.grace_secs + PORT_FREE_WAIT_SECS
+    }
+}
+
+impl From<Start> for RemoteCall {
+    fn from(a: Start) -> RemoteCall {
+        let wait = a.wait_secs();
+        RemoteCall::new(RemoteFn::Start, a.args()).waiting(wait)
+    }
+}
+
+/// `alive`: fails, with the exit status and the log's last lines, when a slot's instance has
+/// exited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alive {
+    /// The slot's directory.
+    pub dir: Word,
+    /// The slot.
+    pub slot: Word,
+}
+
+impl From<Alive> for RemoteCall {
+    fn from(a: Alive) -> RemoteCall {
+        RemoteCall::new(RemoteFn::Alive, vec![a.dir, a.slot])
+    }
+}
+
+/// `probe`: one health probe sent from the app host itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// The URL probed.
+    pub url: Word,
+    /// The status expected.
+    pub status: u16,
+    /// Text the body must contain, if any.
+    pub body: Option<Word>,
+    /// How long the probe may take, in seconds.
+    pub timeout_secs: u64,
+}
+
+impl From<Probe> for RemoteCall {
+    fn from(a: Probe) -> RemoteCall {
+        RemoteCall::new(
+            RemoteFn::Probe,
+            vec![
+                a.url,
+                number(a.status),
+                a.body.unwrap_or_default(),
+                number(a.timeout_secs),
+            ],
+        )
+        .waiting(a.timeout_secs)
+    }
+}
+
+/// `switch`: points nginx at a port on every app host (rewrite the upstream file, test, reload),
+/// putting the previous file back if any of it fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Switch {
+    /// The proxy's state directory (the switch's flock).
+    pub state_dir: Word,
+    /// nginx's upstream file.
+    pub upstream_file: Word,
+    /// Whether the file is written, and nginx's commands run, under `sudo -n`.
+    pub sudo: bool,
+    /// The command that tests nginx's config.
+    pub test_command: Word,
+    /// The command that reloads nginx.
+    pub reload_command: Word,
+    /// The blue slot's port.
+    pub blue_port: u16,
+    /// The green slot's port.
+    pub green_port: u16,
+    /// The port traffic goes to from now on.
+    pub port: Word,
+    /// The comment line the file begins with.
+    pub header: Word,
+    /// The addresses nginx reaches the app hosts at.
+    pub addresses: Vec<Word>,
+}
+
+impl From<Switch> for RemoteCall {
+    fn from(a: Switch) -> RemoteCall {
+        let args = [
+            a.state_dir,
+            a.upstream_file,
+            yes_no(a.sudo),
+            a.test_command,
+            a.reload_command,
+            number(a.blue_port),
+            number(a.green_port),
+            a.port,
+            a.header,
+        ]
+        .into_iter()
+        .chain(a.addresses)
+        .collect();
+        RemoteCall::new(RemoteFn::Switch, args).waiting(SWITCH_WAIT_SECS)
+    }
+}
+
+/// `settle`: waits until nginx workers from before the reload have exited, or a deadline passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settle {
+    /// The deadline, in seconds.
+    pub deadline_secs: u64,
+}
+
+impl From<Settle> for RemoteCall {
+    fn from(a: Settle) -> RemoteCall {
+        RemoteCall::new(RemoteFn::Settle, vec![number(a.deadline_secs)]).waiting(a.deadline_secs)
+    }
+}
+
+/// `record`: writes the state file, then drops the intent the switch was made under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The proxy's state directory.
+    pub state_dir: Word,
+    /// The app.
+    pub app: Word,
+    /// The slot live from now on.
+    pub live: Word,
+    /// The slot live until now.
+    pub previous: Word,
+    /// The release live from now on.
+    pub release: Word,
+    /// Who made the switch.
+    pub deployer: Word,
+}
+
+impl From<Record> for RemoteCall {
+    fn from(a: Record) -> RemoteCall {
+        RemoteCall::new(
+            RemoteFn::Record,
+            vec![
+                a.state_dir,
+                a.app,
+                a.live,
+                a.previous,
+                a.release,
+                a.deployer,
+            ],
+        )
+    }
+}
+
+/// `revive`: for a rollback, makes sure a slot's instance of a release runs: kept when it still
+/// runs, started again from the artifact kept in its directory otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revive {
+    /// How the instance is started when it no longer runs.
+    pub start: Start,
+    /// The release the slot must hold.
+    pub release: Word,
+}
+
+impl From<Revive> for RemoteCall {
+    fn from(a: Revive) -> RemoteCall {
+        let wait = a.start.wait_secs();
+        let mut args = a.start.args();
+        args.push(a.release);
+        RemoteCall::new(RemoteFn::Revive, args).waiting(wait)
+    }
+}
+
+/// `release`: prints the release that was live before the last switch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    /// The proxy's state directory (the state file).
+    pub state_dir: Word,
+}
+
+impl From<Release> for RemoteCall {
+    fn from(a: Release) -> RemoteCall {
+        RemoteCall::new(RemoteFn::Release, vec![a.state_dir])
+    }
+}
+
+/// `audit`: appends one line to the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audit {
+    /// The proxy's state directory (the audit log).
+    pub state_dir: Word,
+    /// What happened: `deploy`, `rollback`, `retire`.
+    pub event: Word,
+    /// The app.
+    pub app: Word,
+    /// How it ended.
+    pub outcome: Word,
+    /// The slot it targeted.
+    pub target: Word,
+    /// The slot live before.
+    pub from: Word,
+    /// The release.
+    pub release: Word,
+    /// Who ran it.
+    pub deployer: Word,
+}
+
+impl From<Audit> for RemoteCall {
+    fn from(a: Audit) -> RemoteCall {
+        RemoteCall::new(
+            RemoteFn::Audit,
+            vec![
+                a.state_dir,
+                a.event,
+                a.app,
+                a.outcome,
+                a.target,
+                a.from,
+                a.release,
+                a.deployer,
+            ],
+        )
+    }
+}
+
+/// `history`: prints the last lines of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct History {
+    /// The proxy's state directory (the audit log).
+    pub state_dir: Word,
+    /// How many lines.
+    pub count: usize,
+}
+
+impl From<History> for RemoteCall {
+    fn from(a: History) -> RemoteCall {
+        RemoteCall::new(RemoteFn::History, vec![a.state_dir, number(a.count)])
+    }
+}
+
+/// `hoststatus`: prints both slots' status on an app host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostStatus {
+    /// The directory holding one directory per slot.
+    pub deploy_dir: Word,
+    /// The blue slot's port.
+    pub blue_port: u16,
+    /// The green slot's port.
+    pub green_port: u16,
+}
+
+impl From<HostStatus> for RemoteCall {
+    fn from(a: HostStatus) -> RemoteCall {
+        RemoteCall::new(
+            RemoteFn::HostStatus,
+            vec![a.deploy_dir, number(a.blue_port), number(a.green_port)],
+        )
+    }
+}
+
+/// `proxystatus`: prints the slot the upstream file names, the state file and the lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyStatus {
+    /// The proxy's state directory.
+    pub state_dir: Word,
+    /// How the live slot is read.
+    pub detect: Detect,
+}
+
+impl From<ProxyStatus> for RemoteCall {
+    fn from(a: ProxyStatus) -> RemoteCall {
+        let mut args = vec![a.state_dir];
+        args.extend(a.detect.args());
+        RemoteCall::new(RemoteFn::ProxyStatus, args)
+    }
+}
+
+/// `breaklock`: removes the deploy lock whoever holds it, and says so in the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakLock {
+    /// The proxy's state directory, which holds the lock.
+    pub state_dir: Word,
+    /// Who removes it.
+    pub who: Word,
+    /// The app.
+    pub app: Word,
+    /// The token of the lock as it was read: it is removed only if it still carries it (empty:
+    /// whatever it carries).
+    pub token: Word,
+}
+
+impl From<BreakLock> for RemoteCall {
+    fn from(a: BreakLock) -> RemoteCall {
+        RemoteCall::new(
+            RemoteFn::BreakLock,
+            vec![a.state_dir, a.who, a.app, a.token],
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::word::RuntimeVar;
+
+    /// Every argument as bash text.
+    fn words(call: &RemoteCall) -> Vec<String> {
+        call.args.iter().map(Word::to_bash).collect()
+    }
+
+    #[test]
+    fn calls_follow_the_library_order() {
+        let stop = RemoteCall::from(Stop {
+            dir: Word::lit("/srv/a/").then_runtime(RuntimeVar::TargetSlot),
+            port: Word::runtime(RuntimeVar::TargetPort),
+            signal: Word::lit("TERM"),
+            grace_secs: 30,
+        });
+        assert_eq!(stop.func, RemoteFn::Stop);
+        assert_eq!(
+            words(&stop),
+            [
+                "\"/srv/a/${BG_TARGET_SLOT}\"",
+                "\"${BG_TARGET_PORT}\"",
+                "\"TERM\"",
+                "\"30\""
+            ]
+        );
+        assert_eq!(stop.wait_secs, 30 + PORT_FREE_WAIT_SECS);
+
+        let detect = Detect {
+            upstream_file: Word::lit("/etc/nginx/up.conf"),
+            sudo: true,
+            blue_port: 8080,
+            green_port: 8081,
+            addresses: vec![Word::lit("10.0.0.1"), Word::lit("10.0.0.2")],
+        };
+        let status = RemoteCall::from(ProxyStatus {
+            state_dir: Word::lit("/var/lib/bg"),
+            detect: detect.clone(),
+        });
+        let detect = RemoteCall::from(detect);
+        assert_eq!(
+            words(&detect),
+            [
+                "\"/etc/nginx/up.conf\"",
+                "\"yes\"",
+                "\"8080\"",
+                "\"8081\"",
+                "\"10.0.0.1\"",
+                "\"10.0.0.2\""
+            ]
+        );
+        // proxystatus passes detect's arguments on after its own.
+        assert_eq!(status.args[0], Word::lit("/var/lib/bg"));
+        assert_eq!(status.args[1..], detect.args[..]);
+    }
+
+    #[test]
+    fn revive_is_start_and_the_release() {
+        let start = Start {
+            dir: Word::lit("/srv/a/blue"),
+            slot: Word::lit("blue"),
+            port: Word::lit("8080"),
+            host: Word::lit("10.0.0.1"),
+            jar_name: Word::lit("a.jar"),
+            signal: Word::lit("TERM"),
+            grace_secs: 5,
+            command: Word::lit("java -jar \"${BG_JAR}\""),
+            live_port: Word::lit("8081"),
+        };
+        let started = RemoteCall::from(start.clone());
+        let revived = RemoteCall::from(Revive {
+            start,
+            release: Word::lit("abc"),
+        });
+        assert_eq!(revived.func, RemoteFn::Revive);
+        assert_eq!(revived.args.len(), started.args.len() + 1);
+        assert_eq!(revived.args[..started.args.len()], started.args[..]);
+        assert_eq!(revived.args.last(), Some(&Word::lit("abc")));
+        assert_eq!(revived.wait_secs, started.wait_secs);
+        assert_eq!(started.wait_secs, 5 + PORT_FREE_WAIT_SECS);
+    }
+
+    #[test]
+    fn an_empty_body_is_an_empty_argument() {
+        let probe = |body| {
+            RemoteCall::from(Probe {
+                url: Word::lit("http://127.0.0.1:8080/health"),
+                status: 200,
+                body,
+                timeout_secs: 2,
+            })
+        };
+        let without = probe(None);
+        assert_eq!(without.args[2], Word::lit(""));
+        assert_eq!(without.wait_secs, 2);
+        assert_eq!(probe(Some(Word::lit("UP"))).args[2], Word::lit("UP"));
+    }
+}
