@@ -716,13 +716,17 @@ bg_serve() {
   done
 }
 
+# main FN ARGS...: runs bg_FN with ARGS when FN is one of BG_FUNCTIONS, the functions a call may
+# name. That list is not written here: bluegreen adds it after this text, from its own list of
+# remote functions, so a call can name only what bluegreen knows and no helper of the library.
 bg_main() {
-  local fn=$1
+  local fn=$1 known
   shift
-  case "$fn" in
-    lock | beat | unlock | detect | reconcile | prepare | install | stop | start | alive | probe | switch | \
-      settle | intent | record | revive | release | audit | history | hoststatus | proxystatus | breaklock)
-      "bg_$fn" "$@" ;;
-    *) bg_die "unknown remote function '$fn'" ;;
-  esac
+  for known in "${BG_FUNCTIONS[@]}"; do
+    if [ "$known" = "$fn" ]; then
+      "bg_$fn" "$@"
+      return
+    fi
+  done
+  bg_die "unknown remote function '$fn'"
 }
