@@ -11,6 +11,11 @@
 #   testbed.sh list                     list testbeds that exist
 #
 # Needs root. Everything stays on this machine: the bridge has no uplink and the hosts have no default route.
+#
+# Where cgroup v2 is mounted and writable, every host runs in its own cgroup (CGROUP_DIR/HOST in the env
+# file), with a child cgroup `app` an app's start command may move itself into (inside the host:
+# `echo 0 >/etc/bgtb/cgroup/app/cgroup.procs`), so that a host's CPU (`cpu.stat`) can be told apart from
+# its app's. No controller is enabled: nothing is limited, only counted.
 set -euo pipefail
 
 readonly DEPLOY_USER=bgdeploy
@@ -59,6 +64,9 @@ require_tools() {
 }
 
 tb_dir() { echo "/tmp/bgtb-$1"; }
+
+# The cgroup v2 mount (/sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid system), or nothing.
+cgroup2_root() { findmnt -n -t cgroup2 -o TARGET 2>/dev/null | head -n 1; }
 bridge_name() { echo "bgbr-$1"; }
 ns_name() { echo "bgtb-$1-$2"; }
 
@@ -216,8 +224,13 @@ start_host() {
     local name=$1 host=$2 ns hd upid ipid="" i
     ns=$(ns_name "$name" "$host")
     hd=$(tb_dir "$name")/hosts/$host
-    setsid ip netns exec "$ns" unshare --mount --pid --uts --ipc --fork --mount-proc --propagation private \
-        -- "$SELF" __hostinit "$name" "$host" </dev/null >>"$hd/log/init.log" 2>&1 &
+    # The subshell joins the host's cgroup (when there is one) before it becomes the host: everything
+    # the host runs from then on is counted there.
+    (
+        if [[ -n ${CGROUP_HOSTS:-} ]]; then echo 0 >"$CGROUP_HOSTS/$host/cgroup.procs"; fi
+        exec setsid ip netns exec "$ns" unshare --mount --pid --uts --ipc --fork --mount-proc --propagation private \
+            -- "$SELF" __hostinit "$name" "$host"
+    ) </dev/null >>"$hd/log/init.log" 2>&1 &
     upid=$!
     echo "$upid" >"$hd/unshare.pid"
     for ((i = 0; i < 200; i++)); do
@@ -240,6 +253,13 @@ cmd_hostinit() {
     mount --bind "$hd/state" "$STATE_DIR"
     mount --bind "$hd/home" "$DEPLOY_HOME"
     mount --bind "$hd/log" /var/log
+    # `ip netns exec` mounted a fresh /sys, which hides the cgroup mounts: the host's own cgroup is
+    # mounted at /etc/bgtb/cgroup from a cgroup2 mount of its own (only that directory stays visible).
+    if [[ -d $hd/cgroupfs ]]; then
+        mount -t cgroup2 cgroup2 "$hd/cgroupfs"
+        mount --bind "$hd/cgroupfs/bgtb-$name/$host" "$HOST_ETC/cgroup"
+        umount "$hd/cgroupfs"
+    fi
     mount --bind "$hd/tmp" /tmp # last: hides /tmp/bgtb-NAME inside the host
     hostname "$name-$host"
     cd /
@@ -369,15 +389,19 @@ cmd_up() {
 
     ssh-keygen -q -t ed25519 -N '' -C "bgtb-$name-runner" -f "$tb/id_ed25519"
     : >"$tb/known_hosts"
+    CGROUP_HOSTS=""
+    setup_cgroups "$name" "${hosts[@]}"
     for h in "${hosts[@]}"; do
         addr=$(host_addr "$x" "$h")
         prepare_host_dir "$name" "$h" "$addr"
+        if [[ -n $CGROUP_HOSTS ]]; then mkdir "$tb/hosts/$h/etc/cgroup" "$tb/hosts/$h/cgroupfs"; fi
         echo "$addr $(cut -d' ' -f1,2 "$tb/hosts/$h/etc/ssh_host_ed25519_key.pub")" >>"$tb/known_hosts"
         setup_netns "$name" "$h" "$addr"
         start_host "$name" "$h"
     done
     write_ssh_config "$name" "$x" "$n"
     write_env "$name" "$x" "$n"
+    echo "CGROUP_DIR=$CGROUP_HOSTS" >>"$tb/env"
 
     # Check every host: sshd up, key login with strict host key checking works, and the proxy's nginx answers.
     for h in "${hosts[@]}"; do
@@ -396,6 +420,40 @@ cmd_up() {
     UP_OK=1
     log "testbed '$name' up: proxy + $n app host(s) on $SUBNET_PREFIX.$x.0/24 in $((($(date +%s%N) - t0) / 1000000)) ms"
     cat "$tb/env"
+}
+
+# Creates CGROUP_ROOT/bgtb-NAME/HOST and HOST/app for every host (a host sees its own as /etc/bgtb/cgroup) and sets CGROUP_HOSTS to
+# CGROUP_ROOT/bgtb-NAME; leaves it empty (no cgroups, the testbed works the same) without a writable
+# cgroup v2 mount. The deploy user may move its own processes from HOST into HOST/app (cgroup v2 asks for
+# write access to both cgroup.procs files).
+setup_cgroups() {
+    local name=$1 root dir h
+    shift
+    root=$(cgroup2_root)
+    [[ -n $root ]] || return 0
+    dir=$root/bgtb-$name
+    mkdir "$dir" 2>/dev/null || return 0
+    echo "$dir" >"$(tb_dir "$name")/cgroup"
+    for h in "$@"; do
+        mkdir -p "$dir/$h/app"
+        chown "$DEPLOY_USER" "$dir/$h/cgroup.procs" "$dir/$h/app/cgroup.procs"
+    done
+    CGROUP_HOSTS=$dir
+}
+
+# Removes the testbed's cgroups (empty once the hosts' processes are gone; the kernel frees an exited
+# process's cgroup membership a moment after it dies, hence the retries).
+remove_cgroups() {
+    local dir=$1 i d
+    [[ -d $dir && $dir == */bgtb-* ]] || return 0
+    for ((i = 0; i < 100; i++)); do
+        for d in "$dir"/*/app "$dir"/*/ "$dir"; do
+            if [[ -d $d ]]; then rmdir "$d" 2>/dev/null || true; fi
+        done
+        [[ -d $dir ]] || return 0
+        sleep 0.02
+    done
+    log "warning: could not remove cgroup $dir"
 }
 
 # True if PID is a live (not zombie) process whose command name is one of the given names.
@@ -453,6 +511,7 @@ do_down() {
     done
     for link in $link; do ip link del "$link" 2>/dev/null || true; done
     if ip link show "$br" >/dev/null 2>&1; then ip link del "$br"; fi
+    if [[ -f $tb/cgroup ]]; then remove_cgroups "$(cat "$tb/cgroup")"; fi
     if [[ -d $tb ]]; then rm -rf --one-file-system "$tb"; fi
 }
 

@@ -1,7 +1,8 @@
 //! The testbed from Rust: a proxy with nginx and app hosts with sshd, each in its own network, mount
 //! and PID namespaces on this machine (`tests/testbed/testbed.sh`), the demo JVM app's jars
-//! (`tests/app/build.sh`), and the deploy config that points bluegreen at them. Used by the
-//! end-to-end tests and the benchmark suite, so both deploy the same way.
+//! (`tests/app/build.sh`) or the light app's scripts (`tests/lightapp`, [`build_light_apps`]), and
+//! the deploy config that points bluegreen at them. Used by the end-to-end tests and the benchmark
+//! suite, so both deploy the same way.
 //!
 //! Every testbed is torn down when its [`Testbed`] is dropped, even after a panic.
 //!
@@ -117,6 +118,31 @@ impl Testbed {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
+    /// The CPU time `host` (`proxy`, `app1`, ...) has used since the testbed came up, from its
+    /// cgroup's `cpu.stat` (`usage_usec`: every process that ran there, exited ones included), split
+    /// into the app's part (what ran in the host's `app` child cgroup, which a start command built
+    /// with [`DeployOptions::app_cgroup`] moves the app into) and the rest. None when the testbed
+    /// has no cgroups (no writable cgroup v2 mount).
+    pub fn host_cpu(&self, host: &str) -> Option<HostCpu> {
+        let dir = self.env.get("CGROUP_DIR").filter(|d| !d.is_empty())?;
+        let usage = |path: PathBuf| -> Option<u64> {
+            std::fs::read_to_string(path)
+                .ok()?
+                .lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))?
+                .trim()
+                .parse()
+                .ok()
+        };
+        let host_dir = Path::new(dir).join(host);
+        let total = usage(host_dir.join("cpu.stat"))?;
+        let app = usage(host_dir.join("app/cpu.stat"))?;
+        Some(HostCpu {
+            total_usec: total,
+            app_usec: app,
+        })
+    }
+
     /// Whether something listens on `port` on `host`.
     pub fn port_open(&self, host: &str, port: u16) -> bool {
         self.exec(host, &format!("exec 3<>/dev/tcp/127.0.0.1/{port}"))
@@ -181,6 +207,10 @@ impl Testbed {
     /// every 200 ms, two good answers needed within `opts.deadline`, the app's command line, the
     /// start command's working directory, `stop.grace`, and more top-level keys.
     pub fn config_with(&self, artifact: &Path, opts: &DeployOptions) -> String {
+        let program = match opts.app {
+            App::Demo => format!("{} {} -jar", self.var("JAVA"), self.var("JAVA_OPTS")),
+            App::Light => "perl".to_string(),
+        };
         let servers: String = self
             .app_addrs()
             .iter()
@@ -206,7 +236,7 @@ proxy:
   check_url: http://{proxy}:{port}/actuator/health
 servers:
 {servers}deploy_dir: {deploy}
-start: {cd}{java} {java_opts} -jar {{jar}} --server.port={{port}}{args}
+start: {cgroup}{cd}{program} {{jar}} --server.port={{port}}{args}
 health:
   interval: 200ms
   timeout: 2s
@@ -227,8 +257,11 @@ stop:
             reload = self.var("NGINX_RELOAD_CMD"),
             state = self.var("STATE_DIR"),
             deploy = self.var("DEPLOY_DIR"),
-            java = self.var("JAVA"),
-            java_opts = self.var("JAVA_OPTS"),
+            cgroup = if opts.app_cgroup && !self.var("CGROUP_DIR").is_empty() {
+                "echo 0 >/etc/bgtb/cgroup/app/cgroup.procs && "
+            } else {
+                ""
+            },
             cd = opts
                 .cd
                 .as_ref()
@@ -243,6 +276,60 @@ stop:
             grace = opts.grace,
             extra = opts.extra,
         )
+    }
+}
+
+/// What a host's cgroup counted ([`Testbed::host_cpu`]), in microseconds of CPU time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HostCpu {
+    /// Everything that ran on the host (sshd, shells, the remote library, the app).
+    pub total_usec: u64,
+    /// What ran in the host's `app` cgroup: the app instances started with
+    /// [`DeployOptions::app_cgroup`].
+    pub app_usec: u64,
+}
+
+impl HostCpu {
+    /// What ran on the host outside its app: the deploy tool's remote side (and sshd).
+    pub fn tool_usec(&self) -> u64 {
+        self.total_usec.saturating_sub(self.app_usec)
+    }
+
+    /// The CPU used between `before` and `self`.
+    pub fn since(&self, before: &HostCpu) -> HostCpu {
+        HostCpu {
+            total_usec: self.total_usec.saturating_sub(before.total_usec),
+            app_usec: self.app_usec.saturating_sub(before.app_usec),
+        }
+    }
+}
+
+/// Which app a config deploys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum App {
+    /// The demo JVM app (`tests/app`): `java $JAVA_OPTS -jar {jar}`, artifacts from [`build_jars`].
+    #[default]
+    Demo,
+    /// The light app (`tests/lightapp`): `perl {jar}`, artifacts from [`build_light_apps`]. Same
+    /// endpoints, flags and SIGTERM handling; boots in milliseconds and uses a few MiB.
+    Light,
+}
+
+impl App {
+    /// The artifact file for `version` in the directory the builder wrote.
+    pub fn artifact_file(self, version: &str) -> String {
+        match self {
+            App::Demo => format!("app-{version}.jar"),
+            App::Light => format!("light-{version}.pl"),
+        }
+    }
+
+    /// The staged artifact's file name (the config's `artifact`).
+    pub fn staged_name(self) -> &'static str {
+        match self {
+            App::Demo => "demo.jar",
+            App::Light => "light.pl",
+        }
     }
 }
 
@@ -272,6 +359,12 @@ pub struct DeployOptions {
     pub cd: Option<String>,
     /// `stop.grace` (default `20s`).
     pub grace: String,
+    /// Which app (default: the demo JVM app).
+    pub app: App,
+    /// The start command first moves itself into the host's `app` cgroup
+    /// (`echo 0 >/etc/bgtb/cgroup/app/cgroup.procs && ...`), so that [`Testbed::host_cpu`] tells the
+    /// app's CPU apart from the deploy tool's. Ignored on a testbed without cgroups.
+    pub app_cgroup: bool,
 }
 
 impl DeployOptions {
@@ -283,7 +376,21 @@ impl DeployOptions {
             app_args: Vec::new(),
             cd: None,
             grace: "20s".into(),
+            app: App::Demo,
+            app_cgroup: false,
         }
+    }
+
+    /// Deploys the light app (`tests/lightapp`) instead of the demo JVM app.
+    pub fn light(mut self) -> DeployOptions {
+        self.app = App::Light;
+        self
+    }
+
+    /// The app runs in the host's `app` cgroup (see [`DeployOptions::app_cgroup`]).
+    pub fn app_cgroup(mut self) -> DeployOptions {
+        self.app_cgroup = true;
+        self
     }
 
     /// Appends `extra` (top-level keys) to the config.
@@ -343,11 +450,43 @@ pub fn build_jars(out: &Path, versions: &[&str], pad_kib: u64) -> Result<()> {
     Ok(())
 }
 
-/// A deploy workspace: the config (`bluegreen.yaml`) and the artifact (`artifact/demo.jar`).
+/// The light app's script, `tests/lightapp/lightapp.pl`.
+pub fn light_app_source() -> PathBuf {
+    root().join("tests/lightapp/lightapp.pl")
+}
+
+/// Writes the light app's artifacts `light-VERSION.pl` into `out`: the script with VERSION baked in
+/// (its `my $VERSION = 'dev';` line), so that versions differ in content like the demo app's jars.
+pub fn build_light_apps(out: &Path, versions: &[&str]) -> Result<()> {
+    let src = std::fs::read_to_string(light_app_source())?;
+    const LINE: &str = "my $VERSION = 'dev';";
+    if src.matches(LINE).count() != 1 {
+        return Err(format!("{}: no single `{LINE}` line", light_app_source().display()).into());
+    }
+    std::fs::create_dir_all(out)?;
+    for v in versions {
+        if v.is_empty()
+            || !v
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c))
+        {
+            return Err(format!("bad version '{v}' (allowed: letters, digits, . _ + -)").into());
+        }
+        let path = out.join(App::Light.artifact_file(v));
+        let tmp = out.join(format!(".{}.tmp", App::Light.artifact_file(v)));
+        std::fs::write(&tmp, src.replace(LINE, &format!("my $VERSION = '{v}';")))?;
+        std::fs::rename(&tmp, &path)?;
+    }
+    Ok(())
+}
+
+/// A deploy workspace: the config (`bluegreen.yaml`) and the artifact (`artifact/demo.jar`, or
+/// `artifact/light.pl` for the light app).
 pub struct Workdir {
     /// The directory.
     pub dir: PathBuf,
     jars: PathBuf,
+    app: App,
 }
 
 impl Workdir {
@@ -366,11 +505,13 @@ impl Workdir {
     /// [`Testbed::config_with`]).
     pub fn with(tb: &Testbed, dir: &Path, jars: &Path, opts: &DeployOptions) -> Result<Workdir> {
         std::fs::create_dir_all(dir.join("artifact"))?;
-        let cfg = tb.config_with(&dir.join("artifact/demo.jar"), opts);
+        let artifact = dir.join("artifact").join(opts.app.staged_name());
+        let cfg = tb.config_with(&artifact, opts);
         std::fs::write(dir.join("bluegreen.yaml"), cfg)?;
         Ok(Workdir {
             dir: dir.to_path_buf(),
             jars: jars.to_path_buf(),
+            app: opts.app,
         })
     }
 
@@ -381,13 +522,16 @@ impl Workdir {
 
     /// The staged artifact.
     pub fn artifact(&self) -> PathBuf {
-        self.dir.join("artifact/demo.jar")
+        self.dir.join("artifact").join(self.app.staged_name())
     }
 
-    /// Puts `app-VERSION.jar` in place as the artifact (atomically).
+    /// Puts `app-VERSION.jar` (the light app: `light-VERSION.pl`) in place as the artifact
+    /// (atomically).
     pub fn stage(&self, version: &str) -> Result<()> {
-        let tmp = self.dir.join("artifact/.demo.jar.tmp");
-        std::fs::copy(self.jars.join(format!("app-{version}.jar")), &tmp)?;
+        let tmp = self
+            .dir
+            .join(format!("artifact/.{}.tmp", self.app.staged_name()));
+        std::fs::copy(self.jars.join(self.app.artifact_file(version)), &tmp)?;
         std::fs::rename(&tmp, self.artifact())?;
         Ok(())
     }
