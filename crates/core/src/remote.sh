@@ -12,6 +12,32 @@ bg_die() {
   exit 1
 }
 
+# Builtins rather than processes wherever a call runs often: a call costs the host what its forks
+# cost. bg_utc VAR: the time now as 2026-01-31T12:00:00Z. bg_epoch VAR: seconds since the epoch.
+bg_utc() {
+  TZ=UTC0 printf -v "$1" '%(%Y-%m-%dT%H:%M:%SZ)T' -1
+}
+bg_epoch() {
+  printf -v "$1" '%(%s)T' -1
+}
+
+# bg_nap: one wait of a polling loop that has waited BG_NAPPED ms so far (the caller sets it to 0
+# first): 20 ms for the first half second, so that what is quick is seen quickly, then 100 ms.
+bg_nap() {
+  if [ "$BG_NAPPED" -lt 500 ]; then
+    sleep 0.02
+    BG_NAPPED=$((BG_NAPPED + 20))
+  else
+    sleep 0.1
+    BG_NAPPED=$((BG_NAPPED + 100))
+  fi
+}
+
+# bg_napped: BG_NAPPED as seconds, 1.2.
+bg_napped() {
+  printf '%d.%d' $((BG_NAPPED / 1000)) $((BG_NAPPED % 1000 / 100))
+}
+
 # True when something listens on 127.0.0.1:PORT.
 bg_port_busy() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -44,7 +70,14 @@ bg_lock_mutex() {
 
 # bg_lock_field STATE_DIR KEY: a value of the lock's info.
 bg_lock_field() {
-  sed -n "s/^$2=//p" "$1/lock/info" 2>/dev/null | head -n 1
+  local line
+  [ -f "$1/lock/info" ] || return 0
+  while IFS= read -r line || [ -n "$line" ]; do
+    if [[ $line == "$2="* ]]; then
+      printf '%s\n' "${line#*=}"
+      return 0
+    fi
+  done <"$1/lock/info"
 }
 
 # bg_lock_expires STATE_DIR LEASE_SECS: when the lock expires (seconds since the epoch); a lock
@@ -68,9 +101,9 @@ bg_lock_write() {
 # lock STATE_DIR APP HOLDER TOKEN LEASE_SECS MESSAGE: takes the deploy lock for LEASE_SECS (renewed
 # by bg_beat), taking over a lock whose holder stopped renewing it; fails naming a live holder.
 bg_lock() {
-  local dir=$1 app=$2 holder=$3 token=$4 lease=$5 message=$6 now expires tmp old="" note=""
+  local dir=$1 app=$2 holder=$3 token=$4 lease=$5 message=$6 now expires tmp old="" note="" time
   bg_lock_mutex "$dir"
-  now=$(date +%s)
+  bg_epoch now
   if [ -d "$dir/lock" ]; then
     expires=$(bg_lock_expires "$dir" "$lease")
     old=$(bg_lock_field "$dir" holder)
@@ -82,7 +115,8 @@ bg_lock() {
     bg_audit "$dir" lock-break "$app" "took over the expired lock of ${old:-unknown}" "" "" "" "$holder" >/dev/null
   fi
   tmp=$(mktemp -d "$dir/.lock.XXXXXX")
-  bg_lock_write "$tmp" "$holder" "$token" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" $((now + lease)) "$message"
+  bg_utc time
+  bg_lock_write "$tmp" "$holder" "$token" "$time" $((now + lease)) "$message"
   mv -T -- "$tmp" "$dir/lock" || {
     rm -rf -- "$tmp"
     bg_die "cannot take the deploy lock $dir/lock"
@@ -92,13 +126,14 @@ bg_lock() {
 
 # beat STATE_DIR TOKEN LEASE_SECS: renews this run's lock for LEASE_SECS more.
 bg_beat() {
-  local dir=$1 token=$2 lease=$3
+  local dir=$1 token=$2 lease=$3 now
   bg_lock_mutex "$dir"
+  bg_epoch now
   if [ ! -d "$dir/lock" ] || [ "$(bg_lock_field "$dir" token)" != "$token" ]; then
     bg_die "the deploy lock $dir/lock is no longer this run's (held by $(bg_lock_field "$dir" holder || true))"
   fi
   bg_lock_write "$dir/lock" "$(bg_lock_field "$dir" holder)" "$token" "$(bg_lock_field "$dir" time)" \
-    $(($(date +%s) + lease)) "$(bg_lock_field "$dir" message)"
+    $((now + lease)) "$(bg_lock_field "$dir" message)"
   echo "lock renewed for ${lease}s"
 }
 
@@ -300,7 +335,7 @@ bg_slot_pid() {
 # stop SLOT_DIR PORT SIGNAL GRACE_SECS: stops the slot's instance (its whole process group):
 # SIGNAL, up to GRACE_SECS, then SIGKILL; then waits until PORT is free.
 bg_stop() {
-  local dir=$1 port=$2 signal=$3 grace=$4 pid waited=0
+  local dir=$1 port=$2 signal=$3 grace=$4 pid
   if ! pid=$(bg_slot_pid "$dir"); then
     # The process the file names is gone, or a live process with its pid is provably another.
     rm -f -- "$dir/app.pid"
@@ -313,26 +348,25 @@ bg_stop() {
     return 0
   else
     kill -s "$signal" -- "-$pid" 2>/dev/null || kill -s "$signal" "$pid" 2>/dev/null || true
+    BG_NAPPED=0
     while kill -0 -- "-$pid" 2>/dev/null || pgrep -s "$pid" >/dev/null 2>&1; do
-      if [ "$waited" -ge $((grace * 10)) ]; then
+      if [ "$BG_NAPPED" -ge $((grace * 1000)) ]; then
         echo "pid $pid still running after ${grace}s: sending SIGKILL"
         kill -s KILL -- "-$pid" 2>/dev/null || true
         pkill -KILL -s "$pid" 2>/dev/null || true
         break
       fi
-      sleep 0.1
-      waited=$((waited + 1))
+      bg_nap
     done
     rm -f -- "$dir/app.pid"
-    echo "stopped pid $pid after $((waited / 10)).$((waited % 10))s"
+    echo "stopped pid $pid after $(bg_napped)s"
   fi
-  waited=0
+  BG_NAPPED=0
   while bg_port_busy "$port"; do
-    if [ "$waited" -ge 100 ]; then
+    if [ "$BG_NAPPED" -ge 10000 ]; then
       bg_die "port $port is still in use after stopping $dir (another process holds it)"
     fi
-    sleep 0.1
-    waited=$((waited + 1))
+    bg_nap
   done
 }
 
@@ -342,7 +376,7 @@ bg_stop() {
 # COMMAND is shell text that refers to "$BG_JAR", "$BG_PORT", "$BG_SLOT", "$BG_HOST" and "$BG_DIR".
 # The instance runs under a small shell that records its exit status in SLOT_DIR/app.exit.
 bg_start() {
-  local dir=$1 slot=$2 port=$3 host=$4 jar=$5 signal=$6 grace=$7 command=$8 live_port=${9:-} pid start
+  local dir=$1 slot=$2 port=$3 host=$4 jar=$5 signal=$6 grace=$7 command=$8 live_port=${9:-} pid start now
   if [ -n "$live_port" ] && [ "$port" = "$live_port" ]; then
     bg_die "not starting $slot on port $port: the proxy's upstream sends traffic to that port"
   fi
@@ -356,7 +390,8 @@ bg_start() {
   [ -f "$dir/$jar" ] || bg_die "$dir/$jar is missing"
   cd -- "$dir"
   export BG_JAR="$dir/$jar" BG_PORT="$port" BG_SLOT="$slot" BG_HOST="$host" BG_DIR="$dir"
-  printf '\n--- %s starting %s on port %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$slot" "$port" >>"$dir/app.log"
+  bg_utc now
+  printf '\n--- %s starting %s on port %s\n' "$now" "$slot" "$port" >>"$dir/app.log"
   rm -f -- "$dir/app.exit"
   # shellcheck disable=SC2016
   setsid bash -c 'bash -c "$1"; echo "$?" >"$2"' "bluegreen-$slot" "$command" "$dir/app.exit" \
@@ -365,7 +400,9 @@ bg_start() {
   start=$(bg_proc_start "$pid") || start=""
   printf '%s %s\n' "$pid" "$start" >"$dir/app.pid.tmp"
   mv -f -- "$dir/app.pid.tmp" "$dir/app.pid"
-  sleep 0.2
+  # A command that cannot run at all (a typo, a missing program) ends within this; a later death
+  # is what the health checks' `alive` reports.
+  sleep 0.05
   if ! bg_slot_pid "$dir" >/dev/null; then
     bg_exited "$dir" "$slot" "at once"
   fi
@@ -485,8 +522,9 @@ bg_nginx_workers() {
 # the reload that still serves: from then on every request uses the new upstream.
 bg_reloaded() {
   [ "$#" -gt 0 ] || return 0
-  local waited=0 entry pid ppid
+  local entry pid ppid cmdline
   local -A serving
+  BG_NAPPED=0
   while :; do
     serving=()
     for entry in "$@"; do
@@ -494,32 +532,34 @@ bg_reloaded() {
     done
     for entry in "$@"; do
       pid=${entry% *} ppid=${entry#* }
-      if [ "$(tr -d '\0' <"/proc/$pid/cmdline" 2>/dev/null)" = "nginx: worker process" ]; then
+      # The kernel's copy of the worker's title: "nginx: worker process", NUL-terminated.
+      cmdline=""
+      IFS= read -r -d '' cmdline <"/proc/$pid/cmdline" 2>/dev/null || true
+      if [ "$cmdline" = "nginx: worker process" ]; then
         serving[$ppid]=1
       fi
     done
     for ppid in "${!serving[@]}"; do
       [ "${serving[$ppid]}" = 0 ] && return 0
     done
-    [ "$waited" -ge 100 ] && return 1
-    sleep 0.1
-    waited=$((waited + 1))
+    [ "$BG_NAPPED" -ge 10000 ] && return 1
+    bg_nap
   done
 }
 
 # settle DEADLINE_SECS: waits until nginx workers from before the reload have exited (they may
 # still be sending requests to the old slot), or the deadline passes.
 bg_settle() {
-  local deadline=$1 waited=0
+  local deadline=$1
+  BG_NAPPED=0
   while pgrep -f 'nginx: worker process is shutting down' >/dev/null 2>&1; do
-    if [ "$waited" -ge $((deadline * 10)) ]; then
+    if [ "$BG_NAPPED" -ge $((deadline * 1000)) ]; then
       echo "old nginx workers still running after ${deadline}s"
       return 0
     fi
-    sleep 0.1
-    waited=$((waited + 1))
+    bg_nap
   done
-  echo "old nginx workers gone after $((waited / 10)).$((waited % 10))s"
+  echo "old nginx workers gone after $(bg_napped)s"
 }
 
 # record STATE_DIR APP LIVE PREVIOUS RELEASE DEPLOYER: writes the state file atomically. The release
@@ -527,11 +567,12 @@ bg_settle() {
 # the intent the switch was made under. The release that was live until now is kept as
 # previous_release: the one a rollback may go back to.
 bg_record() {
-  local dir=$1 before=""
+  local dir=$1 before="" now
   mkdir -p -- "$dir"
   [ -f "$dir/state" ] && before=$(sed -n 's/^release=//p' "$dir/state")
+  bg_utc now
   printf 'app=%s\nlive=%s\nprevious=%s\nrelease=%s\nprevious_release=%s\ntime=%s\ndeployer=%s\n' \
-    "$2" "$3" "$4" "$5" "$before" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$6" >"$dir/state.tmp"
+    "$2" "$3" "$4" "$5" "$before" "$now" "$6" >"$dir/state.tmp"
   mv -f -- "$dir/state.tmp" "$dir/state"
   rm -f -- "$dir/intent"
   echo "state recorded: live=$3 previous=$4"
@@ -541,9 +582,11 @@ bg_record() {
 # about to make live, so that a run that dies before `record` leaves enough for the next one to
 # know what is live and what was before (bg_reconcile).
 bg_intent() {
+  local now
   mkdir -p -- "$1"
+  bg_utc now
   printf 'token=%s\ntarget=%s\nfrom=%s\nrelease=%s\ndeployer=%s\ntime=%s\n' \
-    "$2" "$3" "$4" "$5" "$6" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$1/intent.tmp"
+    "$2" "$3" "$4" "$5" "$6" "$now" >"$1/intent.tmp"
   mv -f -- "$1/intent.tmp" "$1/intent"
   echo "intent recorded: switch to $3"
 }
@@ -603,26 +646,34 @@ bg_release() {
   echo "$release"
 }
 
-# A JSON string: quotes, backslashes and control characters escaped.
+# bg_json VAR VALUE: sets VAR to VALUE as a JSON string: quotes, backslashes and control characters
+# escaped.
 bg_json() {
-  local s
-  s=$(printf '%s' "$1" | tr -d '\000-\010\013-\037')
+  local s=$2
+  # Control characters other than tab and newline are dropped (listed one by one: a range would
+  # depend on the locale's collation).
+  s=${s//[$'\001\002\003\004\005\006\007\010\013\014\015\016\017\020\021\022\023\024\025\026\027\030\031\032\033\034\035\036\037']/}
   s=${s//\\/\\\\}
   s=${s//\"/\\\"}
   s=${s//$'\t'/\\t}
   s=${s//$'\n'/\\n}
-  printf '"%s"' "$s"
+  printf -v "$1" '"%s"' "$s"
 }
 
 # audit STATE_DIR EVENT APP OUTCOME TARGET FROM RELEASE DEPLOYER: appends one JSON line to the audit
 # log: what happened (deploy, rollback, retire, lock-break), how it ended, the slot it targeted, the
 # slot that was live before, the release, and who.
 bg_audit() {
-  local dir=$1
+  local dir=$1 now i
+  local -a f
   mkdir -p -- "$dir"
+  bg_utc now
+  bg_json "f[0]" "$now"
+  for i in 2 3 4 5 6 7 8; do
+    bg_json "f[$((i - 1))]" "${!i}"
+  done
   printf '{"time":%s,"event":%s,"app":%s,"outcome":%s,"target":%s,"from":%s,"release":%s,"deployer":%s}\n' \
-    "$(bg_json "$(date -u +%Y-%m-%dT%H:%M:%SZ)")" "$(bg_json "$2")" "$(bg_json "$3")" "$(bg_json "$4")" \
-    "$(bg_json "$5")" "$(bg_json "$6")" "$(bg_json "$7")" "$(bg_json "$8")" >>"$dir/audit.log"
+    "${f[@]}" >>"$dir/audit.log"
   echo "audit: $2 $4"
 }
 

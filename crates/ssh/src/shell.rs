@@ -1,9 +1,9 @@
 //! One remote shell per host for the whole run.
 //!
 //! A call used to open a channel, start `bash -s`, send the whole library and read its output: a
-//! dozen round trips and library parses per host per deploy. Now each connection starts
-//! [`REMOTE_COMMAND`] once, sends the library once, followed by `bg_serve` (see `remote.sh`), and
-//! then sends every call line on that same channel, ended by a NUL byte. The shell runs each call
+//! dozen round trips and library parses per host per deploy. Now each connection starts one bash
+//! (see [`serve_command`]) that reads the library once and then serves calls (`bg_serve` in
+//! `remote.sh`): every call line is sent on that same channel, ended by a NUL byte. The shell runs each call
 //! in a subshell of its own (so calls see what a fresh shell would) and answers with one frame:
 //! `STATUS OUT_BYTES ERR_BYTES\n`, the output, the errors.
 //!
@@ -12,13 +12,17 @@
 
 use crate::conn::Output;
 use crate::error::SshMsg;
-use bluegreen_core::remote::{LIBRARY, REMOTE_COMMAND};
+use bluegreen_core::remote::LIBRARY;
 use ssh2::{Channel, Session};
 use std::io::{Read, Write};
 use std::time::Duration;
 
-/// The line that turns the library's shell into a server of calls.
-const SERVE: &str = "bg_serve\n";
+/// The command that starts a host's shell. It reads the library in one piece (`head -c`, which
+/// reads no byte past it) and evaluates it, then serves calls. (`bash -s` would read its script one
+/// byte at a time, a system call per byte, since it must not read past the command it runs.)
+fn serve_command() -> String {
+    format!("bash -c 'eval \"$(head -c {})\" && bg_serve'", LIBRARY.len())
+}
 
 /// A host's connection: its session, and the remote shell calls run on.
 pub(crate) struct Remote {
@@ -103,14 +107,8 @@ enum Answer {
 impl Shell {
     fn open(sess: &Session) -> Result<Shell, String> {
         let mut ch = sess.channel_session().map_err(ssh_msg)?;
-        ch.exec(REMOTE_COMMAND).map_err(ssh_msg)?;
-        let mut text = String::with_capacity(LIBRARY.len() + SERVE.len() + 1);
-        text.push_str(LIBRARY);
-        if !text.ends_with('\n') {
-            text.push('\n');
-        }
-        text.push_str(SERVE);
-        ch.write_all(text.as_bytes())
+        ch.exec(&serve_command()).map_err(ssh_msg)?;
+        ch.write_all(LIBRARY.as_bytes())
             .and_then(|()| ch.flush())
             .map_err(|e| format!("cannot send the library: {e}"))?;
         Ok(Shell {
@@ -213,15 +211,16 @@ mod tests {
 
     /// Runs `calls` through one local `bash -s` serving them, as a host's shell would.
     fn serve(calls: &[&str], env: &[(&str, &str)]) -> Vec<Output> {
-        let mut child = Command::new("bash")
-            .arg("-s")
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(serve_command())
             .env_remove("LC_ALL")
             .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("bash");
-        let mut input = format!("{LIBRARY}\n{SERVE}").into_bytes();
+        let mut input = LIBRARY.as_bytes().to_vec();
         for c in calls {
             input.extend_from_slice(c.as_bytes());
             input.push(0);
