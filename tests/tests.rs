@@ -30,6 +30,7 @@ mod jenkins;
 mod operations;
 mod real_hosts;
 mod render;
+mod scale;
 mod script_calls;
 mod testbed;
 mod util;

@@ -5,14 +5,21 @@
 //! 1. zero downtime over consecutive deploys at the highest sustained request rate, both client modes;
 //! 2. the switch gap (last host healthy → proxy serving the new version);
 //! 3. bluegreen against a seed-style bash deploy (`tests/baseline/seed-style.sh`);
-//! 4. scaling over 1..16 app hosts (deploy time, peak memory);
+//! 4. scaling over app hosts: the demo JVM app at 1..16 hosts (deploy time by phase, peak memory),
+//!    the light app (`tests/lightapp`) at 1..50 (wall time, the runner's CPU and memory, the
+//!    remote CPU per host from the hosts' cgroups, every remote call's time), before and after;
 //! 5. upload throughput against OpenSSH `scp`, and peak memory against artifact size;
 //! 6. rollback to a retained slot.
 //!
 //! `bluegreen-bench` runs the full suite (release build: `cargo run --release -p bluegreen-bench`);
 //! `bluegreen-bench --smoke` runs each measurement minimally, checks that it produced sane numbers, and
 //! writes its report to a temporary directory (CI). Needs root, like the testbed.
+//!
+//! `--only 4` runs the scaling section alone (`--only 4 --light-only`: only its light-app part);
+//! `BLUEGREEN_BIN=PATH` measures another build's binary, and `--write-before FILE` writes that
+//! part's numbers to FILE, which the report reads back as "before" (`crates/bench/baseline-*.md`).
 
+mod before;
 mod poller;
 mod proc;
 mod report;
@@ -55,6 +62,19 @@ struct Cli {
     /// Run only these items (comma-separated numbers 1-6; 1 includes 2).
     #[arg(long, value_delimiter = ',')]
     only: Vec<u8>,
+    /// Item 4 without its demo-JVM part: only the light app over the host counts.
+    #[arg(long)]
+    light_only: bool,
+    /// Write item 4's light-app numbers to this file as a "before" the report can read back
+    /// (measure the old build with BLUEGREEN_BIN=PATH).
+    #[arg(long, value_name = "FILE")]
+    write_before: Option<PathBuf>,
+    /// What to call the measured build in the --write-before file (e.g. its commit).
+    #[arg(long, default_value = "an earlier build")]
+    before_label: String,
+    /// The "before" numbers the report compares with (default: crates/bench/baseline-4c4a749.md).
+    #[arg(long, value_name = "FILE")]
+    before: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -77,11 +97,14 @@ fn run(cli: &Cli) -> Result<bool> {
     if proc::text_of("id", &["-u"]) != "0" {
         return Err("needs root: the testbed uses network, mount and PID namespaces".into());
     }
-    let sizes = if cli.smoke {
+    let mut sizes = if cli.smoke {
         suite::Sizes::smoke()
     } else {
         suite::Sizes::full()
     };
+    if cli.light_only {
+        sizes.scaling_hosts.clear();
+    }
     let tmp_out =
         std::env::temp_dir().join(format!("bluegreen-bench-smoke-{}", std::process::id()));
     let out = cli.out.clone().unwrap_or_else(|| {
@@ -139,6 +162,28 @@ fn run(cli: &Cli) -> Result<bool> {
     }
     r.seconds = t0.elapsed().as_secs_f64();
 
+    if let (Some(path), Some(Ok(sc))) = (&cli.write_before, &r.scaling) {
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let text = format!(
+            "Written by `bluegreen-bench --only 4 --light-only --write-before` with `BLUEGREEN_BIN={}` \
+             (bluegreen at {}), the benchmark code of the tree it ran from; read back by the report \
+             as \"before\". The light app (`tests/lightapp`), {} counted deploys per host count after a \
+             warm-up deploy, no load. Machine: {}; load average when it finished: {}.",
+            sc.bin,
+            cli.before_label,
+            sizes.scaling_runs,
+            machine.summary(),
+            load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        );
+        before::write(
+            path,
+            &format!("Scaling baseline: bluegreen at {}", cli.before_label),
+            &text,
+            &before::Numbers::of(&sc.light),
+        )?;
+        eprintln!("bench: wrote {}", path.display());
+    }
+    r.before = before::read(&cli.before.clone().unwrap_or_else(before::default_path));
     let problems = report::check(&r, &sizes);
     report::write(&r, &sizes, &machine, &out, &plots)?;
     eprintln!(

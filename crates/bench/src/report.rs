@@ -23,11 +23,32 @@ pub struct Results {
     pub rollback: Option<std::result::Result<Rollback, String>>,
     /// Wall time of the suite.
     pub seconds: f64,
+    /// Item 4's light-app numbers of an earlier build (`before::read`).
+    pub before: Option<crate::before::Numbers>,
 }
 
 /// Where the numbers come from.
 pub struct Machine {
     rows: Vec<(String, String)>,
+}
+
+impl Machine {
+    /// CPU, cores, memory, kernel on one line.
+    pub fn summary(&self) -> String {
+        let get = |k: &str| {
+            self.rows
+                .iter()
+                .find(|(n, _)| n == k)
+                .map_or("", |(_, v)| v.as_str())
+        };
+        format!(
+            "{}, {} cores, {}, {}",
+            get("CPU"),
+            get("cores"),
+            get("memory"),
+            get("kernel")
+        )
+    }
 }
 
 fn first_line(s: &str) -> String {
@@ -276,8 +297,29 @@ pub fn check(r: &Results, s: &Sizes) -> Vec<String> {
                 ));
             }
         }
-        if sc.jvm_boot_cpu.is_none() {
+        if sc.jvm_boot_cpu.is_none() && !s.scaling_hosts.is_empty() {
             p.push("scaling: the JVM boot CPU time was not measured".into());
+        }
+        for pt in &sc.light {
+            if pt.runs.len() != s.scaling_runs
+                || pt
+                    .runs
+                    .iter()
+                    .any(|r| r.max_rss_kib == 0 || r.runner_cpu.is_zero() || r.calls.is_empty())
+            {
+                p.push(format!(
+                    "scaling, light app at {} hosts: missing deploys, peak memory, runner CPU or calls",
+                    pt.hosts
+                ));
+            }
+            if pt.runs.iter().any(|r| {
+                r.remote_cpu.len() != pt.hosts || r.remote_cpu.iter().any(Duration::is_zero)
+            }) {
+                p.push(format!(
+                    "scaling, light app at {} hosts: a host's remote CPU was not measured",
+                    pt.hosts
+                ));
+            }
         }
     }
     if let Some(Ok(u)) = &r.upload {

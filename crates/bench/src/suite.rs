@@ -21,8 +21,10 @@ pub struct Sizes {
     pub calib_secs: f64,
     /// Counted deploys per tool (item 3).
     pub baseline_runs: usize,
-    /// App host counts (item 4).
+    /// App host counts (item 4) with the demo JVM app.
     pub scaling_hosts: Vec<usize>,
+    /// App host counts (item 4) with the light app (`tests/lightapp`).
+    pub light_hosts: Vec<usize>,
     /// Counted deploys per host count.
     pub scaling_runs: usize,
     /// Artifact sizes in MiB (item 5); a plain jar is measured as well.
@@ -42,6 +44,7 @@ impl Sizes {
             calib_secs: 2.0,
             baseline_runs: 5,
             scaling_hosts: vec![1, 2, 4, 8, 16],
+            light_hosts: vec![1, 8, 32, 50],
             scaling_runs: 3,
             upload_mib: vec![64, 256],
             upload_runs: 3,
@@ -57,6 +60,7 @@ impl Sizes {
             calib_secs: 0.5,
             baseline_runs: 1,
             scaling_hosts: vec![1, 2],
+            light_hosts: vec![1, 2],
             scaling_runs: 1,
             upload_mib: vec![4],
             upload_runs: 1,
@@ -65,9 +69,9 @@ impl Sizes {
     }
 }
 
-/// The app jars every measurement deploys, built once.
+/// The app jars every measurement deploys, built once, and the light app's scripts.
 pub struct Jars {
-    /// Where they are.
+    /// Where they are (`app-VERSION.jar`, `light-VERSION.pl`).
     pub dir: PathBuf,
 }
 
@@ -138,6 +142,9 @@ pub fn build_all(scratch: &Scratch, s: &Sizes) -> Result<Jars> {
     v.extend(versions("s", s.scaling_runs + 1));
     v.extend(versions("r", s.rollback_runs + 2));
     build_jars(&dir, &v, 0)?;
+    let light = versions("l", s.scaling_runs + 1);
+    let light: Vec<&str> = light.iter().map(String::as_str).collect();
+    bluegreen_testbed::build_light_apps(&dir, &light)?;
     Ok(Jars { dir })
 }
 
@@ -488,54 +495,281 @@ pub struct ScalePoint {
 
 /// Item 4, plus what one app JVM boot costs in CPU (the cause of what does not scale on 2 cores).
 pub struct Scaling {
-    /// Per host count.
+    /// Per host count, the demo JVM app.
     pub points: Vec<ScalePoint>,
     /// CPU time (user + system) one demo JVM spends until its health answers 200, and the wall time.
     pub jvm_boot_cpu: Option<(Duration, Duration)>,
+    /// Per host count, the light app: what the deploy tool itself costs.
+    pub light: Vec<LightPoint>,
+    /// The binary measured (`$BLUEGREEN_BIN` or this build's).
+    pub bin: String,
 }
 
-/// Item 4.
+/// One counted deploy of the light app, with what it cost where.
+#[derive(Debug, Clone)]
+pub struct LightRun {
+    /// `bluegreen exec` wall time, spawn to exit.
+    pub wall: Duration,
+    /// `bluegreen exec`'s own CPU (user + system, from `wait4`'s rusage).
+    pub runner_cpu: Duration,
+    /// Its peak RSS, KiB.
+    pub max_rss_kib: u64,
+    /// CPU each app host used outside its app during the deploy (sshd, shells, the remote library).
+    pub remote_cpu: Vec<Duration>,
+    /// The same on the proxy (nginx's reload included).
+    pub proxy_cpu: Duration,
+    /// The app instances' CPU on all app hosts (excluded from `remote_cpu`).
+    pub app_cpu: Duration,
+    /// CPU time every process of the machine used during the deploy (`/proc/stat`), all cores.
+    pub machine_cpu: Duration,
+    /// Every remote call: (`proxy` or `app`, call kind, time).
+    pub calls: Vec<(String, String, Duration)>,
+}
+
+/// The light app at one host count.
+#[derive(Debug, Clone)]
+pub struct LightPoint {
+    /// App hosts.
+    pub hosts: usize,
+    /// Counted deploys.
+    pub runs: Vec<LightRun>,
+    /// `Testbed::up` for this many hosts.
+    pub up: Duration,
+}
+
+/// CPU time of all processes on the machine so far (`/proc/stat`'s `cpu` line: user, nice, system,
+/// irq, softirq, steal; idle and iowait left out).
+pub fn machine_busy() -> Duration {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = text.lines().find(|l| l.starts_with("cpu ")).map_or(0, |l| {
+        l.split_whitespace()
+            .skip(1)
+            .take(8)
+            .enumerate()
+            .filter(|(i, _)| *i != 3 && *i != 4)
+            .filter_map(|(_, v)| v.parse::<u64>().ok())
+            .sum()
+    });
+    Duration::from_millis(ticks * 1000 / clock_ticks())
+}
+
+fn clock_ticks() -> u64 {
+    static HZ: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *HZ.get_or_init(|| {
+        proc::text_of("getconf", &["CLK_TCK"])
+            .parse::<u64>()
+            .unwrap_or(100)
+            .max(1)
+    })
+}
+
+/// The remote calls in `bluegreen exec -v`'s event lines, timed by when the lines arrived: a call
+/// runs from its `[HOST] STEP .. $ bg_main CALL ...` line to the next line of the same host. Steps
+/// that show no call (`connect`, `health`: the runner's own work, or older builds) count with the
+/// time their `ok` line reports.
+pub fn remote_calls(lines: &[(Duration, String)]) -> Vec<(String, String, Duration)> {
+    struct Ev<'a> {
+        t: Duration,
+        host: &'a str,
+        step: &'a str,
+        word: &'a str,
+        rest: Vec<&'a str>,
+    }
+    let evs: Vec<Ev> = lines
+        .iter()
+        .filter_map(|(t, l)| {
+            let (host, rest) = l.strip_prefix('[')?.split_once("] ")?;
+            let mut w = rest.split_whitespace();
+            let step = w.next()?;
+            let word = w.next()?;
+            Some(Ev {
+                t: *t,
+                host,
+                step,
+                word,
+                rest: w.collect(),
+            })
+        })
+        .collect();
+    let kind = |h: &str| if h == "proxy" { "proxy" } else { "app" }.to_string();
+    let mut calls = Vec::new();
+    let mut with_calls: Vec<(&str, &str)> = Vec::new();
+    for (i, e) in evs.iter().enumerate() {
+        if e.word != ".." || e.rest.first() != Some(&"$") {
+            continue;
+        }
+        let Some(call) = e.rest.iter().skip_while(|w| **w != "bg_main").nth(1) else {
+            continue;
+        };
+        with_calls.push((e.host, e.step));
+        if let Some(next) = evs[i + 1..].iter().find(|n| n.host == e.host) {
+            calls.push((kind(e.host), call.to_string(), next.t.saturating_sub(e.t)));
+        }
+    }
+    for e in &evs {
+        if e.word == "ok"
+            && e.host != bluegreen_ssh::LOCAL
+            && !with_calls.contains(&(e.host, e.step))
+        {
+            if let Some(d) = e.rest.first().and_then(|d| proc::parse_human(d)) {
+                calls.push((kind(e.host), e.step.trim_end_matches('*').to_string(), d));
+            }
+        }
+    }
+    calls
+}
+
+/// Item 4: one testbed per host count; the demo JVM app at `s.scaling_hosts`, then (apps reset)
+/// the light app at `s.light_hosts`.
 pub fn scaling(s: &Sizes, jars: &Jars, bin: &Path, scratch: &Scratch) -> Result<Scaling> {
     let mut points = Vec::new();
-    for &n in &s.scaling_hosts {
+    let mut light = Vec::new();
+    let mut counts: Vec<usize> = s
+        .scaling_hosts
+        .iter()
+        .chain(&s.light_hosts)
+        .copied()
+        .collect();
+    counts.sort_unstable();
+    counts.dedup();
+    for n in counts {
+        let t = Instant::now();
         let tb = Testbed::up(n)?;
-        let wd = Workdir::new(
-            &tb,
-            &scratch.path().join(format!("scale{n}")),
-            &jars.dir,
-            DEADLINE,
-            "",
-        )?;
-        let mut totals = Vec::new();
-        let mut phases = Vec::new();
-        let mut max_rss_kib = 0;
-        for (i, version) in versions("s", s.scaling_runs + 1).iter().enumerate() {
-            wd.stage(version)?;
-            let m = cli_deploy(bin, &wd)?;
-            if i == 0 {
-                continue; // the first deploy starts from nothing: not a steady-state deploy
-            }
-            let (total, p) = proc::parse_summary(&m.stdout)
-                .ok_or_else(|| format!("no summary line in {:?}", m.stdout))?;
-            totals.push(total);
-            phases.push(p);
-            max_rss_kib = max_rss_kib.max(m.max_rss_kib);
-            eprintln!(
-                "bench: {n} host(s) {version}: {:.2}s, {} KiB",
-                total.as_secs_f64(),
-                m.max_rss_kib
-            );
+        let up = t.elapsed();
+        eprintln!(
+            "bench: testbed with {n} app host(s) up in {:.1}s",
+            up.as_secs_f64()
+        );
+        if s.scaling_hosts.contains(&n) {
+            points.push(scale_jvm(s, jars, bin, scratch, &tb, n)?);
+            tb.reset_apps()?;
         }
-        points.push(ScalePoint {
-            hosts: n,
-            totals,
-            phases,
-            max_rss_kib,
-        });
+        if s.light_hosts.contains(&n) {
+            let mut p = scale_light(s, jars, bin, scratch, &tb, n)?;
+            p.up = up;
+            light.push(p);
+        }
     }
     Ok(Scaling {
         points,
         jvm_boot_cpu: jvm_boot_cpu(&jars.dir.join("app-s0.jar")).ok(),
+        light,
+        bin: bin.display().to_string(),
+    })
+}
+
+fn scale_jvm(
+    s: &Sizes,
+    jars: &Jars,
+    bin: &Path,
+    scratch: &Scratch,
+    tb: &Testbed,
+    n: usize,
+) -> Result<ScalePoint> {
+    let wd = Workdir::new(
+        tb,
+        &scratch.path().join(format!("scale{n}")),
+        &jars.dir,
+        DEADLINE,
+        "",
+    )?;
+    let mut totals = Vec::new();
+    let mut phases = Vec::new();
+    let mut max_rss_kib = 0;
+    for (i, version) in versions("s", s.scaling_runs + 1).iter().enumerate() {
+        wd.stage(version)?;
+        let m = cli_deploy(bin, &wd)?;
+        if i == 0 {
+            continue; // the first deploy starts from nothing: not a steady-state deploy
+        }
+        let (total, p) = proc::parse_summary(&m.stdout)
+            .ok_or_else(|| format!("no summary line in {:?}", m.stdout))?;
+        totals.push(total);
+        phases.push(p);
+        max_rss_kib = max_rss_kib.max(m.max_rss_kib);
+        eprintln!(
+            "bench: {n} host(s) {version}: {:.2}s, {} KiB",
+            total.as_secs_f64(),
+            m.max_rss_kib
+        );
+    }
+    Ok(ScalePoint {
+        hosts: n,
+        totals,
+        phases,
+        max_rss_kib,
+    })
+}
+
+fn scale_light(
+    s: &Sizes,
+    jars: &Jars,
+    bin: &Path,
+    scratch: &Scratch,
+    tb: &Testbed,
+    n: usize,
+) -> Result<LightPoint> {
+    let opts = bluegreen_testbed::DeployOptions::new(DEADLINE)
+        .light()
+        .app_cgroup();
+    let wd = Workdir::with(
+        tb,
+        &scratch.path().join(format!("light{n}")),
+        &jars.dir,
+        &opts,
+    )?;
+    let hosts: Vec<String> = (1..=n).map(|i| format!("app{i}")).collect();
+    let cpu = |h: &str| -> Result<bluegreen_testbed::HostCpu> {
+        tb.host_cpu(h).ok_or_else(|| {
+            format!("no cgroup CPU numbers for {h} (no writable cgroup v2 mount?)").into()
+        })
+    };
+    let mut runs = Vec::new();
+    for (i, version) in versions("l", s.scaling_runs + 1).iter().enumerate() {
+        wd.stage(version)?;
+        let before: Vec<_> = hosts.iter().map(|h| cpu(h)).collect::<Result<_>>()?;
+        let proxy_before = cpu("proxy")?;
+        let busy_before = machine_busy();
+        let cfg = wd.config().display().to_string();
+        let (m, lines) = proc::measured_lines(bin, &["-c", &cfg, "exec", "-v"], &wd.dir)?;
+        let busy = machine_busy().saturating_sub(busy_before);
+        if !m.ok {
+            return Err(format!("bluegreen exec failed:\n{}{}", m.stdout, m.stderr).into());
+        }
+        let after: Vec<_> = hosts.iter().map(|h| cpu(h)).collect::<Result<_>>()?;
+        let proxy = cpu("proxy")?.since(&proxy_before);
+        let used: Vec<_> = after.iter().zip(&before).map(|(a, b)| a.since(b)).collect();
+        let run = LightRun {
+            wall: m.wall,
+            runner_cpu: m.cpu(),
+            max_rss_kib: m.max_rss_kib,
+            remote_cpu: used
+                .iter()
+                .map(|u| Duration::from_micros(u.tool_usec()))
+                .collect(),
+            proxy_cpu: Duration::from_micros(proxy.tool_usec()),
+            app_cpu: Duration::from_micros(used.iter().map(|u| u.app_usec).sum()),
+            machine_cpu: busy,
+            calls: remote_calls(&lines),
+        };
+        eprintln!(
+            "bench: light app, {n} host(s) {version}: {:.2}s, runner {:.0} ms CPU, {} KiB, remote {:.0} ms CPU per host, proxy {:.0} ms, machine {:.2} s CPU{}",
+            run.wall.as_secs_f64(),
+            run.runner_cpu.as_secs_f64() * 1000.0,
+            run.max_rss_kib,
+            run.remote_cpu.iter().sum::<Duration>().as_secs_f64() * 1000.0 / n as f64,
+            run.proxy_cpu.as_secs_f64() * 1000.0,
+            run.machine_cpu.as_secs_f64(),
+            if i == 0 { " (warm-up, not counted)" } else { "" }
+        );
+        if i > 0 {
+            runs.push(run);
+        }
+    }
+    Ok(LightPoint {
+        hosts: n,
+        runs,
+        up: Duration::ZERO,
     })
 }
 

@@ -167,8 +167,8 @@ impl Testbed {
             .unwrap_or_default()
     }
 
-    /// Stops every app instance on every app host (through their pid files: bluegreen's slots and
-    /// the seed-style baseline's ports), forgets bluegreen's state and points nginx back at nothing,
+    /// Stops every app instance on every app host (through their pid files, whose first word is the
+    /// pid: bluegreen's slots, `PID START`, and the seed-style baseline's ports), forgets bluegreen's state and points nginx back at nothing,
     /// so another deploy tool can start from clean hosts.
     pub fn reset_apps(&self) -> Result<()> {
         let dir = self.var("DEPLOY_DIR");
@@ -176,7 +176,7 @@ impl Testbed {
             self.sh(
                 &format!("app{i}"),
                 &format!(
-                    "for f in {dir}/*/app.pid; do [ -f \"$f\" ] || continue; p=$(cat \"$f\"); \
+                    "for f in {dir}/*/app.pid; do [ -f \"$f\" ] || continue; read -r p _ <\"$f\" || [ -n \"$p\" ] || continue; \
                      kill -TERM -- \"-$p\" 2>/dev/null || kill -TERM \"$p\" 2>/dev/null || true; \
                      for _ in $(seq 100); do kill -0 \"$p\" 2>/dev/null || break; sleep 0.05; done; \
                      rm -f \"$f\"; done; rm -rf {dir}/*"
