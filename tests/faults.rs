@@ -441,7 +441,7 @@ fn app_host_link_cut_mid_deploy_fails_within_deadlines() {
     assert_code(&run, 1);
     assert_says(
         &run,
-        &["app2", "not healthy after 6s", ":8081/actuator/health"],
+        &["app2", "not healthy after 6.00s", ":8081/actuator/health"],
     );
     // Health deadline (6 s after verify began) + the stop of app2's new instance, which can only
     // time out (grace 2 s + 20 s) + the rest: the deploy ends on its own deadlines, it never hangs.

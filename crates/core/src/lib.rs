@@ -24,6 +24,7 @@ pub mod plan;
 pub mod redact;
 pub mod remote;
 pub mod word;
+pub mod wording;
 
 pub use config::Config;
 pub use error::Error;

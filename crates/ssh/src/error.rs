@@ -1,6 +1,7 @@
 //! The one error type of the SSH backend.
 
 use bluegreen_core::redact::{redact_in, redact_url};
+use bluegreen_core::wording;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -151,10 +152,7 @@ pub enum Error {
     },
 
     /// A new instance did not turn healthy before the deadline.
-    #[error(
-        "{host}: not healthy after {}s at {url}: last probe: {last}",
-        secs(deadline)
-    )]
+    #[error("{host}: {}", not_healthy(deadline, url, last))]
     Health {
         /// Host id.
         host: String,
@@ -313,6 +311,18 @@ fn indent(text: &str) -> String {
         .join("\n")
 }
 
+fn not_healthy(deadline: &Duration, url: &str, last: &str) -> String {
+    let deadline = human(*deadline);
+    wording::NOT_HEALTHY
+        .fill(|n| match n {
+            "deadline" => Some(deadline.as_str()),
+            "url" => Some(url),
+            "last" => Some(last),
+            _ => None,
+        })
+        .unwrap_or_else(|u| format!("(no {} for the message)", u.0))
+}
+
 fn secs(d: &Duration) -> String {
     let s = d.as_secs_f64();
     if s.fract() == 0.0 {
@@ -411,16 +421,9 @@ fn host_key_message(
 }
 
 /// A short description of a duration for messages and events: `850ms`, `1.23s`, `2m05s`.
+/// Core's wording, which the rendered script shares ([`bluegreen_core::wording::human_ms`]).
 pub(crate) fn human(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        format!("{:.2}s", d.as_secs_f64())
-    } else {
-        let s = d.as_secs();
-        format!("{}m{:02}s", s / 60, s % 60)
-    }
+    bluegreen_core::wording::human_ms(d.as_millis())
 }
 
 /// Keeps the last `n` non-empty lines of `text`.
@@ -588,12 +591,12 @@ mod tests {
         let e = Error::Health {
             host: "app2".into(),
             url: "http://10.0.0.12:8081/actuator/health".into(),
-            last: "503 Service Unavailable".into(),
+            last: "status 503".into(),
             deadline: Duration::from_secs(120),
         };
         assert_eq!(
             e.to_string(),
-            "app2: not healthy after 120s at http://10.0.0.12:8081/actuator/health: last probe: 503 Service Unavailable"
+            "app2: not healthy after 2m00s at http://10.0.0.12:8081/actuator/health: last probe: status 503"
         );
     }
 

@@ -1,6 +1,7 @@
 //! HTTP from the runner: health probes, the check through the proxy, Slack notifications.
 
 use bluegreen_core::redact::redact_in;
+use bluegreen_core::wording::ProbeOutcome;
 use std::time::Duration;
 
 fn agent(timeout: Duration) -> ureq::Agent {
@@ -13,19 +14,36 @@ fn agent(timeout: Duration) -> ureq::Agent {
         .into()
 }
 
-/// One GET: Ok when the status (and body text, if given) are as expected, else what was seen,
-/// with the URL's credentials hidden ([`redact_in`]: the error or the answer may quote them).
+/// One GET: Ok when the status (and body text, if given) are as expected, else what was seen, in
+/// the words both backends use, with the URL's credentials hidden ([`redact_in`]: an error may
+/// quote them).
 pub(crate) fn probe(
     url: &str,
     status: u16,
     body: Option<&str>,
     timeout: Duration,
-) -> Result<(), String> {
-    get(url, status, body, timeout).map_err(|m| redact_in(&m, url))
+) -> Result<(), ProbeOutcome> {
+    get(url, status, body, timeout).map_err(|o| match o {
+        ProbeOutcome::NoAnswer(m) => ProbeOutcome::NoAnswer(redact_in(&m, url)),
+        o => o,
+    })
 }
 
-fn get(url: &str, status: u16, body: Option<&str>, timeout: Duration) -> Result<(), String> {
-    let mut resp = agent(timeout).get(url).call().map_err(|e| e.to_string())?;
+/// A failed request as a [`ProbeOutcome`].
+fn no_answer(e: &ureq::Error) -> ProbeOutcome {
+    match e {
+        ureq::Error::Timeout(_) => ProbeOutcome::TimedOut,
+        ureq::Error::HostNotFound => ProbeOutcome::Unresolved,
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            ProbeOutcome::Refused
+        }
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => ProbeOutcome::TimedOut,
+        e => ProbeOutcome::NoAnswer(e.to_string()),
+    }
+}
+
+fn get(url: &str, status: u16, body: Option<&str>, timeout: Duration) -> Result<(), ProbeOutcome> {
+    let mut resp = agent(timeout).get(url).call().map_err(|e| no_answer(&e))?;
     let got = resp.status().as_u16();
     let text = resp
         .body_mut()
@@ -34,18 +52,11 @@ fn get(url: &str, status: u16, body: Option<&str>, timeout: Duration) -> Result<
         .read_to_string()
         .unwrap_or_default();
     if got != status {
-        let snippet: String = text.trim().chars().take(80).collect();
-        return Err(if snippet.is_empty() {
-            format!("status {got}")
-        } else {
-            format!("status {got}: {snippet}")
-        });
+        return Err(ProbeOutcome::Status(got));
     }
     if let Some(want) = body.filter(|b| !b.is_empty()) {
         if !text.contains(want) {
-            return Err(format!(
-                "status {got} but the body does not contain {want:?}"
-            ));
+            return Err(ProbeOutcome::Body(got));
         }
     }
     Ok(())
@@ -116,7 +127,9 @@ mod tests {
             "http://user:secret@no-such-host.invalid/health?token=abc",
             "http://user:secret@[bad/health?token=abc",
         ] {
-            let e = probe(url, 200, None, Duration::from_millis(500)).unwrap_err();
+            let e = probe(url, 200, None, Duration::from_millis(500))
+                .unwrap_err()
+                .to_string();
             assert!(!e.contains("secret") && !e.contains("abc"), "{url}: {e}");
         }
     }
@@ -130,6 +143,7 @@ mod tests {
             Duration::from_millis(500),
         )
         .unwrap_err();
-        assert!(!e.is_empty());
+        assert_eq!(e, ProbeOutcome::Refused, "{e}");
+        assert_eq!(e.to_string(), "no answer (connection refused)");
     }
 }

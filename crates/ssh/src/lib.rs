@@ -38,6 +38,7 @@ pub use event::{Event, Status, LOCAL};
 pub use runtime::{runner_paths, Live};
 
 use bluegreen_core::plan::Action;
+use bluegreen_core::wording;
 use bluegreen_core::{PhaseKind, Plan};
 use std::fmt;
 use std::path::PathBuf;
@@ -121,35 +122,25 @@ impl fmt::Display for Summary {
     /// `deployed shop 0123456789ab to green (previous: blue) in 12.34s: connect 0.20s, prepare ...`,
     /// `rolled back shop to 0123456789ab on blue (from: green) in ...`,
     /// `retired the blue slot of shop (live: green) in ...`
+    /// (Core's wording, [`bluegreen_core::wording::summary`], which the rendered script shares.)
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (total, connect) = (error::human(self.total), error::human(self.connect));
-        match self.action {
-            Action::Deploy => write!(
-                f,
-                "deployed {} {} to {} (previous: {}) in {total}: connect {connect}",
-                self.app,
-                short(&self.release),
-                self.target,
-                self.previous,
-            )?,
-            Action::Rollback => write!(
-                f,
-                "rolled back {} to {} on {} (from: {}) in {total}: connect {connect}",
-                self.app,
-                short(&self.release),
-                self.target,
-                self.previous,
-            )?,
-            Action::Retire => write!(
-                f,
-                "retired the {} slot of {} (live: {}) in {total}: connect {connect}",
-                self.target, self.app, self.previous,
-            )?,
-        }
-        for (k, d) in &self.phases {
-            write!(f, ", {} {}", k.name(), error::human(*d))?;
-        }
-        Ok(())
+        let took = error::human(self.total);
+        let phases = wording::phase_times(
+            std::iter::once(("connect", self.connect.as_millis()))
+                .chain(self.phases.iter().map(|(k, d)| (k.name(), d.as_millis()))),
+        );
+        let line = wording::summary(self.action)
+            .fill(|n| match n {
+                "app" => Some(self.app.as_str()),
+                "release" => Some(short(&self.release)),
+                "target" => Some(self.target.as_str()),
+                "previous" => Some(self.previous.as_str()),
+                "took" => Some(took.as_str()),
+                "phases" => Some(phases.as_str()),
+                _ => None,
+            })
+            .map_err(|_| fmt::Error)?;
+        f.write_str(&line)
     }
 }
 

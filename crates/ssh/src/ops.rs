@@ -911,7 +911,10 @@ pub fn status(config: &Config, opts: &ExecOptions) -> Result<StatusReport, Error
                 }
                 let url = format!("http://{}:{}{}", url_host(addr), s.port, h.path);
                 scope.spawn(move || {
-                    s.health = Some(http::probe(&url, h.status, h.body.as_deref(), h.timeout));
+                    s.health = Some(
+                        http::probe(&url, h.status, h.body.as_deref(), h.timeout)
+                            .map_err(|o| o.to_string()),
+                    );
                 });
             }
         }

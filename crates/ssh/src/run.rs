@@ -14,6 +14,7 @@ use bluegreen_core::plan::Action;
 use bluegreen_core::plan::{
     CopyStep, DrainStep, HealthStep, NotifyStep, RemoteStep, RetainStep, SwitchStep, When,
 };
+use bluegreen_core::wording::{self, ProbeOutcome};
 use bluegreen_core::{PhaseKind, Plan, RemoteCall, Step};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -892,17 +893,20 @@ impl Ctx<'_> {
             }
             probes += 1;
             let result = match h.from {
-                ProbeFrom::Runner => http::probe(&url, h.status, h.body.as_deref(), timeout),
+                ProbeFrom::Runner => http::probe(&url, h.status, h.body.as_deref(), timeout)
+                    .map_err(|o| o.to_string()),
                 ProbeFrom::Host => {
                     let out = self.call(&h.host, "health", &h.probe, em, probes == 1)?;
                     let line = last_line(&out.stdout);
                     if line.starts_with("ok") {
                         Ok(())
                     } else {
-                        Err(format!(
-                            "status {} (probed from the host)",
-                            line.trim_start_matches("bad").trim()
-                        ))
+                        let code = line.trim_start_matches("bad").trim();
+                        Err(match code.parse::<u16>() {
+                            Ok(c) if c > 0 => ProbeOutcome::Status(c),
+                            _ => ProbeOutcome::NoAnswer("probed from the host".into()),
+                        }
+                        .to_string())
                     }
                 }
             };
@@ -910,10 +914,17 @@ impl Ctx<'_> {
                 Ok(()) => {
                     good += 1;
                     if good >= need {
-                        return Ok(Done::ok(format!(
-                            "healthy after {} ({probes} probes of {url})",
-                            human(t0.elapsed())
-                        )));
+                        let (took, probes) = (human(t0.elapsed()), probes.to_string());
+                        return Ok(Done::ok(
+                            wording::HEALTHY
+                                .fill(|n| match n {
+                                    "took" => Some(took.as_str()),
+                                    "probes" => Some(probes.as_str()),
+                                    "url" => Some(url.as_str()),
+                                    _ => None,
+                                })
+                                .unwrap_or_default(),
+                        ));
                     }
                 }
                 Err(m) => {
@@ -925,7 +936,7 @@ impl Ctx<'_> {
             let elapsed = t0.elapsed();
             if elapsed >= deadline {
                 if good > 0 {
-                    last = format!("{good} of {need} consecutive good probes");
+                    last = wording::good_in_a_row(good, need);
                 }
                 return Err(Error::Health {
                     host: h.host.clone(),
@@ -1051,7 +1062,7 @@ impl Ctx<'_> {
                         ok = true;
                         break;
                     }
-                    Err(m) => last = m,
+                    Err(o) => last = o.to_string(),
                 }
             }
             if !ok {
@@ -1103,20 +1114,17 @@ impl Ctx<'_> {
             live.target(),
             &rt.deployer,
         );
-        let text = match self.plan.action {
-            Action::Rollback => format!(
-                "{app}: rolled back to {release} on the {target} slot (from {}) in {took} by {who}: succeeded",
-                live.name()
-            ),
-            Action::Retire => format!(
-                "{app}: retired the {target} slot (live: {}) in {took} by {who}: succeeded",
-                live.name()
-            ),
-            Action::Deploy => format!(
-                "{app}: deployed {release} to the {target} slot (previous: {}) in {took} by {who}: succeeded",
-                live.name()
-            ),
-        };
+        let text = wording::notify_success(self.plan.action)
+            .fill(|n| match n {
+                "app" => Some(app.as_str()),
+                "release" => Some(release),
+                "target" => Some(target),
+                "previous" => Some(live.name()),
+                "took" => Some(took.as_str()),
+                "who" => Some(who.as_str()),
+                _ => None,
+            })
+            .unwrap_or_default();
         match send_slack(&n.channel, &n.webhook_env, &text, self.opts) {
             SlackResult::Sent => Done::ok(format!("posted to {}", n.channel)),
             SlackResult::NotSet => Done::skip(format!("${} is not set", n.webhook_env)),
@@ -1168,10 +1176,7 @@ fn notify_failure(
     if !notifies {
         return;
     }
-    let target = rt
-        .live
-        .map(|l| format!(" to the {} slot", l.target()))
-        .unwrap_or_default();
+    let target = rt.live.map_or("?", |l| l.target());
     let first_line = error.to_string();
     let first_line = first_line.lines().next().unwrap_or_default();
     let release = if rt.release.is_empty() {
@@ -1179,13 +1184,20 @@ fn notify_failure(
     } else {
         short(&rt.release)
     };
-    let text = format!(
-        "{}: {} of {release}{target} by {} FAILED in {phase} after {}: {first_line}",
-        plan.app,
-        plan.action.name(),
-        rt.deployer,
-        human(took)
-    );
+    let took = human(took);
+    let text = wording::NOTIFY_FAILURE
+        .fill(|n| match n {
+            "app" => Some(plan.app.as_str()),
+            "action" => Some(plan.action.name()),
+            "release" => Some(release),
+            "target" => Some(target),
+            "who" => Some(rt.deployer.as_str()),
+            "phase" => Some(phase),
+            "took" => Some(took.as_str()),
+            "error" => Some(first_line),
+            _ => None,
+        })
+        .unwrap_or_default();
     let t = Instant::now();
     let event = |status| Event::new(LOCAL, phase, "notify", status).took(t.elapsed());
     match send_slack(channel, webhook_env, &text, opts) {

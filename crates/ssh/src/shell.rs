@@ -21,7 +21,10 @@ use std::time::Duration;
 /// reads no byte past it) and evaluates it, then serves calls. (`bash -s` would read its script one
 /// byte at a time, a system call per byte, since it must not read past the command it runs.)
 fn serve_command() -> String {
-    format!("bash -c 'eval \"$(head -c {})\" && bg_serve'", LIBRARY.len())
+    format!(
+        "bash -c 'eval \"$(head -c {})\" && bg_serve'",
+        LIBRARY.len()
+    )
 }
 
 /// A host's connection: its session, and the remote shell calls run on.
