@@ -26,6 +26,7 @@
 mod conn;
 mod error;
 mod event;
+mod fleet;
 mod http;
 mod known_hosts;
 pub mod ops;

@@ -7,8 +7,9 @@
 
 use crate::conn::{Output, Worker};
 use crate::error::{human, Error};
+use crate::fleet::{Conn, Fleet};
 use crate::http;
-use crate::run::{last_line, settings, targets};
+use crate::run::last_line;
 use crate::runtime::{clean_deployer, default_deployer, Env, Live};
 use crate::{short, ExecOptions};
 use bluegreen_core::{Config, Plan, RemoteCall, RemoteFn, Step, Word};
@@ -17,13 +18,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-/// A connected host, or why it is not.
-struct Conn {
-    id: String,
-    addr: String,
-    worker: Result<Worker, Error>,
-}
-
 /// Connects to the hosts of `plan` whose ids are in `ids` (all when `None`), at once.
 fn connect(
     plan: &Plan,
@@ -31,31 +25,7 @@ fn connect(
     opts: &ExecOptions,
     ids: Option<&[&str]>,
 ) -> Result<Vec<Conn>, Error> {
-    let settings = settings(plan, env, opts)?;
-    let pending: Vec<_> = targets(plan, env)?
-        .into_iter()
-        .filter(|t| ids.is_none_or(|ids| ids.contains(&t.id.as_str())))
-        .map(|t| {
-            let (id, addr) = (t.id.clone(), t.addr.clone());
-            let (w, rx) = Worker::spawn(t, settings.clone());
-            (id, addr, w, rx)
-        })
-        .collect();
-    Ok(pending
-        .into_iter()
-        .map(|(id, addr, w, rx)| {
-            let worker = match rx.recv() {
-                Ok(Ok(_)) => Ok(w),
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(Error::Ssh {
-                    host: id.clone(),
-                    step: "connect".into(),
-                    message: "the connection thread ended".into(),
-                }),
-            };
-            Conn { id, addr, worker }
-        })
-        .collect())
+    Ok(Fleet::new(plan, env, opts)?.connect(ids, &mut |_, _| {}))
 }
 
 /// One call of a library function whose arguments are all literal; a non-zero exit is an error.

@@ -1,14 +1,15 @@
 //! The runner: phases in order, steps on their hosts, clean-up on failure.
 
-use crate::conn::{self, flag, Connected, Output, Settings, Target, Worker};
+use crate::conn::{self, flag, Output, Worker};
 use crate::error::{human, last_lines, Error};
 use crate::event::{Event, Status, LOCAL};
+use crate::fleet::Fleet;
 use crate::http;
 use crate::runtime::{
     clean_deployer, default_deployer, find_artifact, lookup, resolve, run_token, sha256_file, Env,
     Live, Runtime,
 };
-use crate::{short, ExecOptions, Summary, PASSPHRASE_ENV};
+use crate::{short, ExecOptions, Summary};
 use bluegreen_core::config::{ProbeFrom, Slack};
 use bluegreen_core::plan::Action;
 use bluegreen_core::plan::{
@@ -19,7 +20,7 @@ use bluegreen_core::{PhaseKind, Plan, RemoteCall, Step};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -280,109 +281,46 @@ impl Ctx<'_> {
     }
 }
 
-/// The connection settings of a plan.
-pub(crate) fn settings(plan: &Plan, env: &Env, opts: &ExecOptions) -> Result<Arc<Settings>, Error> {
-    Ok(Arc::new(Settings {
-        known_hosts: PathBuf::from(env.word(&plan.ssh.known_hosts, "ssh.known_hosts")?),
-        global_known_hosts: crate::conn::global_known_hosts(&*opts.env),
-        policy: plan.ssh.host_key_policy,
-        identity: plan
-            .ssh
-            .identity_file
-            .as_ref()
-            .map(|w| env.word(w, "ssh.identity_file"))
-            .transpose()?
-            .map(PathBuf::from),
-        passphrase: (opts.env)(PASSPHRASE_ENV).filter(|p| !p.is_empty()),
-        connect_timeout: Duration::from_secs(plan.ssh.connect_timeout_secs.max(1)),
-        command_timeout: Duration::from_secs(plan.ssh.command_timeout_secs.max(1)),
-    }))
-}
-
-/// Where to connect for the proxy and every app host, in that order.
-pub(crate) fn targets(plan: &Plan, env: &Env) -> Result<Vec<Target>, Error> {
-    let mut targets = Vec::new();
-    for (h, field) in std::iter::once((&plan.proxy, "proxy".to_string())).chain(
-        plan.servers
-            .iter()
-            .enumerate()
-            .map(|(i, h)| (h, format!("servers[{i}]"))),
-    ) {
-        targets.push(Target {
-            id: h.id.clone(),
-            addr: env.word(&h.address, &format!("{field}.host"))?,
-            port: h.port,
-            user: env.word(&h.user, &format!("{field}.user"))?,
-        });
-    }
-    Ok(targets)
-}
-
 /// Connects to the proxy and every app host at once, and a second time to the proxy for the lock's
-/// heartbeat.
+/// heartbeat, reporting each host's connection as it ends; the first host that fails, in plan
+/// order, fails the run.
 fn connect_all(
     plan: &Plan,
     env: &Env,
     opts: &ExecOptions,
     out: &mut dyn FnMut(&Event),
 ) -> Result<(HashMap<String, Worker>, Worker), Error> {
-    let settings = settings(plan, env, opts)?;
-    let targets = targets(plan, env)?;
+    let fleet = Fleet::new(plan, env, opts)?;
     let t = Instant::now();
-    let beat_target = targets
-        .iter()
-        .find(|t| t.id == plan.heartbeat.host)
-        .cloned()
-        .ok_or_else(|| Error::Ssh {
-            host: plan.heartbeat.host.clone(),
-            step: "connect".into(),
-            message: "no such host in the plan".into(),
-        })?;
-    let (beat, beat_rx) = Worker::spawn(beat_target, settings.clone());
-    let pending: Vec<(Worker, Receiver<Result<Connected, Error>>)> = targets
-        .into_iter()
-        .map(|t| Worker::spawn(t, settings.clone()))
-        .collect();
+    let beat = fleet.start_extra(&plan.heartbeat.host)?;
+    let conns = fleet.connect(None, &mut |id, result| match result {
+        Ok(c) => {
+            out(&Event::new(id, "connect", "connect", Status::Ok)
+                .took(t.elapsed())
+                .msg(c.message.clone()));
+            if let Some(warning) = &c.warning {
+                out(&Event::new(id, "connect", "hostkey", Status::Warning).msg(warning.clone()));
+            }
+        }
+        Err(e) => out(&Event::new(id, "connect", "connect", Status::Failed)
+            .took(t.elapsed())
+            .msg(strip_host(e))),
+    });
     let mut workers = HashMap::new();
     let mut first_err = None;
-    for (w, rx) in pending {
-        let result = rx.recv().unwrap_or_else(|_| {
-            Err(Error::Ssh {
-                host: w.id.clone(),
-                step: "connect".into(),
-                message: "the connection thread ended".into(),
-            })
-        });
-        match result {
-            Ok(c) => {
-                out(&Event::new(&w.id, "connect", "connect", Status::Ok)
-                    .took(t.elapsed())
-                    .msg(c.message));
-                if let Some(warning) = c.warning {
-                    out(&Event::new(&w.id, "connect", "hostkey", Status::Warning).msg(warning));
-                }
-                workers.insert(w.id.clone(), w);
+    for c in conns {
+        match c.worker {
+            Ok(w) => {
+                workers.insert(c.id, w);
             }
             Err(e) => {
-                out(&Event::new(&w.id, "connect", "connect", Status::Failed)
-                    .took(t.elapsed())
-                    .msg(strip_host(&e)));
                 first_err.get_or_insert(e);
             }
         }
     }
-    if first_err.is_none() {
-        if let Ok(Err(e)) | Err(e) = beat_rx.recv().map_err(|_| Error::Ssh {
-            host: beat.id.clone(),
-            step: "connect".into(),
-            message: "the connection thread ended".into(),
-        }) {
-            first_err = Some(e);
-        }
-    }
     match first_err {
         Some(e) => Err(e),
-        None => Ok((workers, beat)),
+        None => beat.wait().map(|(w, _)| (workers, w)),
     }
 }
 
