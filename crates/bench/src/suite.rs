@@ -1088,6 +1088,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn times_remote_calls_by_line_arrival() {
+        let ms = Duration::from_millis;
+        let lines: Vec<(Duration, String)> = [
+            (0, "[proxy] connect    ok  64ms  bgdeploy@10.0.0.2:22"),
+            (10, "[proxy] lock       ..  $ bg_main lock /var/lib/bluegreen demo x 20 'deploy of demo'"),
+            (12, "[app1] copy       ..  $ bg_main prepare /srv/bluegreen/green"),
+            (95, "[proxy] lock       ok  86ms  lock taken by x"),
+            (130, "[app1] copy       ..  $ bg_main install /srv/bluegreen/green .u demo.jar abc"),
+            (200, "[app1] copy       ok  180ms  0.0 MiB to /srv/bluegreen/green"),
+            (210, "[app1] health     ok  204ms  healthy after 204ms"),
+            (220, "[local] drain      ok  0ms  waited 0ms"),
+            (230, "[app1] stop*      ..  $ bg_main stop /srv/bluegreen/blue 8080 TERM 20"),
+            (290, "[app1] stop*      ok  60ms  stopped"),
+            (300, "deployed demo abc to green (previous: blue) in 0.30s: connect 64ms"),
+        ]
+        .into_iter()
+        .map(|(t, l)| (ms(t), l.to_string()))
+        .collect();
+        let c = |h: &str, n: &str, t: u64| (h.to_string(), n.to_string(), ms(t));
+        assert_eq!(
+            remote_calls(&lines),
+            vec![
+                c("proxy", "lock", 85),
+                c("app", "prepare", 118),
+                c("app", "install", 70),
+                c("app", "stop", 60),
+                c("proxy", "connect", 64),
+                c("app", "health", 204),
+            ]
+        );
+    }
+
+    #[test]
     fn parses_the_copy_event() {
         let (step, transfer) = copy_line(
             "[app1] start      ok  1.20s  x\n[app1] copy       ok  1.23s  64.0 MiB to /srv/bluegreen/green in 0.98s (65 MiB/s over sftp), sha256 checked\n",
