@@ -241,19 +241,20 @@ mod tests {
 
     #[test]
     fn call_line_quotes_every_argument() {
-        let call = RemoteCall::new(
-            RemoteFn::Stop,
-            vec![
-                Word::lit("/srv/a b/").then_runtime(RuntimeVar::TargetSlot),
-                Word::lit("it's"),
-                Word::lit(""),
-            ],
-        );
+        let call = RemoteCall::from(calls::Install {
+            dir: Word::lit("/srv/a b/").then_runtime(RuntimeVar::TargetSlot),
+            tmp_name: Word::lit("it's"),
+            jar_name: Word::lit(""),
+            sha256: Word::lit("$(id)"),
+        });
         let line: Result<String, ()> = call.call_line(|_| Ok("blue".to_string()));
-        assert_eq!(line.unwrap(), "bg_main stop '/srv/a b/blue' \"it's\" ''\n");
+        assert_eq!(
+            line.unwrap(),
+            "bg_main install '/srv/a b/blue' \"it's\" '' '$(id)'\n"
+        );
         assert_eq!(
             call.display(),
-            "stop \"/srv/a b/${BG_TARGET_SLOT}\" \"it's\" \"\""
+            "install \"/srv/a b/${BG_TARGET_SLOT}\" \"it's\" \"\" \"\\$(id)\""
         );
     }
 

@@ -1,15 +1,18 @@
 //! The typed deploy plan: every step, on every host, computed before anything runs.
 //!
 //! The slot a deploy targets is only known once the live slot has been read from the proxy, so steps
-//! refer to it symbolically through [`RuntimeVar`]s inside their [`Word`]s; each backend resolves
-//! them when it runs.
+//! refer to it symbolically through [`RuntimeVar`](crate::RuntimeVar)s inside their [`Word`]s; each
+//! backend resolves them when it runs. How a plan is computed from the config is in `build.rs`: one
+//! builder per phase, shared by the deploy, rollback and retire plans.
 
 use crate::config::{Config, HostKeyPolicy, ProbeFrom, Slack, Slots, StartPart};
-use crate::remote::{RemoteCall, RemoteFn};
-use crate::word::{RuntimeVar, Var, Word};
+use crate::remote::RemoteCall;
+use crate::word::Word;
 use serde::Serialize;
 use std::fmt::{self, Write as _};
-use std::time::Duration;
+use std::sync::Arc;
+
+mod build;
 
 /// The id of the proxy host in a plan.
 pub const PROXY_ID: &str = "proxy";
@@ -39,13 +42,7 @@ pub const CHECK_TRIES: u32 = 4;
 /// Time between those tries, in milliseconds.
 pub const CHECK_INTERVAL_MS: u64 = 250;
 
-/// How long the remote `stop` waits for the slot's port to be free after the instance exited
-/// (`bg_stop` in the remote library), on top of the stop's grace.
-pub const PORT_FREE_WAIT_SECS: u64 = 10;
-
-/// How long the remote `switch` may wait on purpose: for another switch on the same proxy to
-/// finish (it holds the switch's `flock`), and for nginx to replace its workers after the reload.
-pub const SWITCH_WAIT_SECS: u64 = 30;
+pub use crate::remote::{PORT_FREE_WAIT_SECS, SWITCH_WAIT_SECS};
 
 /// What a plan does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -105,6 +102,10 @@ pub struct Plan {
     pub start_template: String,
     /// Remote directory holding one directory per slot.
     pub deploy_dir: String,
+    /// The config the plan was computed from: the rollback and retire plans of a deploy plan
+    /// ([`Plan::to_rollback`], [`Plan::to_retire`]) are computed from it.
+    #[serde(skip)]
+    config: Arc<Config>,
 }
 
 /// A host the plan talks to.
@@ -438,502 +439,10 @@ impl Step {
     }
 }
 
-fn secs_ceil(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Paths containing `~/` refer to the runner's home directory.
-fn home_path(w: &Word) -> Word {
-    match w.0.first() {
-        Some(crate::word::Part::Lit(s)) if s.starts_with("~/") => {
-            let mut out = Word(vec![crate::word::Part::Var(Var::Env("HOME".into()))]);
-            out.push_lit(&s[1..]);
-            for p in &w.0[1..] {
-                out.0.push(p.clone());
-            }
-            out
-        }
-        _ => w.clone(),
-    }
-}
-
 impl Plan {
     /// Computes the plan for a validated config.
     pub fn new(config: &Config) -> Plan {
-        let c = config;
-        let proxy = Host {
-            id: PROXY_ID.into(),
-            address: c.proxy.host.clone(),
-            app_address: c.proxy.host.clone(),
-            user: c.proxy.user.clone(),
-            port: c.proxy.port,
-        };
-        let servers: Vec<Host> = c
-            .servers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| Host {
-                id: format!("app{}", i + 1),
-                address: s.host.clone(),
-                app_address: s.address.clone(),
-                user: s.user.clone(),
-                port: s.port,
-            })
-            .collect();
-        let jar_name = format!("{}.jar", c.app);
-        let tmp_name = format!(".{jar_name}.upload");
-        let state_dir = Word::lit(&c.proxy.state_dir);
-        let deployer = Word::runtime(RuntimeVar::Deployer);
-        let slot_dir =
-            |slot: RuntimeVar| Word::lit(format!("{}/", c.deploy_dir)).then_runtime(slot);
-        let target_dir = slot_dir(RuntimeVar::TargetSlot);
-        let live_dir = slot_dir(RuntimeVar::LiveSlot);
-        let signal = Word::lit(&c.stop.signal);
-        let grace = Word::lit(secs_ceil(c.stop.grace).to_string());
-        let sudo = Word::lit(if c.proxy.sudo { "yes" } else { "no" });
-        let stop_wait = secs_ceil(c.stop.grace) + PORT_FREE_WAIT_SECS;
-
-        let token = Word::runtime(RuntimeVar::RunToken);
-        let lease = Word::lit(secs_ceil(c.lock.stale_after).to_string());
-        let lock = Step::Lock(RemoteStep {
-            host: PROXY_ID.into(),
-            call: RemoteCall::new(
-                RemoteFn::Lock,
-                vec![
-                    state_dir.clone(),
-                    Word::lit(&c.app),
-                    deployer.clone(),
-                    token.clone(),
-                    lease.clone(),
-                    Word::lit(format!("deploy of {}", c.app)),
-                ],
-            ),
-            when: When::Always,
-        });
-        let unlock = Step::Unlock(RemoteStep {
-            host: PROXY_ID.into(),
-            call: RemoteCall::new(RemoteFn::Unlock, vec![state_dir.clone(), token.clone()]),
-            when: When::Always,
-        });
-        let heartbeat = Heartbeat {
-            host: PROXY_ID.into(),
-            call: RemoteCall::new(
-                RemoteFn::Beat,
-                vec![state_dir.clone(), token.clone(), lease],
-            ),
-            every_ms: millis(c.lock.stale_after) / 4,
-        };
-        let app_addresses: Vec<Word> = servers.iter().map(|h| h.app_address.clone()).collect();
-        let nginx_words = [
-            sudo.clone(),
-            Word::lit(c.proxy.test_command.join(" ")),
-            Word::lit(c.proxy.reload_command.join(" ")),
-        ];
-        let reconcile = Step::Reconcile(RemoteStep {
-            host: PROXY_ID.into(),
-            call: RemoteCall::new(
-                RemoteFn::Reconcile,
-                [
-                    state_dir.clone(),
-                    Word::lit(&c.app),
-                    Word::runtime(RuntimeVar::LiveSlot),
-                ]
-                .into_iter()
-                .chain(nginx_words.iter().cloned())
-                .collect(),
-            )
-            .waiting(SWITCH_WAIT_SECS),
-            when: When::Always,
-        });
-        let detect = Step::Detect(RemoteStep {
-            host: PROXY_ID.into(),
-            call: RemoteCall::new(
-                RemoteFn::Detect,
-                [
-                    Word::lit(&c.proxy.upstream_file),
-                    sudo.clone(),
-                    Word::lit(c.slots.blue.to_string()),
-                    Word::lit(c.slots.green.to_string()),
-                ]
-                .into_iter()
-                .chain(app_addresses.iter().cloned())
-                .collect(),
-            ),
-            when: When::Always,
-        });
-
-        let stop_on = |h: &Host, dir: &Word, port: RuntimeVar, when: When| {
-            Step::Stop(RemoteStep {
-                host: h.id.clone(),
-                call: RemoteCall::new(
-                    RemoteFn::Stop,
-                    vec![
-                        dir.clone(),
-                        Word::runtime(port),
-                        signal.clone(),
-                        grace.clone(),
-                    ],
-                )
-                .waiting(stop_wait),
-                when,
-            })
-        };
-        let stop_new: Vec<Step> = servers
-            .iter()
-            .map(|h| stop_on(h, &target_dir, RuntimeVar::TargetPort, When::Always))
-            .collect();
-
-        let copies = servers
-            .iter()
-            .map(|h| {
-                Step::Copy(CopyStep {
-                    host: h.id.clone(),
-                    dir: target_dir.clone(),
-                    tmp_name: tmp_name.clone(),
-                    prepare: RemoteCall::new(RemoteFn::Prepare, vec![target_dir.clone()]),
-                    install: RemoteCall::new(
-                        RemoteFn::Install,
-                        vec![
-                            target_dir.clone(),
-                            Word::lit(&tmp_name),
-                            Word::lit(&jar_name),
-                            Word::runtime(RuntimeVar::Release),
-                        ],
-                    ),
-                })
-            })
-            .collect();
-
-        let command = start_command(&c.start);
-        let starts = servers
-            .iter()
-            .map(|h| {
-                Step::Start(RemoteStep {
-                    host: h.id.clone(),
-                    call: RemoteCall::new(
-                        RemoteFn::Start,
-                        vec![
-                            target_dir.clone(),
-                            Word::runtime(RuntimeVar::TargetSlot),
-                            Word::runtime(RuntimeVar::TargetPort),
-                            h.app_address.clone(),
-                            Word::lit(&jar_name),
-                            signal.clone(),
-                            grace.clone(),
-                            Word::lit(&command),
-                            Word::runtime(RuntimeVar::LivePort),
-                        ],
-                    )
-                    .waiting(stop_wait),
-                    when: When::Always,
-                })
-            })
-            .collect();
-
-        let hc = &c.health;
-        let healths = servers
-            .iter()
-            .map(|h| {
-                let url_from = |addr: &Word| {
-                    Word::lit("http://")
-                        .then(addr)
-                        .then_lit(":")
-                        .then_runtime(RuntimeVar::TargetPort)
-                        .then_lit(&hc.path)
-                };
-                Step::Health(HealthStep {
-                    host: h.id.clone(),
-                    url: url_from(&h.app_address),
-                    status: hc.status,
-                    body: hc.body.clone(),
-                    interval_ms: millis(hc.interval),
-                    timeout_ms: millis(hc.timeout),
-                    deadline_ms: millis(hc.deadline),
-                    successes: hc.successes,
-                    from: hc.from,
-                    probe: RemoteCall::new(
-                        RemoteFn::Probe,
-                        vec![
-                            url_from(&Word::lit("127.0.0.1")),
-                            Word::lit(hc.status.to_string()),
-                            Word::lit(hc.body.clone().unwrap_or_default()),
-                            Word::lit(secs_ceil(hc.timeout).to_string()),
-                        ],
-                    )
-                    .waiting(secs_ceil(hc.timeout)),
-                    alive: RemoteCall::new(
-                        RemoteFn::Alive,
-                        vec![target_dir.clone(), Word::runtime(RuntimeVar::TargetSlot)],
-                    ),
-                })
-            })
-            .collect();
-
-        let switch_call = |port: RuntimeVar| {
-            RemoteCall::new(
-                RemoteFn::Switch,
-                [
-                    state_dir.clone(),
-                    Word::lit(&c.proxy.upstream_file),
-                    sudo.clone(),
-                    Word::lit(c.proxy.test_command.join(" ")),
-                    Word::lit(c.proxy.reload_command.join(" ")),
-                    Word::lit(c.slots.blue.to_string()),
-                    Word::lit(c.slots.green.to_string()),
-                    Word::runtime(port),
-                    Word::lit(format!("# managed by bluegreen for {}", c.app)),
-                ]
-                .into_iter()
-                .chain(app_addresses.iter().cloned())
-                .collect(),
-            )
-            .waiting(SWITCH_WAIT_SECS)
-        };
-        let settle = RemoteCall::new(
-            RemoteFn::Settle,
-            vec![Word::lit(secs_ceil(c.stop.grace).to_string())],
-        )
-        .waiting(secs_ceil(c.stop.grace));
-        let switch = Step::Switch(SwitchStep {
-            host: PROXY_ID.into(),
-            call: switch_call(RuntimeVar::TargetPort),
-            settle: settle.clone(),
-            check_url: c.proxy.check_url.clone(),
-            check_status: hc.status,
-            check_tries: CHECK_TRIES,
-            check_interval_ms: CHECK_INTERVAL_MS,
-            check_timeout_ms: millis(hc.timeout),
-            when: When::Always,
-        });
-        let switch_back = Step::Switch(SwitchStep {
-            host: PROXY_ID.into(),
-            call: switch_call(RuntimeVar::LivePort),
-            settle,
-            check_url: None,
-            check_status: hc.status,
-            check_tries: CHECK_TRIES,
-            check_interval_ms: CHECK_INTERVAL_MS,
-            check_timeout_ms: millis(hc.timeout),
-            when: When::LiveExists,
-        });
-        let intent = Step::Intent(RemoteStep {
-            host: PROXY_ID.into(),
-            call: RemoteCall::new(
-                RemoteFn::Intent,
-                vec![
-                    state_dir.clone(),
-                    token.clone(),
-                    Word::runtime(RuntimeVar::TargetSlot),
-                    Word::runtime(RuntimeVar::LiveSlot),
-                    Word::runtime(RuntimeVar::Release),
-                    deployer.clone(),
-                ],
-            ),
-            when: When::Always,
-        });
-        let record = Step::Record(RemoteStep {
-            host: PROXY_ID.into(),
-            call: RemoteCall::new(
-                RemoteFn::Record,
-                vec![
-                    state_dir.clone(),
-                    Word::lit(&c.app),
-                    Word::runtime(RuntimeVar::TargetSlot),
-                    Word::runtime(RuntimeVar::LiveSlot),
-                    Word::runtime(RuntimeVar::Release),
-                    deployer.clone(),
-                ],
-            ),
-            when: When::Always,
-        });
-
-        let retire: Vec<Step> = if c.retain.is_zero() {
-            servers
-                .iter()
-                .map(|h| stop_on(h, &live_dir, RuntimeVar::LivePort, When::LiveExists))
-                .collect()
-        } else {
-            servers
-                .iter()
-                .map(|h| {
-                    Step::Retain(RetainStep {
-                        host: h.id.clone(),
-                        seconds: secs_ceil(c.retain),
-                    })
-                })
-                .collect()
-        };
-
-        let audit = |outcome: &str| {
-            Step::Audit(RemoteStep {
-                host: PROXY_ID.into(),
-                call: RemoteCall::new(
-                    RemoteFn::Audit,
-                    vec![
-                        state_dir.clone(),
-                        Word::lit(Action::Deploy.name()),
-                        Word::lit(&c.app),
-                        Word::lit(outcome),
-                        Word::runtime(RuntimeVar::TargetSlot),
-                        Word::runtime(RuntimeVar::LiveSlot),
-                        Word::runtime(RuntimeVar::Release),
-                        deployer.clone(),
-                    ],
-                ),
-                when: When::Always,
-            })
-        };
-        let mut finish = vec![audit("success"), unlock.clone()];
-        if let Some(s) = &c.slack {
-            finish.push(Step::Notify(NotifyStep {
-                channel: s.channel.clone(),
-                webhook_env: s.webhook_env.clone(),
-            }));
-        }
-
-        let before_switch: Vec<Step> = stop_new
-            .iter()
-            .cloned()
-            .chain([audit("failed"), unlock.clone()])
-            .collect();
-        // A failed switch puts the previous upstream back (when there was one) before the new
-        // instances are stopped, so traffic never points at a stopped slot.
-        let at_switch: Vec<Step> = std::iter::once(switch_back)
-            .chain(before_switch.iter().cloned())
-            .collect();
-
-        let after_switch = vec![audit("switched, then failed"), unlock.clone()];
-        let mut phases = vec![
-            Phase {
-                kind: PhaseKind::Prepare,
-                parallel: false,
-                steps: vec![lock, detect, reconcile],
-                on_failure: vec![unlock.clone()],
-            },
-            Phase {
-                kind: PhaseKind::Upload,
-                parallel: true,
-                steps: copies,
-                on_failure: before_switch.clone(),
-            },
-            Phase {
-                kind: PhaseKind::Start,
-                parallel: true,
-                steps: starts,
-                on_failure: before_switch.clone(),
-            },
-            Phase {
-                kind: PhaseKind::Verify,
-                parallel: true,
-                steps: healths,
-                on_failure: before_switch.clone(),
-            },
-            Phase {
-                kind: PhaseKind::Switch,
-                parallel: false,
-                steps: vec![intent, switch],
-                on_failure: at_switch,
-            },
-            Phase {
-                kind: PhaseKind::Drain,
-                parallel: false,
-                // The state file is written once the switch is final: after the post-switch check and,
-                // in Jenkins, after the promotion gate, so a switch undone never reaches it.
-                steps: vec![
-                    record,
-                    Step::Drain(DrainStep {
-                        millis: millis(c.drain),
-                    }),
-                ],
-                on_failure: after_switch.clone(),
-            },
-            Phase {
-                kind: PhaseKind::Retire,
-                parallel: true,
-                steps: retire,
-                on_failure: after_switch,
-            },
-            Phase {
-                kind: PhaseKind::Finish,
-                parallel: false,
-                steps: finish,
-                // Whatever else failed (the audit line: a full disk), the lock is released.
-                on_failure: vec![unlock.clone()],
-            },
-        ];
-
-        if c.jenkins.gate.is_some() {
-            // The gate itself is Jenkins' `input`: the phase has no steps, only what a rejection
-            // undoes (the same as a failed switch).
-            let at = phases
-                .iter()
-                .position(|p| p.kind == PhaseKind::Switch)
-                .map_or(phases.len(), |i| i + 1);
-            let undo = phases
-                .iter()
-                .find(|p| p.kind == PhaseKind::Switch)
-                .map(|p| p.on_failure.clone())
-                .unwrap_or_default();
-            phases.insert(
-                at,
-                Phase {
-                    kind: PhaseKind::Promote,
-                    parallel: false,
-                    steps: vec![],
-                    on_failure: undo,
-                },
-            );
-        }
-
-        let known_hosts = home_path(&c.ssh.known_hosts);
-        let identity_file = c.ssh.identity_file.as_ref().map(home_path);
-        // `~/` became `${HOME}`: the runner's home, which exec must look up like any variable.
-        let mut refs = c.env_refs();
-        refs.push(("ssh.known_hosts".into(), &known_hosts));
-        if let Some(w) = &identity_file {
-            refs.push(("ssh.identity_file".into(), w));
-        }
-        let mut env: Vec<EnvRef> = Vec::new();
-        for (field, word) in refs {
-            for name in word.env_vars() {
-                if !env.iter().any(|e| e.name == name && e.field == field) {
-                    env.push(EnvRef {
-                        name: name.to_string(),
-                        field: field.clone(),
-                    });
-                }
-            }
-        }
-
-        Plan {
-            action: Action::Deploy,
-            app: c.app.clone(),
-            artifact: c.artifact.clone(),
-            jar_name,
-            proxy,
-            servers,
-            slots: c.slots,
-            ssh: SshPlan {
-                host_key_policy: c.ssh.host_key_policy,
-                known_hosts,
-                identity_file,
-                credentials_id: c.ssh.credentials_id.clone(),
-                known_hosts_credential: c.ssh.known_hosts_credential.clone(),
-                connect_timeout_secs: secs_ceil(c.ssh.connect_timeout),
-                command_timeout_secs: secs_ceil(c.ssh.command_timeout),
-            },
-            phases,
-            heartbeat,
-            env,
-            slack: c.slack.clone(),
-            jenkins: c.jenkins.clone(),
-            start_template: c.start_template.clone(),
-            deploy_dir: c.deploy_dir.clone(),
-        }
+        build::deploy(config)
     }
 
     /// The plan of `bluegreen rollback`: traffic back on the idle (previous) slot.
@@ -942,98 +451,22 @@ impl Plan {
     /// running (retained) or restarted from the release kept in its directory, health-checked, and
     /// switched to; the slot rolled back from is then retired like an old slot after a deploy.
     pub fn rollback(config: &Config) -> Plan {
-        Plan::new(config).to_rollback()
+        build::rollback(config)
     }
 
     /// The plan of `bluegreen retire`: stop the idle slot kept after a switch.
     pub fn retire(config: &Config) -> Plan {
-        Plan::new(config).to_retire()
+        build::retire(config)
     }
 
-    /// The rollback plan derived from this deploy plan (see [`Plan::rollback`]).
+    /// The rollback plan of the config this plan was computed from (see [`Plan::rollback`]).
     pub fn to_rollback(&self) -> Plan {
-        let mut plan = self.clone();
-        plan.action = Action::Rollback;
-        plan.phases
-            .retain(|p| !matches!(p.kind, PhaseKind::Upload | PhaseKind::Promote));
-        let state_dir = self
-            .phases
-            .first()
-            .and_then(|p| p.steps.first())
-            .and_then(|s| match s {
-                Step::Lock(l) => l.call.args.first().cloned(),
-                _ => None,
-            })
-            .unwrap_or_default();
-        for phase in &mut plan.phases {
-            if phase.kind == PhaseKind::Prepare {
-                phase.steps.push(Step::Inspect(RemoteStep {
-                    host: PROXY_ID.into(),
-                    call: RemoteCall::new(RemoteFn::Release, vec![state_dir.clone()]),
-                    when: When::Always,
-                }));
-            }
-            for step in phase.steps.iter_mut().chain(phase.on_failure.iter_mut()) {
-                match step {
-                    Step::Start(s) => {
-                        s.call.func = RemoteFn::Revive;
-                        s.call.args.push(Word::runtime(RuntimeVar::Release));
-                    }
-                    Step::Audit(s) => s.call.args[1] = Word::lit(Action::Rollback.name()),
-                    Step::Lock(s) => {
-                        set_lock_message(&mut s.call, format!("rollback of {}", self.app))
-                    }
-                    _ => {}
-                }
-            }
-        }
-        plan
+        Plan::rollback(&self.config)
     }
 
-    /// The retire plan derived from this deploy plan (see [`Plan::retire`]).
+    /// The retire plan of the config this plan was computed from (see [`Plan::retire`]).
     pub fn to_retire(&self) -> Plan {
-        let deploy = self;
-        let mut plan = deploy.clone();
-        plan.action = Action::Retire;
-        let find = |kind: PhaseKind| deploy.phases.iter().find(|p| p.kind == kind).cloned();
-        let (Some(prepare), Some(upload), Some(finish)) = (
-            find(PhaseKind::Prepare),
-            find(PhaseKind::Upload),
-            find(PhaseKind::Finish),
-        ) else {
-            return plan;
-        };
-        // Stopping the idle slot on every host is what a failed upload undoes.
-        let stops: Vec<Step> = upload
-            .on_failure
-            .iter()
-            .filter(|s| matches!(s, Step::Stop(_)))
-            .cloned()
-            .collect();
-        let mut finish = finish;
-        for s in &mut finish.steps {
-            if let Step::Audit(a) = s {
-                a.call.args[1] = Word::lit(Action::Retire.name());
-            }
-        }
-        let mut prepare = prepare;
-        for s in &mut prepare.steps {
-            if let Step::Lock(l) = s {
-                set_lock_message(&mut l.call, format!("retire of {}", self.app));
-            }
-        }
-        finish.steps.retain(|s| !matches!(s, Step::Notify(_)));
-        plan.phases = vec![
-            prepare.clone(),
-            Phase {
-                kind: PhaseKind::Retire,
-                parallel: true,
-                steps: stops,
-                on_failure: prepare.on_failure.clone(),
-            },
-            finish,
-        ];
-        plan
+        Plan::retire(&self.config)
     }
 
     /// Every step of every phase, in order, with its number (the step boundaries a runner can die
@@ -1068,13 +501,6 @@ impl Plan {
             .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
         s.push('\n');
         s
-    }
-}
-
-/// The lock's message is its last argument.
-fn set_lock_message(call: &mut RemoteCall, message: String) {
-    if let Some(m) = call.args.last_mut() {
-        *m = Word::lit(message);
     }
 }
 
@@ -1236,10 +662,27 @@ pub fn describe(step: &Step) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::remote::{calls, RemoteFn};
+    use crate::word::RuntimeVar;
+
+    fn config(name: &str) -> Config {
+        let path = format!("{}/../../examples/{name}", env!("CARGO_MANIFEST_DIR"));
+        Config::load(std::path::Path::new(&path)).unwrap()
+    }
 
     fn example(name: &str) -> Plan {
-        let path = format!("{}/../../examples/{name}", env!("CARGO_MANIFEST_DIR"));
-        Plan::new(&Config::load(std::path::Path::new(&path)).unwrap())
+        Plan::new(&config(name))
+    }
+
+    /// sokdak.yaml's stop of the target slot's instance.
+    fn sokdak_stop_of_target() -> RemoteCall {
+        calls::Stop {
+            dir: Word::lit("/home/ubuntu/sokdak/").then_runtime(RuntimeVar::TargetSlot),
+            port: Word::runtime(RuntimeVar::TargetPort),
+            signal: Word::lit("TERM"),
+            grace_secs: 30,
+        }
+        .into()
     }
 
     #[test]
@@ -1278,10 +721,7 @@ mod tests {
             );
             for s in &phase.on_failure {
                 if let Step::Stop(stop) = s {
-                    assert_eq!(
-                        stop.call.args[0].to_string(),
-                        "/home/ubuntu/sokdak/${BG_TARGET_SLOT}"
-                    );
+                    assert_eq!(stop.call, sokdak_stop_of_target());
                 }
             }
         }
@@ -1293,22 +733,26 @@ mod tests {
         let Step::Switch(sw) = &plan.phases[4].steps[1] else {
             panic!("switch expected")
         };
-        let args: Vec<String> = sw.call.args.iter().map(Word::to_string).collect();
+        let env = |name: &str| Word::parse_env(&format!("${{{name}}}")).unwrap();
+        let want: RemoteCall = calls::Switch {
+            state_dir: Word::lit("/var/lib/bluegreen/sokdak"),
+            upstream_file: Word::lit("/etc/nginx/bluegreen/sokdak-upstream.conf"),
+            sudo: true,
+            test_command: Word::lit("nginx -t"),
+            reload_command: Word::lit("nginx -s reload"),
+            blue_port: 8080,
+            green_port: 8081,
+            port: Word::runtime(RuntimeVar::TargetPort),
+            header: Word::lit("# managed by bluegreen for sokdak"),
+            addresses: vec![env("WAS_1_PRIVATE_IP"), env("WAS_2_PRIVATE_IP")],
+        }
+        .into();
+        assert_eq!(sw.call, want);
         assert_eq!(
-            args,
-            [
-                "/var/lib/bluegreen/sokdak",
-                "/etc/nginx/bluegreen/sokdak-upstream.conf",
-                "yes",
-                "nginx -t",
-                "nginx -s reload",
-                "8080",
-                "8081",
-                "${BG_TARGET_PORT}",
-                "# managed by bluegreen for sokdak",
-                "${WAS_1_PRIVATE_IP}",
-                "${WAS_2_PRIVATE_IP}",
-            ]
+            sw.call.display(),
+            "switch \"/var/lib/bluegreen/sokdak\" \"/etc/nginx/bluegreen/sokdak-upstream.conf\" \"yes\" \
+             \"nginx -t\" \"nginx -s reload\" \"8080\" \"8081\" \"${BG_TARGET_PORT}\" \
+             \"# managed by bluegreen for sokdak\" \"${WAS_1_PRIVATE_IP}\" \"${WAS_2_PRIVATE_IP}\""
         );
         let refs: Vec<(&str, &str)> = plan
             .env
@@ -1346,7 +790,7 @@ mod tests {
 
     #[test]
     fn rollback_revives_the_previous_slot_without_uploading() {
-        let plan = example("sokdak.yaml").to_rollback();
+        let plan = Plan::rollback(&config("sokdak.yaml"));
         assert_eq!(plan.action, Action::Rollback);
         let kinds: Vec<&str> = plan.phases.iter().map(|p| p.kind.name()).collect();
         assert_eq!(
@@ -1361,36 +805,62 @@ mod tests {
             };
             assert_eq!(s.call.func, RemoteFn::Revive);
         }
+        let audit = |outcome: &str| -> RemoteCall {
+            calls::Audit {
+                state_dir: Word::lit("/var/lib/bluegreen/sokdak"),
+                event: Word::lit("rollback"),
+                app: Word::lit("sokdak"),
+                outcome: Word::lit(outcome),
+                target: Word::runtime(RuntimeVar::TargetSlot),
+                from: Word::runtime(RuntimeVar::LiveSlot),
+                release: Word::runtime(RuntimeVar::Release),
+                deployer: Word::runtime(RuntimeVar::Deployer),
+            }
+            .into()
+        };
+        let rollback_audits = ["success", "failed", "switched, then failed"].map(audit);
         let audits = plan
             .phases
             .iter()
             .flat_map(|p| p.steps.iter().chain(&p.on_failure))
             .filter_map(|s| match s {
-                Step::Audit(a) => Some(a.call.args[1].to_string()),
+                Step::Audit(a) => Some(&a.call),
                 _ => None,
             })
             .collect::<Vec<_>>();
         assert!(
-            !audits.is_empty() && audits.iter().all(|a| a == "rollback"),
+            !audits.is_empty() && audits.iter().all(|a| rollback_audits.contains(a)),
             "{audits:?}"
         );
     }
 
     #[test]
     fn retire_stops_the_idle_slot_only() {
-        let plan = example("sokdak.yaml").to_retire();
+        let plan = Plan::retire(&config("sokdak.yaml"));
         let kinds: Vec<&str> = plan.phases.iter().map(|p| p.kind.name()).collect();
         assert_eq!(kinds, ["prepare", "retire", "finish"]);
         for s in &plan.phases[1].steps {
             let Step::Stop(s) = s else {
                 panic!("stop expected")
             };
-            assert_eq!(
-                s.call.args[0].to_string(),
-                "/home/ubuntu/sokdak/${BG_TARGET_SLOT}"
-            );
+            assert_eq!(s.call, sokdak_stop_of_target());
             assert_eq!(s.when, When::Always);
         }
+    }
+
+    #[test]
+    fn a_deploy_plan_gives_the_rollback_and_retire_plans_of_its_config() {
+        let config = config("single-host.yaml");
+        let deploy = Plan::new(&config);
+        assert_eq!(
+            deploy.to_rollback().to_json(),
+            Plan::rollback(&config).to_json()
+        );
+        assert_eq!(
+            deploy.to_retire().to_json(),
+            Plan::retire(&config).to_json()
+        );
+        assert_ne!(deploy.to_json(), deploy.to_retire().to_json());
     }
 
     #[test]
