@@ -433,6 +433,11 @@ pub(crate) fn last_lines(text: &str, n: usize) -> String {
     lines[start..].join("\n")
 }
 
+/// The last non-empty line of `text`.
+pub(crate) fn last_line(text: &str) -> String {
+    last_lines(text, 1)
+}
+
 /// Wraps an `ssh2::Error` without exposing anything but libssh2's message.
 pub(crate) struct SshMsg<'a>(pub &'a ssh2::Error);
 

@@ -6,10 +6,9 @@
 //! that prints as text (`Display`) or JSON (`to_json`).
 
 use crate::conn::{Output, Worker};
-use crate::error::{human, Error};
+use crate::error::{human, last_line, Error};
 use crate::fleet::{Conn, Fleet};
 use crate::http;
-use crate::run::last_line;
 use crate::runtime::{clean_deployer, default_deployer, Env, Live};
 use crate::{short, ExecOptions};
 use bluegreen_core::{Config, Plan, RemoteCall, RemoteFn, Step, Word};
