@@ -102,7 +102,7 @@ struct Ctx<'a> {
     started: Instant,
 }
 
-/// Runs `plan`, reporting to `out`: the crate's [`crate::run`].
+/// Runs `plan`, reporting to `out`: the crate's [`crate::run()`].
 pub(crate) fn run(
     plan: &Plan,
     opts: &ExecOptions,

@@ -1,0 +1,133 @@
+//! Operating a running system: status with drift detection (and its repair), the deploy lock, the
+//! audit log.
+//!
+//! Everything here reads, except [`lock_release`], which removes a lock (and says so in the audit
+//! log), and [`repair()`] (`status --fix`). Each function connects to the hosts it needs at once, runs
+//! one call of the core's remote library on each (`proxystatus`, `hoststatus`, `history`,
+//! `breaklock`), and returns plain data that prints as text (`Display`) or JSON (`to_json`).
+//!
+//! This module holds what the operations share (connecting, one call, reading `key=value`
+//! output); each operation is in its own file: `lock.rs`, `history.rs`, `status.rs`, `repair.rs`.
+
+mod history;
+mod lock;
+mod repair;
+mod status;
+
+pub use history::{history, history_line};
+pub use lock::{lock_release, lock_show, LockStatus};
+pub use repair::{repair, Repair};
+pub use status::{status, HostStatus, SlotStatus, StatusReport};
+
+use crate::conn::{Output, Worker};
+use crate::error::Error;
+use crate::fleet::{Conn, Fleet};
+use crate::runtime::{clean_deployer, default_deployer, Env};
+use crate::ExecOptions;
+use bluegreen_core::{Config, Plan, RemoteCall, RemoteFn, Step, Word};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Connects to the hosts of `plan` whose ids are in `ids` (all when `None`), at once.
+fn connect(
+    plan: &Plan,
+    env: &Env,
+    opts: &ExecOptions,
+    ids: Option<&[&str]>,
+) -> Result<Vec<Conn>, Error> {
+    Ok(Fleet::new(plan, env, opts)?.connect(ids, &mut |_, _| {}))
+}
+
+/// One call of a library function whose arguments are all literal; a non-zero exit is an error.
+fn call(
+    host: &str,
+    w: &Worker,
+    step: &str,
+    func: RemoteFn,
+    args: &[String],
+) -> Result<Output, Error> {
+    let call = RemoteCall::new(func, args.iter().map(Word::lit).collect());
+    let line = call.call_line(|v| {
+        Err(Error::Runtime {
+            step: step.to_string(),
+            name: format!("{v:?}"),
+        })
+    })?;
+    w.run(step, move |r| r.call(&line, Duration::ZERO))?
+        .map_err(|message| Error::Ssh {
+            host: host.to_string(),
+            step: step.to_string(),
+            message,
+        })?
+        .success(host, step)
+}
+
+/// `key=value` lines.
+fn parse_kv(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// Seconds as a person reads them: `45s`, `2m05s`, `3h02m`, `2d04h`.
+pub fn ago(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// The plan and environment of a config, for the operations here.
+fn prepare(config: &Config, opts: &ExecOptions) -> Result<(Plan, Env), Error> {
+    let plan = Plan::new(config);
+    let env = Env::resolve(&plan.env, &*opts.env)?;
+    Ok((plan, env))
+}
+
+/// Who runs the operation: `ExecOptions::deployer`, or `$USER@hostname`.
+fn who(opts: &ExecOptions) -> String {
+    match &opts.deployer {
+        Some(d) => clean_deployer(d),
+        None => default_deployer(&*opts.env),
+    }
+}
+
+/// The proxy's `key=value` status: the state directory, then the arguments of the plan's own
+/// `detect`, so that status reads the upstream file exactly as a deploy does.
+fn proxystatus(
+    config: &Config,
+    plan: &Plan,
+    env: &Env,
+    host: &str,
+    w: &Worker,
+) -> Result<BTreeMap<String, String>, Error> {
+    let mut args = vec![config.proxy.state_dir.clone()];
+    let detect = plan
+        .phases
+        .iter()
+        .flat_map(|p| &p.steps)
+        .find_map(|s| match s {
+            Step::Detect(d) => Some(&d.call),
+            _ => None,
+        });
+    for a in detect.map(|c| c.args.as_slice()).unwrap_or_default() {
+        args.push(env.word(a, "proxy")?);
+    }
+    let out = call(host, w, "proxystatus", RemoteFn::ProxyStatus, &args)?;
+    Ok(parse_kv(&out.stdout))
+}
+
+/// The plan and environment of a config, and a connection to its proxy (or why there is none).
+fn connect_proxy(config: &Config, opts: &ExecOptions) -> Result<(Plan, Env, Conn), Error> {
+    let (plan, env) = prepare(config, opts)?;
+    let mut conns = connect(&plan, &env, opts, Some(&[bluegreen_core::plan::PROXY_ID]))?;
+    let proxy = conns.pop().ok_or_else(|| Error::Ssh {
+        host: "proxy".into(),
+        step: "connect".into(),
+        message: "no proxy in the plan".into(),
+    })?;
+    Ok((plan, env, proxy))
+}
