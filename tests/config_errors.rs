@@ -358,12 +358,9 @@ fn exec_rejects_a_variable_holding_shell_syntax() {
         "bluegreen.yaml",
         &SMALL.replace("host: 10.0.0.5,", "host: '${BG_TEST_BAD_PROXY}',"),
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bluegreen"))
-        .arg("exec")
-        .current_dir(dir.path())
+    let out = crate::util::Cmd::bluegreen(dir.path(), &["exec"])
         .env("BG_TEST_BAD_PROXY", "1.2.3.4;reboot")
-        .output()
-        .unwrap();
+        .output();
     assert_eq!(
         stderr(&out),
         "error: proxy.host: `1.2.3.4;reboot` (from `${BG_TEST_BAD_PROXY}`) is not a host name or IP address (letters, digits, `.`, `-`, `:`)\n"

@@ -11,9 +11,9 @@
 
 use crate::e2e::Traffic;
 use crate::testbed::{serial, Testbed, Workdir};
-use bluegreen_core::plan::KILL_AT_STEP_ENV;
+use crate::util::Cmd;
 use bluegreen_core::{Config, Plan, Step};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Output};
 use std::time::Instant;
 
@@ -38,31 +38,14 @@ fn text(o: &Output) -> String {
 }
 
 fn bluegreen(wd: &Workdir, args: &[&str], kill_at: Option<usize>) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bluegreen"));
-    c.args(args)
-        .current_dir(wd.path())
-        .env_remove("SLACK_WEBHOOK_URL")
-        .env_remove(KILL_AT_STEP_ENV);
-    if let Some(n) = kill_at {
-        c.env(KILL_AT_STEP_ENV, n.to_string());
-    }
-    c.output().unwrap()
+    Cmd::bluegreen(wd.path(), args).kill_at(kill_at).output()
 }
 
 fn script(wd: &Workdir, action: &str, kill_at: Option<usize>) -> Output {
-    // In a process group of its own, as Jenkins runs a step: the kill takes the whole tree.
-    let mut c = Command::new("bash");
-    c.process_group(0)
-        .arg("deploy.sh")
-        .arg(action)
-        .current_dir(wd.path())
-        .env_remove("BG_RUN_ID")
-        .env_remove("BUILD_TAG")
-        .env_remove(KILL_AT_STEP_ENV);
-    if let Some(n) = kill_at {
-        c.env(KILL_AT_STEP_ENV, n.to_string());
-    }
-    c.output().unwrap()
+    Cmd::script(wd.path(), "deploy.sh", &[action])
+        .own_group()
+        .kill_at(kill_at)
+        .output()
 }
 
 /// The plan's steps as `number phase/step host`, and the number of the first step that can move

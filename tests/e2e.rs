@@ -11,7 +11,7 @@
 
 use crate::render::harness;
 use crate::testbed::{serial, DeployOptions, Testbed, Workdir};
-use crate::util::sha256;
+use crate::util::{sha256, Cmd};
 use bluegreen_loadgen::{Counts, Load, Mode, Options};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,48 +61,20 @@ pub fn deploy(backend: Backend, tb: &Testbed, wd: &Workdir, run: usize) -> Outco
     let started = Instant::now();
     let (success, output, jenkins) = match backend {
         Backend::Exec => {
-            let out = Command::new(env!("CARGO_BIN_EXE_bluegreen"))
-                .args(["exec", "-v"])
-                .current_dir(wd.path())
-                .output()
-                .unwrap();
-            (
-                out.status.success(),
-                format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                ),
-                None,
-            )
+            let r = Cmd::bluegreen(wd.path(), &["exec", "-v"]).run();
+            (r.success(), r.out(), None)
         }
         Backend::Script => {
-            let r = Command::new(env!("CARGO_BIN_EXE_bluegreen"))
-                .args(["render", "script", "-o", "deploy.sh"])
-                .current_dir(wd.path())
-                .output()
-                .unwrap();
-            assert!(r.status.success());
-            let out = Command::new("bash")
-                .arg("deploy.sh")
-                .current_dir(wd.path())
-                .env_remove("BG_RUN_ID")
-                .env_remove("BUILD_TAG")
-                .output()
-                .unwrap();
-            (
-                out.status.success(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-                None,
-            )
+            Cmd::bluegreen(wd.path(), &["render", "script", "-o", "deploy.sh"])
+                .run()
+                .assert_code(0);
+            let r = Cmd::script(wd.path(), "deploy.sh", &[]).run();
+            (r.success(), r.stderr, None)
         }
         Backend::Jenkins => {
-            let r = Command::new(env!("CARGO_BIN_EXE_bluegreen"))
-                .args(["render", "jenkinsfile", "-o", "Jenkinsfile"])
-                .current_dir(wd.path())
-                .output()
-                .unwrap();
-            assert!(r.status.success());
+            Cmd::bluegreen(wd.path(), &["render", "jenkinsfile", "-o", "Jenkinsfile"])
+                .run()
+                .assert_code(0);
             let cred = format!("testbed-key={}", tb.var("SSH_KEY"));
             let tag = format!("BUILD_TAG=jenkins-e2e-{run}");
             let ws = wd.path().display().to_string();
@@ -533,13 +505,7 @@ fn ctrl_c_before_the_switch_leaves_traffic_alone() {
     wd.stage("v2");
     let traffic = Traffic::start(&tb, 2);
     traffic.allow(&["v1"]);
-    let child = Command::new(env!("CARGO_BIN_EXE_bluegreen"))
-        .arg("exec")
-        .current_dir(wd.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = Cmd::bluegreen(wd.path(), &["exec"]).spawn().child;
     // Wait until both new instances are started (their port answers), then interrupt.
     let started = Instant::now();
     while !(tb.port_open("app1", 8081) && tb.port_open("app2", 8081)) {

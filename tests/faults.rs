@@ -17,52 +17,21 @@ use crate::e2e::{
     SLOW_WORKERS,
 };
 use crate::testbed::{serial, Testbed, Workdir};
-use crate::util::root;
+use crate::util::{root, Cmd, Run};
 use bluegreen_loadgen::{Counts, Load, Mode, Options};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-/// What one `bluegreen exec` returned.
-struct Run {
-    code: Option<i32>,
-    /// stdout then stderr.
-    out: String,
-    secs: f64,
-}
-
-fn exec_cmd(wd: &Workdir, tag: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bluegreen"));
-    c.arg("exec")
-        .current_dir(wd.path())
-        .env("BUILD_TAG", tag)
-        .env_remove("SLACK_WEBHOOK_URL")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
-}
-
-fn finish(child: Child, started: Instant) -> Run {
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code(),
-        out: format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        secs: started.elapsed().as_secs_f64(),
-    }
+fn exec_cmd(wd: &Workdir, tag: &str) -> Cmd {
+    Cmd::bluegreen(wd.path(), &["exec"]).env("BUILD_TAG", tag)
 }
 
 /// `bluegreen exec` in `wd`, as deployer `tag`.
 fn exec(wd: &Workdir, tag: &str) -> Run {
-    let started = Instant::now();
-    finish(exec_cmd(wd, tag).spawn().unwrap(), started)
+    exec_cmd(wd, tag).run()
 }
 
 /// A normal deploy of `version` (no fault): it must succeed.
@@ -171,22 +140,21 @@ fn assert_ports(tb: &Testbed, live: u16, idle: u16) {
 }
 
 fn assert_code(run: &Run, code: i32) {
-    assert_eq!(run.code, Some(code), "exit code; output:\n{}", run.out);
+    run.assert_code(code);
 }
 
 fn assert_says(run: &Run, words: &[&str]) {
-    for w in words {
-        assert!(run.out.contains(w), "output lacks `{w}`:\n{}", run.out);
-    }
+    run.assert_says(words);
 }
 
 /// The line of the output that holds `word` (for the report).
-fn line_with<'a>(run: &'a Run, word: &str) -> &'a str {
-    run.out
+fn line_with(run: &Run, word: &str) -> String {
+    run.out()
         .lines()
         .rfind(|l| l.contains(word))
         .unwrap_or("")
         .trim()
+        .to_string()
 }
 
 /// No failed request in either load mode.
@@ -237,13 +205,12 @@ fn two_deploys_at_once_one_wins_the_lock() {
     std::thread::sleep(Duration::from_millis(300));
     traffic.allow(&["v1", "v2"]);
     let probe = StopProbe::start(&tb, &traffic, "blue");
-    let started = Instant::now();
     // Both start at the same instant. `bg_lock` writes the holder's info right after its `mkdir`;
     // a loser that looks in between waits briefly for it, so it can always name the holder.
-    let a = exec_cmd(&wd, "faults-a").spawn().unwrap();
-    let b = exec_cmd(&wd, "faults-b").spawn().unwrap();
-    let ta = std::thread::spawn(move || finish(a, started));
-    let tb_ = std::thread::spawn(move || finish(b, started));
+    let a = exec_cmd(&wd, "faults-a").spawn();
+    let b = exec_cmd(&wd, "faults-b").spawn();
+    let ta = std::thread::spawn(move || a.wait());
+    let tb_ = std::thread::spawn(move || b.wait());
     let (ra, rb) = (ta.join().unwrap(), tb_.join().unwrap());
     traffic.allow(&["v2"]);
     let shutdowns = probe.finish();
@@ -254,8 +221,8 @@ fn two_deploys_at_once_one_wins_the_lock() {
     assert!(
         codes == (Some(0), Some(3)) || codes == (Some(3), Some(0)),
         "exactly one deploy succeeds, the other exits 3 (lock held): {codes:?}\nA:\n{}\nB:\n{}",
-        ra.out,
-        rb.out
+        ra.out(),
+        rb.out()
     );
     let (winner, loser, winner_tag) = if ra.code == Some(0) {
         (&ra, &rb, "faults-a")
@@ -395,11 +362,11 @@ fn app_host_link_cut_mid_deploy_fails_within_deadlines() {
     let traffic = Traffic::start(&tb, 2);
     std::thread::sleep(Duration::from_millis(300));
     traffic.allow(&["v1"]);
-    let started = Instant::now();
-    let mut child = exec_cmd(&wd, "faults-link").spawn().unwrap();
+    let mut child = exec_cmd(&wd, "faults-link").spawn();
+    let started = child.started;
     // Cut once both start calls have returned (their events are on stderr) and the new instances
     // listen: the deploy is then in verify, and app2's instance is still booting.
-    let stderr = child.stderr.take().unwrap();
+    let stderr = child.child.stderr.take().unwrap();
     let events = Arc::new(std::sync::Mutex::new(String::new()));
     let reader = {
         let events = events.clone();
@@ -432,9 +399,9 @@ fn app_host_link_cut_mid_deploy_fails_within_deadlines() {
     );
     let cut = LinkCut::cut(&tb, 2);
     let cut_at = started.elapsed().as_secs_f64();
-    let mut run = finish(child, started);
+    let mut run = child.wait();
     reader.join().unwrap();
-    run.out.push_str(&events.lock().unwrap());
+    run.stderr.push_str(&events.lock().unwrap());
     std::thread::sleep(Duration::from_millis(300));
     let (nc, ka) = traffic.stop();
 
@@ -539,129 +506,123 @@ fn app_host_link_cut_mid_deploy_fails_within_deadlines() {
     );
 }
 
-#[test]
-fn sshd_down_on_an_app_host_touches_nothing() {
-    let _serial = serial();
-    let tb = Testbed::up(2);
-    let wd = Workdir::with(&tb, &realistic("30s"));
-    setup_deploy(&tb, &wd, "v1");
-    let before = tb.state();
-    let upstream_before = upstream(&tb);
-
-    tb.script(&["sshd", &tb.name, "app2", "stop"]);
-    wd.stage("v2");
-    let traffic = Traffic::with_slow(&tb, 2, SLOW_WORKERS);
-    std::thread::sleep(Duration::from_millis(300));
-    traffic.allow(&["v1"]);
-    let run = exec(&wd, "faults-sshd");
-    std::thread::sleep(Duration::from_millis(700));
-    let (nc, ka) = traffic.stop();
-
-    assert_code(&run, 1);
-    let addr = format!("{}:22", tb.app_addrs()[1]);
-    assert_says(&run, &["app2: cannot connect to", &addr]);
-    assert!(run.secs < 10.0, "fails at once: {:.2}s", run.secs);
-    assert_untouched(&nc, &ka);
-    assert_serves(&tb, "v1");
-    assert_eq!(tb.state(), before, "the state file is unchanged");
-    assert_eq!(
-        upstream(&tb),
-        upstream_before,
-        "the upstream file is unchanged"
-    );
-    tb.assert_lock_free();
-    assert_ports(&tb, 8080, 8081);
-    // Not even a directory for the new slot on the host that was reachable.
-    assert_eq!(
-        tb.sh_ok(
-            "app1",
-            "test -e /srv/bluegreen/green && echo yes || echo no"
-        ),
-        "no",
-        "app1 was not touched"
-    );
-    tb.script(&["sshd", &tb.name, "app2", "start"]);
-    report(
-        "sshd_down",
-        format!(
-            "exit 1 after {:.2}s: `{}`; new-conn {} | keep-alive {}",
-            run.secs,
-            line_with(&run, "cannot connect"),
-            nc.line(),
-            ka.line()
-        ),
-    );
+/// A fault that a deploy must refuse without touching anything: the deploy of v2 fails with
+/// `code`, saying `words`, and afterwards everything is as it was before it (see [`run_scenario`]).
+struct Scenario {
+    /// The name in the fault report.
+    name: &'static str,
+    /// Breaks something once v1 is deployed, before the deploy of v2.
+    inject: fn(&Testbed),
+    /// Puts it right after the checks (the testbed is torn down anyway; this keeps it usable).
+    heal: fn(&Testbed),
+    /// The words the failure must say.
+    words: fn(&Testbed) -> Vec<String>,
+    /// The word of the line the report quotes.
+    report_word: &'static str,
+    /// An app host the deploy must not have touched at all (no new slot directory), if any.
+    untouched: Option<&'static str>,
+    /// Scenario-specific checks after the shared ones.
+    more: fn(&Testbed, &Run),
 }
 
-#[test]
-fn failing_nginx_config_test_restores_the_upstream_file() {
-    let _serial = serial();
-    let tb = Testbed::up(2);
-    let wd = Workdir::with(&tb, &realistic("30s"));
-    setup_deploy(&tb, &wd, "v1");
-    let before = tb.state();
-    let upstream_before = upstream(&tb);
+/// Every scenario's fault.
+const SCENARIOS: [Scenario; 3] = [
+    Scenario {
+        name: "sshd_down",
+        inject: |tb| tb.script(&["sshd", &tb.name, "app2", "stop"]),
+        heal: |tb| tb.script(&["sshd", &tb.name, "app2", "start"]),
+        words: |tb| {
+            vec![
+                "app2: cannot connect to".into(),
+                format!("{}:22", tb.app_addrs()[1]),
+            ]
+        },
+        report_word: "cannot connect",
+        untouched: Some("app1"),
+        more: |_, run| assert!(run.secs < 10.0, "fails at once: {:.2}s", run.secs),
+    },
+    Scenario {
+        // Someone broke nginx.conf: `nginx -t` fails, the running nginx keeps its loaded config.
+        name: "nginx_t_fails",
+        inject: |tb| {
+            tb.sh_ok(
+                "proxy",
+                &format!(
+                    "echo 'bluegreen_faults_bogus_directive on;' >> {}",
+                    tb.var("NGINX_CONF")
+                ),
+            );
+        },
+        heal: |tb| {
+            tb.sh_ok("proxy", &format!("sed -i '$d' {}", tb.var("NGINX_CONF")));
+        },
+        words: |_| {
+            [
+                "proxy: switch failed",
+                "traffic left on the previous slot",
+                "-t' failed, previous upstream file restored, nginx not reloaded",
+                "unknown directive \"bluegreen_faults_bogus_directive\"",
+            ]
+            .map(String::from)
+            .to_vec()
+        },
+        report_word: "switch failed",
+        untouched: None,
+        more: |tb, _| {
+            assert_eq!(
+                tb.sh_ok(
+                    "proxy",
+                    &format!(
+                        "ls {}.bluegreen-* 2>/dev/null | wc -l",
+                        tb.var("UPSTREAM_FILE")
+                    )
+                ),
+                "0",
+                "no temporary upstream file left"
+            );
+        },
+    },
+    Scenario {
+        // app1 "reinstalled": a new host key, sshd restarted.
+        name: "host_key_changed",
+        inject: |tb| {
+            tb.sh_ok(
+                "app1",
+                "rm -f /etc/bgtb/ssh_host_ed25519_key /etc/bgtb/ssh_host_ed25519_key.pub && \
+                 ssh-keygen -q -t ed25519 -N '' -f /etc/bgtb/ssh_host_ed25519_key",
+            );
+            tb.script(&["sshd", &tb.name, "app1", "stop"]);
+            tb.script(&["sshd", &tb.name, "app1", "start"]);
+            wait_for("app1's sshd", Duration::from_secs(5), || {
+                std::net::TcpStream::connect((tb.app_addrs()[0].as_str(), 22)).is_ok()
+            });
+        },
+        heal: |_| {},
+        words: |tb| {
+            let known_hosts = tb.var("KNOWN_HOSTS");
+            vec![
+                format!("app1: host key of {}", tb.app_addrs()[0]),
+                "(ssh-ed25519)".into(),
+                format!("does not match the one recorded in {known_hosts}"),
+                format!("ssh-keygen -R '{}' -f {known_hosts}", tb.app_addrs()[0]),
+            ]
+        },
+        report_word: "host key",
+        untouched: Some("app2"),
+        more: |_, _| {},
+    },
+];
 
-    // Someone broke nginx.conf: `nginx -t` fails, the running nginx keeps its loaded config.
-    let conf = tb.var("NGINX_CONF").to_string();
-    tb.sh_ok(
-        "proxy",
-        &format!("echo 'bluegreen_faults_bogus_directive on;' >> {conf}"),
-    );
-    wd.stage("v2");
-    let traffic = Traffic::with_slow(&tb, 2, SLOW_WORKERS);
-    std::thread::sleep(Duration::from_millis(300));
-    traffic.allow(&["v1"]);
-    let run = exec(&wd, "faults-nginx-t");
-    std::thread::sleep(Duration::from_millis(300));
-    let (nc, ka) = traffic.stop();
-
-    assert_code(&run, 1);
-    assert_says(
-        &run,
-        &[
-            "proxy: switch failed",
-            "traffic left on the previous slot",
-            "-t' failed, previous upstream file restored, nginx not reloaded",
-            "unknown directive \"bluegreen_faults_bogus_directive\"",
-        ],
-    );
-    assert_untouched(&nc, &ka);
-    assert_serves(&tb, "v1");
-    assert_eq!(
-        upstream(&tb),
-        upstream_before,
-        "upstream file restored byte for byte"
-    );
-    assert_eq!(
-        tb.sh_ok(
-            "proxy",
-            &format!(
-                "ls {}.bluegreen-* 2>/dev/null | wc -l",
-                tb.var("UPSTREAM_FILE")
-            )
-        ),
-        "0",
-        "no temporary upstream file left"
-    );
-    assert_eq!(tb.state(), before, "the state file is unchanged");
-    tb.assert_lock_free();
-    assert_ports(&tb, 8080, 8081);
-    tb.sh_ok("proxy", &format!("sed -i '$d' {conf}"));
-    report(
-        "nginx_t_fails",
-        format!(
-            "exit 1 after {:.2}s: `{}`; new-conn {} | keep-alive {}",
-            run.secs,
-            line_with(&run, "switch failed"),
-            nc.line(),
-            ka.line()
-        ),
-    );
-}
-
-#[test]
-fn changed_host_key_is_refused() {
+/// Runs one scenario on a testbed of its own: v1 deployed, the fault injected, a deploy of v2
+/// under load through nginx that must fail, then the one "nothing changed" check every scenario
+/// shares: no failed request, v1 served, the state file, the upstream file and known_hosts as they
+/// were, the lock free, the live slot running and the idle one stopped, and (if named) an app host
+/// without as much as a directory for the new slot.
+fn run_scenario(name: &str) {
+    let s = SCENARIOS
+        .iter()
+        .find(|s| s.name == name)
+        .expect("a scenario of that name");
     let _serial = serial();
     let tb = Testbed::up(2);
     let wd = Workdir::with(&tb, &realistic("30s"));
@@ -671,69 +632,79 @@ fn changed_host_key_is_refused() {
     let known_hosts = tb.var("KNOWN_HOSTS").to_string();
     let kh_before = std::fs::read(&known_hosts).unwrap();
 
-    // app1 "reinstalled": a new host key, sshd restarted.
-    tb.sh_ok(
-        "app1",
-        "rm -f /etc/bgtb/ssh_host_ed25519_key /etc/bgtb/ssh_host_ed25519_key.pub && \
-         ssh-keygen -q -t ed25519 -N '' -f /etc/bgtb/ssh_host_ed25519_key",
-    );
-    tb.script(&["sshd", &tb.name, "app1", "stop"]);
-    tb.script(&["sshd", &tb.name, "app1", "start"]);
-    wait_for("app1's sshd", Duration::from_secs(5), || {
-        std::net::TcpStream::connect((tb.app_addrs()[0].as_str(), 22)).is_ok()
-    });
-
+    (s.inject)(&tb);
     wd.stage("v2");
     let traffic = Traffic::with_slow(&tb, 2, SLOW_WORKERS);
     std::thread::sleep(Duration::from_millis(300));
     traffic.allow(&["v1"]);
-    let run = exec(&wd, "faults-hostkey");
+    let run = exec(&wd, &format!("faults-{}", s.name));
     std::thread::sleep(Duration::from_millis(700));
     let (nc, ka) = traffic.stop();
 
     assert_code(&run, 1);
-    assert_says(
-        &run,
-        &[
-            &format!("app1: host key of {}", tb.app_addrs()[0]),
-            "(ssh-ed25519)",
-            &format!("does not match the one recorded in {known_hosts}"),
-            &format!("ssh-keygen -R '{}' -f {known_hosts}", tb.app_addrs()[0]),
-        ],
-    );
-    assert_eq!(
-        std::fs::read(&known_hosts).unwrap(),
-        kh_before,
-        "known_hosts is not modified"
-    );
+    let words = (s.words)(&tb);
+    assert_says(&run, &words.iter().map(String::as_str).collect::<Vec<_>>());
     assert_untouched(&nc, &ka);
     assert_serves(&tb, "v1");
     assert_eq!(tb.state(), before, "the state file is unchanged");
     assert_eq!(
         upstream(&tb),
         upstream_before,
-        "the upstream file is unchanged"
+        "the upstream file is unchanged, byte for byte"
+    );
+    assert_eq!(
+        std::fs::read(&known_hosts).unwrap(),
+        kh_before,
+        "known_hosts is not modified"
     );
     tb.assert_lock_free();
     assert_ports(&tb, 8080, 8081);
-    assert_eq!(
-        tb.sh_ok(
-            "app2",
-            "test -e /srv/bluegreen/green && echo yes || echo no"
-        ),
-        "no",
-        "app2 (whose key is fine) was not touched"
-    );
+    if let Some(host) = s.untouched {
+        assert_eq!(
+            tb.sh_ok(host, "test -e /srv/bluegreen/green && echo yes || echo no"),
+            "no",
+            "{host} was not touched"
+        );
+    }
+    (s.more)(&tb, &run);
+    (s.heal)(&tb);
     report(
-        "host_key_changed",
+        s.name,
         format!(
             "exit 1 after {:.2}s: `{}`; new-conn {} | keep-alive {}",
             run.secs,
-            line_with(&run, "host key"),
+            line_with(&run, s.report_word),
             nc.line(),
             ka.line()
         ),
     );
+}
+
+#[test]
+fn sshd_down_on_an_app_host_touches_nothing() {
+    run_scenario("sshd_down");
+}
+
+#[test]
+fn failing_nginx_config_test_restores_the_upstream_file() {
+    run_scenario("nginx_t_fails");
+}
+
+#[test]
+fn changed_host_key_is_refused() {
+    run_scenario("host_key_changed");
+}
+
+#[test]
+fn every_scenario_has_its_test() {
+    let src = include_str!("faults.rs");
+    for s in &SCENARIOS {
+        assert!(
+            src.contains(&format!("run_scenario(\"{}\")", s.name)),
+            "no test runs the scenario {}",
+            s.name
+        );
+    }
 }
 
 #[test]
@@ -748,29 +719,16 @@ fn ctrl_c_on_the_rendered_script_during_verify_undoes() {
     // A slow boot keeps the script in its verify phase long enough to interrupt it there.
     edit_config(&wd, |c| with_boot_delay(c, 6000));
     wd.stage("v2");
-    let r = Command::new(env!("CARGO_BIN_EXE_bluegreen"))
-        .args(["render", "script", "-o", "deploy.sh"])
-        .current_dir(wd.path())
-        .output()
-        .unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    Cmd::bluegreen(wd.path(), &["render", "script", "-o", "deploy.sh"])
+        .run()
+        .assert_code(0);
     let traffic = Traffic::with_slow(&tb, 2, SLOW_WORKERS);
     std::thread::sleep(Duration::from_millis(300));
     traffic.allow(&["v1"]);
-    let started = Instant::now();
     // Its own process group, as in a terminal: Ctrl-C sends SIGINT to the whole foreground group.
-    let child = Command::new("bash")
-        .arg("deploy.sh")
-        .current_dir(wd.path())
-        .env_remove("BG_RUN_ID")
-        .env_remove("BUILD_TAG")
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pgid = child.id();
+    let child = Cmd::script(wd.path(), "deploy.sh", &[]).own_group().spawn();
+    let started = child.started;
+    let pgid = child.child.id();
     wait_for(
         "the new instances to start",
         Duration::from_secs(30),
@@ -782,7 +740,7 @@ fn ctrl_c_on_the_rendered_script_during_verify_undoes() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let run = finish(child, started);
+    let run = child.wait();
     std::thread::sleep(Duration::from_millis(300));
     let (nc, ka) = traffic.stop();
 
@@ -790,7 +748,7 @@ fn ctrl_c_on_the_rendered_script_during_verify_undoes() {
         run.code,
         Some(0),
         "an interrupted deploy fails:\n{}",
-        run.out
+        run.out()
     );
     assert_says(&run, &["interrupted", "abort: done"]);
     assert_untouched(&nc, &ka);
@@ -1086,7 +1044,7 @@ fn new_version_dying_after_the_switch_is_switched_back() {
         run.code,
         Some(1),
         "exit code; output:\n{}\napp logs:\n{logs:#?}",
-        run.out
+        run.out()
     );
     assert_says(
         &run,
@@ -1191,22 +1149,13 @@ fn full_disk_on_an_app_host_fails_before_the_switch() {
     assert_untouched(&nc, &ka);
 
     // The rendered script checks the same before its scp, and the abort undoes.
-    let r = Command::new(env!("CARGO_BIN_EXE_bluegreen"))
-        .args(["render", "script", "-o", "deploy.sh"])
-        .current_dir(wd.path())
-        .output()
-        .unwrap();
-    assert!(r.status.success());
+    Cmd::bluegreen(wd.path(), &["render", "script", "-o", "deploy.sh"])
+        .run()
+        .assert_code(0);
     let traffic = Traffic::start(&tb, 2);
     traffic.allow(&["v1"]);
     let started = Instant::now();
-    let out = Command::new("bash")
-        .arg("deploy.sh")
-        .current_dir(wd.path())
-        .env_remove("BUILD_TAG")
-        .env_remove("BG_RUN_ID")
-        .output()
-        .unwrap();
+    let out = Cmd::script(wd.path(), "deploy.sh", &[]).output();
     let secs = started.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(300));
     let (nc2, ka2) = traffic.stop();

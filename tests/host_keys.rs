@@ -14,7 +14,7 @@
 //! Needs root (the testbed): fails, never skips, without it.
 
 use crate::testbed::{require_root, serial, Testbed};
-use crate::util::{require, stderr, stdout, TempDir};
+use crate::util::{require, stderr, stdout, Cmd, TempDir};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -199,14 +199,9 @@ impl Proxy {
         let wd = self.dir.path().join("wd");
         std::fs::create_dir_all(&wd).unwrap();
         std::fs::write(wd.join("bluegreen.yaml"), config).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_bluegreen"))
-            .args(["lock", "show"])
-            .current_dir(&wd)
-            .env_remove("BG_KNOWN_HOSTS")
-            .env_remove("BG_SSH_KEY")
+        let out = Cmd::bluegreen(&wd, &["lock", "show"])
             .env("BLUEGREEN_GLOBAL_KNOWN_HOSTS", &gf)
-            .output()
-            .unwrap();
+            .output();
         Run {
             out,
             user: std::fs::read_to_string(&uf).unwrap_or_else(|_| "<no file>".into()),

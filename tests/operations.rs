@@ -3,26 +3,17 @@
 //! notifications captured by a real HTTP server.
 
 use crate::testbed::{serial, Testbed, Workdir};
+use crate::util::Cmd;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Runs `bluegreen ARGS` in the workdir with extra environment variables.
 fn bg(wd: &Workdir, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bluegreen"));
-    cmd.args(args)
-        .current_dir(wd.path())
-        .env_remove("BUILD_TAG")
-        .env_remove("BG_SSH_KEY")
-        .env_remove("BG_KNOWN_HOSTS")
-        .env_remove("SLACK_WEBHOOK_URL");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
+    Cmd::bluegreen(wd.path(), args).envs(env).output()
 }
 
 fn text(o: &Output) -> String {
@@ -60,18 +51,10 @@ fn timed_rollback(
     want: &str,
     env: &[(&str, &str)],
 ) -> (Output, f64, f64) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bluegreen"));
-    cmd.arg("rollback")
-        .current_dir(wd.path())
-        .env_remove("BUILD_TAG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
+    let cmd = Cmd::bluegreen(wd.path(), &["rollback"]).envs(env);
     let addr = tb.proxy_http();
     let t0 = Instant::now();
-    let child = cmd.spawn().unwrap();
+    let child = cmd.spawn().child;
     let mut served = None;
     while t0.elapsed() < Duration::from_secs(60) {
         if http_get(&addr, "/version").as_deref() == Some(want) {
@@ -610,14 +593,9 @@ fn lock_show_release_force_and_wait() {
 
     // --lock-wait: the deploy goes ahead once the holder lets go.
     take("slow-job");
-    let child = Command::new(env!("CARGO_BIN_EXE_bluegreen"))
-        .args(["exec", "--lock-wait", "30s"])
-        .current_dir(wd.path())
-        .env_remove("BUILD_TAG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let child = Cmd::bluegreen(wd.path(), &["exec", "--lock-wait", "30s"])
         .spawn()
-        .unwrap();
+        .child;
     std::thread::sleep(Duration::from_secs(2));
     tb.sh_ok("proxy", &format!("rm -rf {dir}/lock"));
     let out = child.wait_with_output().unwrap();

@@ -7,44 +7,14 @@
 
 use crate::e2e::{deploy, Backend, Traffic};
 use crate::testbed::{serial, Testbed, Workdir};
+use crate::util::{Cmd, Run};
 use bluegreen_loadgen::Counts;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// What a run of the binary or the script returned.
-struct Run {
-    code: Option<i32>,
-    /// stdout then stderr.
-    out: String,
-    secs: f64,
-}
-
-fn done(o: Output, t: Instant) -> Run {
-    Run {
-        code: o.status.code(),
-        out: format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        secs: t.elapsed().as_secs_f64(),
-    }
-}
-
 fn bluegreen(wd: &Workdir, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let t = Instant::now();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bluegreen"));
-    c.args(args)
-        .current_dir(wd.path())
-        .env_remove("SLACK_WEBHOOK_URL")
-        .env_remove("BG_SSH_KEY")
-        .env_remove("BG_KNOWN_HOSTS")
-        .env_remove("SSH_AUTH_SOCK");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    done(c.output().unwrap(), t)
+    Cmd::bluegreen(wd.path(), args).envs(env).run()
 }
 
 fn exec(wd: &Workdir) -> Run {
@@ -53,19 +23,8 @@ fn exec(wd: &Workdir) -> Run {
 
 /// `bluegreen render script`, then `bash deploy.sh` with `env`.
 fn script(wd: &Workdir, env: &[(&str, &str)]) -> Run {
-    let r = bluegreen(wd, &["render", "script", "-o", "deploy.sh"], &[]);
-    assert_eq!(r.code, Some(0), "render: {}", r.out);
-    let t = Instant::now();
-    let mut c = Command::new("bash");
-    c.arg("deploy.sh")
-        .current_dir(wd.path())
-        .env_remove("BG_RUN_ID")
-        .env_remove("BUILD_TAG")
-        .env_remove("SSH_AUTH_SOCK");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    done(c.output().unwrap(), t)
+    bluegreen(wd, &["render", "script", "-o", "deploy.sh"], &[]).assert_code(0);
+    Cmd::script(wd.path(), "deploy.sh", &[]).envs(env).run()
 }
 
 /// The two runners of a deploy.
@@ -81,13 +40,11 @@ fn deploy_with(backend: &str, wd: &Workdir) -> Run {
 }
 
 fn assert_code(r: &Run, code: i32) {
-    assert_eq!(r.code, Some(code), "exit code; output:\n{}", r.out);
+    r.assert_code(code);
 }
 
 fn assert_says(r: &Run, words: &[&str]) {
-    for w in words {
-        assert!(r.out.contains(w), "output lacks `{w}`:\n{}", r.out);
-    }
+    r.assert_says(words);
 }
 
 fn assert_no_failures(nc: &Counts, ka: &Counts) {
@@ -383,7 +340,7 @@ fn an_instance_that_dies_while_booting_fails_the_deploy_at_once() {
             r.secs < 20.0,
             "{backend}: reported after {:.1}s:\n{}",
             r.secs,
-            r.out
+            r.out()
         );
         assert_says(
             &r,
@@ -473,13 +430,7 @@ fn a_link_cut_during_a_long_stop_is_reported_within_the_transport_timeouts() {
     std::thread::sleep(Duration::from_millis(300));
     wd.stage("v2");
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bluegreen"))
-        .args(["exec", "-v"])
-        .current_dir(wd.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Cmd::bluegreen(wd.path(), &["exec", "-v"]).spawn().child;
     // Wait until app2's stop is under way: traffic on v2 and app2's old listener closed.
     let deadline = Instant::now() + Duration::from_secs(60);
     while tb.version_via_proxy() != "v2" || tb.port_open("app2", 8080) {

@@ -22,6 +22,7 @@
 
 mod config_errors;
 mod crash;
+mod docs;
 mod e2e;
 mod faults;
 mod host_keys;
