@@ -5,6 +5,9 @@
 //! its standard input. `exec` builds that line with [`RemoteCall::call_line`]; the rendered script
 //! builds the same line at run time with `printf %q`. Since the library is the same text and both
 //! quote every argument for bash, the two backends cannot drift apart.
+//!
+//! The plan builds each call from the typed arguments of its function ([`calls`]), and the
+//! functions a call may name are listed once, in [`RemoteFn`]: the library runs only those.
 
 use crate::word::{Var, Word};
 use serde::Serialize;
