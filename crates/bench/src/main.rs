@@ -56,7 +56,8 @@ struct Cli {
     /// temporary directory).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Where to write the plots (default: crates/bench/plots; with --smoke, next to the report).
+    /// Where to write the plots (default: crates/bench/plots; with --smoke or --out, `plots` next to
+    /// the report).
     #[arg(long)]
     plots: Option<PathBuf>,
     /// Run only these items (comma-separated numbers 1-6; 1 includes 2).
@@ -115,7 +116,7 @@ fn run(cli: &Cli) -> Result<bool> {
         }
     });
     let plots = cli.plots.clone().unwrap_or_else(|| {
-        if cli.smoke {
+        if cli.smoke || cli.out.is_some() {
             out.parent()
                 .map_or_else(|| tmp_out.clone(), |p| p.join("plots"))
         } else {
@@ -168,7 +169,14 @@ fn run(cli: &Cli) -> Result<bool> {
             "Written by `bluegreen-bench --only 4 --light-only --write-before` with `BLUEGREEN_BIN={}` \
              (bluegreen at {}), the benchmark code of the tree it ran from; read back by the report \
              as \"before\". The light app (`tests/lightapp`), {} counted deploys per host count after a \
-             warm-up deploy, no load. Machine: {}; load average when it finished: {}.",
+             warm-up deploy, no load. Machine: {}; load average when it finished: {} (the CPU \
+             numbers, counted per process and per cgroup, hold on a busy machine; the wall times do \
+             not: measure again on a quiet one). To measure again:\n\n```sh\n\
+             git worktree add /tmp/bg-before COMMIT\n\
+             (cd /tmp/bg-before && CARGO_TARGET_DIR=/tmp/bg-before-target cargo build --release --bin bluegreen)\n\
+             BLUEGREEN_BIN=/tmp/bg-before-target/release/bluegreen cargo run --release -p bluegreen-bench -- \\\n    \
+             --only 4 --light-only --write-before crates/bench/baseline-COMMIT.md --before-label COMMIT \\\n    \
+             --out /tmp/before/BENCHMARKS.md\n```",
             sc.bin,
             cli.before_label,
             sizes.scaling_runs,

@@ -856,7 +856,8 @@ fn scaling_jvm(d: &mut Doc, sc: &Scaling, s: &Sizes) -> Result<()> {
     let plot = |name: &str, svg: String| d.plot(name, svg);
     let _ = writeln!(
         body,
-        "One testbed per host count; one warm-up deploy, then {} counted deploys with `bluegreen \
+        "### The demo JVM app\n\nOne testbed per host count (shared with the light app's part below, \
+         the apps reset in between); one warm-up deploy, then {} counted deploys with `bluegreen \
          exec` (no load). Peak memory is the `bluegreen exec` process's maximum RSS \
          (`getrusage(RUSAGE_CHILDREN)` in a wrapper with that one child).\n",
         s.scaling_runs
@@ -966,7 +967,7 @@ fn scaling_jvm(d: &mut Doc, sc: &Scaling, s: &Sizes) -> Result<()> {
         }
         summary.push([
             "4".into(),
-            format!("deploy time, {} hosts / 1 host", l.hosts),
+            format!("demo JVM app: deploy time, {} hosts / 1 host", l.hosts),
             "<= 1.5".into(),
             format!(
                 "{ratio:.2} ({:.2} s / {o:.2} s); peak RSS {:.1} MiB at {} hosts, {:.1} MiB at 1",
