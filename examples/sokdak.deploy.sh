@@ -21,9 +21,12 @@ BG_HOST_KEY_POLICY=strict
 BG_CONNECT_TIMEOUT=10
 BG_RUN_DIR=${BG_RUN_DIR:-.bluegreen}
 BG_RUN_ID=${BG_RUN_ID:-${BUILD_TAG:-}}
-BG_HOSTS=(proxy app1 app2)
-BG_APP_HOSTS=(app1 app2)
-declare -A BG_ADDR BG_USER BG_PORT
+# Every host's id (the proxy first), the app hosts' ids and their app addresses, in config order,
+# and each host's settings by id: filled from the host table (bg_hosts) by bg_init.
+BG_HOSTS=()
+BG_APP_HOSTS=()
+BG_APP_ADDRS=()
+declare -A BG_ADDR BG_USER BG_PORT BG_APP_ADDR BG_INDEX
 
 # The remote library: what runs on a host for each step. bluegreen exec sends the very same text.
 BG_LIB=$(cat <<'BG_REMOTE_LIBRARY_EOF'
@@ -39,6 +42,32 @@ umask 022
 bg_die() {
   printf 'bluegreen: %s\n' "$*" >&2
   exit 1
+}
+
+# Builtins rather than processes wherever a call runs often: a call costs the host what its forks
+# cost. bg_utc VAR: the time now as 2026-01-31T12:00:00Z. bg_epoch VAR: seconds since the epoch.
+bg_utc() {
+  TZ=UTC0 printf -v "$1" '%(%Y-%m-%dT%H:%M:%SZ)T' -1
+}
+bg_epoch() {
+  printf -v "$1" '%(%s)T' -1
+}
+
+# bg_nap: one wait of a polling loop that has waited BG_NAPPED ms so far (the caller sets it to 0
+# first): 20 ms for the first half second, so that what is quick is seen quickly, then 100 ms.
+bg_nap() {
+  if [ "$BG_NAPPED" -lt 500 ]; then
+    sleep 0.02
+    BG_NAPPED=$((BG_NAPPED + 20))
+  else
+    sleep 0.1
+    BG_NAPPED=$((BG_NAPPED + 100))
+  fi
+}
+
+# bg_napped: BG_NAPPED as seconds, 1.2.
+bg_napped() {
+  printf '%d.%d' $((BG_NAPPED / 1000)) $((BG_NAPPED % 1000 / 100))
 }
 
 # True when something listens on 127.0.0.1:PORT.
@@ -73,7 +102,14 @@ bg_lock_mutex() {
 
 # bg_lock_field STATE_DIR KEY: a value of the lock's info.
 bg_lock_field() {
-  sed -n "s/^$2=//p" "$1/lock/info" 2>/dev/null | head -n 1
+  local line
+  [ -f "$1/lock/info" ] || return 0
+  while IFS= read -r line || [ -n "$line" ]; do
+    if [[ $line == "$2="* ]]; then
+      printf '%s\n' "${line#*=}"
+      return 0
+    fi
+  done <"$1/lock/info"
 }
 
 # bg_lock_expires STATE_DIR LEASE_SECS: when the lock expires (seconds since the epoch); a lock
@@ -97,9 +133,9 @@ bg_lock_write() {
 # lock STATE_DIR APP HOLDER TOKEN LEASE_SECS MESSAGE: takes the deploy lock for LEASE_SECS (renewed
 # by bg_beat), taking over a lock whose holder stopped renewing it; fails naming a live holder.
 bg_lock() {
-  local dir=$1 app=$2 holder=$3 token=$4 lease=$5 message=$6 now expires tmp old="" note=""
+  local dir=$1 app=$2 holder=$3 token=$4 lease=$5 message=$6 now expires tmp old="" note="" time
   bg_lock_mutex "$dir"
-  now=$(date +%s)
+  bg_epoch now
   if [ -d "$dir/lock" ]; then
     expires=$(bg_lock_expires "$dir" "$lease")
     old=$(bg_lock_field "$dir" holder)
@@ -111,7 +147,8 @@ bg_lock() {
     bg_audit "$dir" lock-break "$app" "took over the expired lock of ${old:-unknown}" "" "" "" "$holder" >/dev/null
   fi
   tmp=$(mktemp -d "$dir/.lock.XXXXXX")
-  bg_lock_write "$tmp" "$holder" "$token" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" $((now + lease)) "$message"
+  bg_utc time
+  bg_lock_write "$tmp" "$holder" "$token" "$time" $((now + lease)) "$message"
   mv -T -- "$tmp" "$dir/lock" || {
     rm -rf -- "$tmp"
     bg_die "cannot take the deploy lock $dir/lock"
@@ -121,13 +158,14 @@ bg_lock() {
 
 # beat STATE_DIR TOKEN LEASE_SECS: renews this run's lock for LEASE_SECS more.
 bg_beat() {
-  local dir=$1 token=$2 lease=$3
+  local dir=$1 token=$2 lease=$3 now
   bg_lock_mutex "$dir"
+  bg_epoch now
   if [ ! -d "$dir/lock" ] || [ "$(bg_lock_field "$dir" token)" != "$token" ]; then
     bg_die "the deploy lock $dir/lock is no longer this run's (held by $(bg_lock_field "$dir" holder || true))"
   fi
   bg_lock_write "$dir/lock" "$(bg_lock_field "$dir" holder)" "$token" "$(bg_lock_field "$dir" time)" \
-    $(($(date +%s) + lease)) "$(bg_lock_field "$dir" message)"
+    $((now + lease)) "$(bg_lock_field "$dir" message)"
   echo "lock renewed for ${lease}s"
 }
 
@@ -329,7 +367,7 @@ bg_slot_pid() {
 # stop SLOT_DIR PORT SIGNAL GRACE_SECS: stops the slot's instance (its whole process group):
 # SIGNAL, up to GRACE_SECS, then SIGKILL; then waits until PORT is free.
 bg_stop() {
-  local dir=$1 port=$2 signal=$3 grace=$4 pid waited=0
+  local dir=$1 port=$2 signal=$3 grace=$4 pid
   if ! pid=$(bg_slot_pid "$dir"); then
     # The process the file names is gone, or a live process with its pid is provably another.
     rm -f -- "$dir/app.pid"
@@ -342,26 +380,25 @@ bg_stop() {
     return 0
   else
     kill -s "$signal" -- "-$pid" 2>/dev/null || kill -s "$signal" "$pid" 2>/dev/null || true
+    BG_NAPPED=0
     while kill -0 -- "-$pid" 2>/dev/null || pgrep -s "$pid" >/dev/null 2>&1; do
-      if [ "$waited" -ge $((grace * 10)) ]; then
+      if [ "$BG_NAPPED" -ge $((grace * 1000)) ]; then
         echo "pid $pid still running after ${grace}s: sending SIGKILL"
         kill -s KILL -- "-$pid" 2>/dev/null || true
         pkill -KILL -s "$pid" 2>/dev/null || true
         break
       fi
-      sleep 0.1
-      waited=$((waited + 1))
+      bg_nap
     done
     rm -f -- "$dir/app.pid"
-    echo "stopped pid $pid after $((waited / 10)).$((waited % 10))s"
+    echo "stopped pid $pid after $(bg_napped)s"
   fi
-  waited=0
+  BG_NAPPED=0
   while bg_port_busy "$port"; do
-    if [ "$waited" -ge 100 ]; then
+    if [ "$BG_NAPPED" -ge 10000 ]; then
       bg_die "port $port is still in use after stopping $dir (another process holds it)"
     fi
-    sleep 0.1
-    waited=$((waited + 1))
+    bg_nap
   done
 }
 
@@ -371,7 +408,7 @@ bg_stop() {
 # COMMAND is shell text that refers to "$BG_JAR", "$BG_PORT", "$BG_SLOT", "$BG_HOST" and "$BG_DIR".
 # The instance runs under a small shell that records its exit status in SLOT_DIR/app.exit.
 bg_start() {
-  local dir=$1 slot=$2 port=$3 host=$4 jar=$5 signal=$6 grace=$7 command=$8 live_port=${9:-} pid start
+  local dir=$1 slot=$2 port=$3 host=$4 jar=$5 signal=$6 grace=$7 command=$8 live_port=${9:-} pid start now
   if [ -n "$live_port" ] && [ "$port" = "$live_port" ]; then
     bg_die "not starting $slot on port $port: the proxy's upstream sends traffic to that port"
   fi
@@ -385,7 +422,8 @@ bg_start() {
   [ -f "$dir/$jar" ] || bg_die "$dir/$jar is missing"
   cd -- "$dir"
   export BG_JAR="$dir/$jar" BG_PORT="$port" BG_SLOT="$slot" BG_HOST="$host" BG_DIR="$dir"
-  printf '\n--- %s starting %s on port %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$slot" "$port" >>"$dir/app.log"
+  bg_utc now
+  printf '\n--- %s starting %s on port %s\n' "$now" "$slot" "$port" >>"$dir/app.log"
   rm -f -- "$dir/app.exit"
   # shellcheck disable=SC2016
   setsid bash -c 'bash -c "$1"; echo "$?" >"$2"' "bluegreen-$slot" "$command" "$dir/app.exit" \
@@ -394,7 +432,9 @@ bg_start() {
   start=$(bg_proc_start "$pid") || start=""
   printf '%s %s\n' "$pid" "$start" >"$dir/app.pid.tmp"
   mv -f -- "$dir/app.pid.tmp" "$dir/app.pid"
-  sleep 0.2
+  # A command that cannot run at all (a typo, a missing program) ends within this; a later death
+  # is what the health checks' `alive` reports.
+  sleep 0.05
   if ! bg_slot_pid "$dir" >/dev/null; then
     bg_exited "$dir" "$slot" "at once"
   fi
@@ -439,7 +479,7 @@ bg_probe() {
 # uses, beside it, renamed over it).
 bg_put() {
   local file=$1 text=$2 sudo=$3 tmp
-  tmp="$file.bluegreen-$$-$RANDOM"
+  tmp="$file.bluegreen-$BASHPID-$RANDOM"
   printf '%s' "$text" | bg_run "$sudo" tee -- "$tmp" >/dev/null || {
     bg_run "$sudo" rm -f -- "$tmp"
     return 1
@@ -514,8 +554,9 @@ bg_nginx_workers() {
 # the reload that still serves: from then on every request uses the new upstream.
 bg_reloaded() {
   [ "$#" -gt 0 ] || return 0
-  local waited=0 entry pid ppid
+  local entry pid ppid cmdline
   local -A serving
+  BG_NAPPED=0
   while :; do
     serving=()
     for entry in "$@"; do
@@ -523,32 +564,34 @@ bg_reloaded() {
     done
     for entry in "$@"; do
       pid=${entry% *} ppid=${entry#* }
-      if [ "$(tr -d '\0' <"/proc/$pid/cmdline" 2>/dev/null)" = "nginx: worker process" ]; then
+      # The kernel's copy of the worker's title: "nginx: worker process", NUL-terminated.
+      cmdline=""
+      IFS= read -r -d '' cmdline <"/proc/$pid/cmdline" 2>/dev/null || true
+      if [ "$cmdline" = "nginx: worker process" ]; then
         serving[$ppid]=1
       fi
     done
     for ppid in "${!serving[@]}"; do
       [ "${serving[$ppid]}" = 0 ] && return 0
     done
-    [ "$waited" -ge 100 ] && return 1
-    sleep 0.1
-    waited=$((waited + 1))
+    [ "$BG_NAPPED" -ge 10000 ] && return 1
+    bg_nap
   done
 }
 
 # settle DEADLINE_SECS: waits until nginx workers from before the reload have exited (they may
 # still be sending requests to the old slot), or the deadline passes.
 bg_settle() {
-  local deadline=$1 waited=0
+  local deadline=$1
+  BG_NAPPED=0
   while pgrep -f 'nginx: worker process is shutting down' >/dev/null 2>&1; do
-    if [ "$waited" -ge $((deadline * 10)) ]; then
+    if [ "$BG_NAPPED" -ge $((deadline * 1000)) ]; then
       echo "old nginx workers still running after ${deadline}s"
       return 0
     fi
-    sleep 0.1
-    waited=$((waited + 1))
+    bg_nap
   done
-  echo "old nginx workers gone after $((waited / 10)).$((waited % 10))s"
+  echo "old nginx workers gone after $(bg_napped)s"
 }
 
 # record STATE_DIR APP LIVE PREVIOUS RELEASE DEPLOYER: writes the state file atomically. The release
@@ -556,11 +599,12 @@ bg_settle() {
 # the intent the switch was made under. The release that was live until now is kept as
 # previous_release: the one a rollback may go back to.
 bg_record() {
-  local dir=$1 before=""
+  local dir=$1 before="" now
   mkdir -p -- "$dir"
   [ -f "$dir/state" ] && before=$(sed -n 's/^release=//p' "$dir/state")
+  bg_utc now
   printf 'app=%s\nlive=%s\nprevious=%s\nrelease=%s\nprevious_release=%s\ntime=%s\ndeployer=%s\n' \
-    "$2" "$3" "$4" "$5" "$before" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$6" >"$dir/state.tmp"
+    "$2" "$3" "$4" "$5" "$before" "$now" "$6" >"$dir/state.tmp"
   mv -f -- "$dir/state.tmp" "$dir/state"
   rm -f -- "$dir/intent"
   echo "state recorded: live=$3 previous=$4"
@@ -570,9 +614,11 @@ bg_record() {
 # about to make live, so that a run that dies before `record` leaves enough for the next one to
 # know what is live and what was before (bg_reconcile).
 bg_intent() {
+  local now
   mkdir -p -- "$1"
+  bg_utc now
   printf 'token=%s\ntarget=%s\nfrom=%s\nrelease=%s\ndeployer=%s\ntime=%s\n' \
-    "$2" "$3" "$4" "$5" "$6" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$1/intent.tmp"
+    "$2" "$3" "$4" "$5" "$6" "$now" >"$1/intent.tmp"
   mv -f -- "$1/intent.tmp" "$1/intent"
   echo "intent recorded: switch to $3"
 }
@@ -632,26 +678,34 @@ bg_release() {
   echo "$release"
 }
 
-# A JSON string: quotes, backslashes and control characters escaped.
+# bg_json VAR VALUE: sets VAR to VALUE as a JSON string: quotes, backslashes and control characters
+# escaped.
 bg_json() {
-  local s
-  s=$(printf '%s' "$1" | tr -d '\000-\010\013-\037')
+  local s=$2
+  # Control characters other than tab and newline are dropped (listed one by one: a range would
+  # depend on the locale's collation).
+  s=${s//[$'\001\002\003\004\005\006\007\010\013\014\015\016\017\020\021\022\023\024\025\026\027\030\031\032\033\034\035\036\037']/}
   s=${s//\\/\\\\}
   s=${s//\"/\\\"}
   s=${s//$'\t'/\\t}
   s=${s//$'\n'/\\n}
-  printf '"%s"' "$s"
+  printf -v "$1" '"%s"' "$s"
 }
 
 # audit STATE_DIR EVENT APP OUTCOME TARGET FROM RELEASE DEPLOYER: appends one JSON line to the audit
 # log: what happened (deploy, rollback, retire, lock-break), how it ended, the slot it targeted, the
 # slot that was live before, the release, and who.
 bg_audit() {
-  local dir=$1
+  local dir=$1 now i
+  local -a f
   mkdir -p -- "$dir"
+  bg_utc now
+  bg_json "f[0]" "$now"
+  for i in 2 3 4 5 6 7 8; do
+    bg_json "f[$((i - 1))]" "${!i}"
+  done
   printf '{"time":%s,"event":%s,"app":%s,"outcome":%s,"target":%s,"from":%s,"release":%s,"deployer":%s}\n' \
-    "$(bg_json "$(date -u +%Y-%m-%dT%H:%M:%SZ)")" "$(bg_json "$2")" "$(bg_json "$3")" "$(bg_json "$4")" \
-    "$(bg_json "$5")" "$(bg_json "$6")" "$(bg_json "$7")" "$(bg_json "$8")" >>"$dir/audit.log"
+    "${f[@]}" >>"$dir/audit.log"
   echo "audit: $2 $4"
 }
 
@@ -714,16 +768,55 @@ bg_breaklock() {
   echo "lock of ${holder:-unknown} removed"
 }
 
-bg_main() {
-  local fn=$1
-  shift
-  case "$fn" in
-    lock | beat | unlock | detect | reconcile | prepare | install | stop | start | alive | probe | switch | \
-      settle | intent | record | revive | release | audit | history | hoststatus | proxystatus | breaklock)
-      "bg_$fn" "$@" ;;
-    *) bg_die "unknown remote function '$fn'" ;;
-  esac
+# serve: runs one call after another on this one shell, so the library is read once per
+# connection, not once per call. Each call arrives on standard input ended by a NUL byte (a call
+# line never holds one) and runs in a subshell of its own, as a fresh `bash -s` would run it: with
+# errexit, its standard input from /dev/null, the locale the shell was started with, and no
+# variable or trap left over from the call before. Its output is kept in files (so an instance it
+# starts never holds the channel open, and a runner that goes away cannot cut the call short) and
+# then sent as one frame on standard output: "STATUS OUT_BYTES ERR_BYTES\n", the output, the errors.
+bg_serve() {
+  local call status out err tmp had_lc=${LC_ALL+set} lc=${LC_ALL-}
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/bluegreen-shell.XXXXXX")
+  # shellcheck disable=SC2064
+  trap "rm -rf -- '$tmp'" EXIT
+  trap 'exit 1' HUP PIPE TERM
+  # Byte counts: the frame's lengths are in bytes whatever the host's locale.
+  LC_ALL=C
+  while IFS= read -r -d '' call; do
+    set +e
+    (
+      set -e
+      if [ -n "$had_lc" ]; then LC_ALL=$lc; else unset LC_ALL; fi
+      eval "$call"
+    ) </dev/null >"$tmp/out" 2>"$tmp/err"
+    status=$?
+    set -e
+    out="" err=""
+    IFS= read -r -d '' out <"$tmp/out" || true
+    IFS= read -r -d '' err <"$tmp/err" || true
+    printf '%d %d %d\n%s%s' "$status" "${#out}" "${#err}" "$out" "$err"
+  done
 }
+
+# main FN ARGS...: runs bg_FN with ARGS when FN is one of BG_FUNCTIONS, the functions a call may
+# name. That list is not written here: bluegreen adds it after this text, from its own list of
+# remote functions, so a call can name only what bluegreen knows and no helper of the library.
+bg_main() {
+  local fn=$1 known
+  shift
+  for known in "${BG_FUNCTIONS[@]}"; do
+    if [ "$known" = "$fn" ]; then
+      "bg_$fn" "$@"
+      return
+    fi
+  done
+  bg_die "unknown remote function '$fn'"
+}
+
+# The functions a call may name (see bg_main), generated by bluegreen from its own list of
+# remote functions: what a backend calls and what the library runs are one list.
+BG_FUNCTIONS=(lock beat unlock detect reconcile intent prepare install stop start alive probe switch settle record revive release audit history hoststatus proxystatus breaklock)
 BG_REMOTE_LIBRARY_EOF
 )
 
@@ -751,10 +844,7 @@ bg_secs() {
 bg_check_env() {
   bg_check_var "proxy.host" NGINX_PRIVATE_IP host
   bg_check_var "proxy.check_url" NGINX_PRIVATE_IP text
-  bg_check_var "servers[0].host" WAS_1_PRIVATE_IP host
-  bg_check_var "servers[0].address" WAS_1_PRIVATE_IP host
-  bg_check_var "servers[1].host" WAS_2_PRIVATE_IP host
-  bg_check_var "servers[1].address" WAS_2_PRIVATE_IP host
+  bg_hosts bg_check_host
   [ -n "${BG_KNOWN_HOSTS:-}" ] || bg_check_var "ssh.known_hosts" HOME text
   [ -n "${BG_SSH_KEY:-}" ] || bg_check_var "ssh.identity_file" HOME text
 }
@@ -796,17 +886,68 @@ bg_check_var() {
   fi
 }
 
+# The host table, one line per host: ID INDEX PORT HOST ADDRESS USER. INDEX is an app host's place
+# in the config's servers (`-` for the proxy); HOST is the SSH address, ADDRESS the app's (what nginx
+# and the health checks use), USER the SSH user, each as the config writes it: `${NAME}` stands for
+# the value of environment variable NAME, read (bg_expand) once bg_check_env has checked it.
+# bg_hosts FN: runs FN with the fields of each line.
+# shellcheck disable=SC2016
+bg_hosts() {
+  local fn=$1
+  "$fn" proxy - 22 '${NGINX_PRIVATE_IP}' '${NGINX_PRIVATE_IP}' 'ubuntu'
+  "$fn" app1 0 22 '${WAS_1_PRIVATE_IP}' '${WAS_1_PRIVATE_IP}' 'ubuntu'
+  "$fn" app2 1 22 '${WAS_2_PRIVATE_IP}' '${WAS_2_PRIVATE_IP}' 'ubuntu'
+}
+
+# bg_check_host ID INDEX PORT HOST ADDRESS USER: checks the variables an app host's fields refer
+# to, as exec does (the proxy's are checked with the other proxy fields).
+bg_check_host() {
+  [ "$2" != - ] || return 0
+  bg_check_vars "servers[$2].host" host "$4"
+  bg_check_vars "servers[$2].address" host "$5"
+  bg_check_vars "servers[$2].user" user "$6"
+}
+
+# bg_check_vars FIELD RULE TEXT: bg_check_var FIELD NAME RULE for each `${NAME}` in TEXT, in order.
+# (Its variables' names begin with bg_, like bg_expand's: not to hide a variable of the config.)
+bg_check_vars() {
+  local bg_text=$3 bg_name bg_re='\$\{([^}]*)\}(.*)$'
+  while [[ $bg_text =~ $bg_re ]]; do
+    bg_name=${BASH_REMATCH[1]}
+    bg_text=${BASH_REMATCH[2]}
+    bg_check_var "$1" "$bg_name" "$2"
+  done
+}
+
+# bg_expand VAR TEXT: sets VAR to TEXT with each `${NAME}` in it replaced by the value of NAME.
+bg_expand() {
+  local bg_text=$2 bg_out="" bg_name bg_re='^([^$]*)\$\{([^}]*)\}(.*)$'
+  while [[ $bg_text =~ $bg_re ]]; do
+    bg_name=${BASH_REMATCH[2]}
+    bg_out+=${BASH_REMATCH[1]}${!bg_name}
+    bg_text=${BASH_REMATCH[3]}
+  done
+  printf -v "$1" '%s' "$bg_out$bg_text"
+}
+
+# bg_add_host ID INDEX PORT HOST ADDRESS USER: puts one line of the host table into its arrays.
+bg_add_host() {
+  BG_HOSTS+=("$1")
+  BG_PORT[$1]=$3
+  bg_expand "BG_ADDR[$1]" "$4"
+  bg_expand "BG_APP_ADDR[$1]" "$5"
+  bg_expand "BG_USER[$1]" "$6"
+  if [ "$2" != - ]; then
+    BG_INDEX[$1]=$2
+    BG_APP_HOSTS+=("$1")
+    BG_APP_ADDRS+=("${BG_APP_ADDR[$1]}")
+  fi
+}
+
 # Settings that may refer to environment variables: read once bg_check_env has passed.
 bg_init() {
-  BG_ADDR[proxy]="${NGINX_PRIVATE_IP}"
-  BG_USER[proxy]="ubuntu"
-  BG_PORT[proxy]=22
-  BG_ADDR[app1]="${WAS_1_PRIVATE_IP}"
-  BG_USER[app1]="ubuntu"
-  BG_PORT[app1]=22
-  BG_ADDR[app2]="${WAS_2_PRIVATE_IP}"
-  BG_USER[app2]="ubuntu"
-  BG_PORT[app2]=22
+  BG_HOSTS=() BG_APP_HOSTS=() BG_APP_ADDRS=()
+  bg_hosts bg_add_host
 }
 
 bg_ssh_opts() {
@@ -1022,17 +1163,23 @@ bg_at() {
   fi
 }
 
-# bg_parallel FN...: runs the functions at once (one per host); fails if any fails.
-bg_parallel() {
-  local fn failed=0
+# bg_each FN ID...: runs FN ID for every host ID, all at once when there are several (a failure
+# is logged as FN_ID's); fails if any fails.
+bg_each() {
+  local fn=$1 id failed=0
+  shift
+  if [ $# -eq 1 ]; then
+    "$fn" "$1"
+    return
+  fi
   local -A pids=()
-  for fn in "$@"; do
-    "$fn" &
-    pids[$fn]=$!
+  for id in "$@"; do
+    "$fn" "$id" &
+    pids[$id]=$!
   done
-  for fn in "$@"; do
-    if ! wait "${pids[$fn]}"; then
-      bg_log "$fn failed"
+  for id in "$@"; do
+    if ! wait "${pids[$id]}"; then
+      bg_log "${fn}_$id failed"
       failed=1
     fi
   done
@@ -1065,12 +1212,7 @@ bg_resolve_artifact() {
 }
 
 bg_connect_all() {
-  local id fns=()
-  for id in "${BG_HOSTS[@]}"; do
-    eval "bg_connect_$id() { bg_connect $id; }"
-    fns+=("bg_connect_$id")
-  done
-  bg_parallel "${fns[@]}"
+  bg_each bg_connect "${BG_HOSTS[@]}"
   bg_log "connected to ${#BG_HOSTS[@]} hosts"
 }
 
@@ -1147,69 +1289,58 @@ bg_begin() {
   fi
 }
 
+# The phases: bg_ACTION_phase_PHASE, and for a phase run on every app host at once, the function
+# bg_ACTION_PHASE ID that bg_each runs for each (bg_at: its step number is the first host's plus the
+# host's index).
+
 bg_deploy_phase_prepare() {
   bg_at 0
   bg_on proxy lock "/var/lib/bluegreen/sokdak" "sokdak" "${BG_DEPLOYER}" "${BG_RUN_TOKEN}" "20" "deploy of sokdak"
   bg_at 1
-  BG_LIVE_SLOT=$(bg_remote proxy detect "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "8080" "8081" "${WAS_1_PRIVATE_IP}" "${WAS_2_PRIVATE_IP}")
+  BG_LIVE_SLOT=$(bg_remote proxy detect "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "8080" "8081" "${BG_APP_ADDRS[@]}")
   bg_select_slots
   bg_at 2
   bg_on proxy reconcile "/var/lib/bluegreen/sokdak" "sokdak" "${BG_LIVE_SLOT}" "yes" "nginx -t" "nginx -s reload"
 }
 
-bg_deploy_upload_app1() {
-  bg_at 3
-  bg_prepared=$(bg_remote app1 prepare "/home/ubuntu/sokdak/${BG_TARGET_SLOT}")
-  bg_check_space app1 "$bg_prepared" "/home/ubuntu/sokdak/${BG_TARGET_SLOT}"
-  bg_upload app1 "/home/ubuntu/sokdak/${BG_TARGET_SLOT}/.sokdak.jar.upload"
-  bg_on app1 install "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" ".sokdak.jar.upload" "sokdak.jar" "${BG_RELEASE}"
-}
-
-bg_deploy_upload_app2() {
-  bg_at 4
-  bg_prepared=$(bg_remote app2 prepare "/home/ubuntu/sokdak/${BG_TARGET_SLOT}")
-  bg_check_space app2 "$bg_prepared" "/home/ubuntu/sokdak/${BG_TARGET_SLOT}"
-  bg_upload app2 "/home/ubuntu/sokdak/${BG_TARGET_SLOT}/.sokdak.jar.upload"
-  bg_on app2 install "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" ".sokdak.jar.upload" "sokdak.jar" "${BG_RELEASE}"
+bg_deploy_upload() {
+  local id=$1
+  bg_at $((3 + BG_INDEX[$id]))
+  bg_prepared=$(bg_remote "$id" prepare "/home/ubuntu/sokdak/${BG_TARGET_SLOT}")
+  bg_check_space "$id" "$bg_prepared" "/home/ubuntu/sokdak/${BG_TARGET_SLOT}"
+  bg_upload "$id" "/home/ubuntu/sokdak/${BG_TARGET_SLOT}/.sokdak.jar.upload"
+  bg_on "$id" install "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" ".sokdak.jar.upload" "sokdak.jar" "${BG_RELEASE}"
 }
 
 bg_deploy_phase_upload() {
-  bg_parallel bg_deploy_upload_app1 bg_deploy_upload_app2
+  bg_each bg_deploy_upload "${BG_APP_HOSTS[@]}"
 }
 
-bg_deploy_start_app1() {
-  bg_at 5
-  bg_on app1 start "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "${WAS_1_PRIVATE_IP}" "sokdak.jar" "TERM" "30" "java -Xmx512m -jar \"\${BG_JAR}\" --server.port=\"\${BG_PORT}\" --spring.profiles.active=prod" "${BG_LIVE_PORT}"
-}
-
-bg_deploy_start_app2() {
-  bg_at 6
-  bg_on app2 start "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "${WAS_2_PRIVATE_IP}" "sokdak.jar" "TERM" "30" "java -Xmx512m -jar \"\${BG_JAR}\" --server.port=\"\${BG_PORT}\" --spring.profiles.active=prod" "${BG_LIVE_PORT}"
+bg_deploy_start() {
+  local id=$1
+  bg_at $((5 + BG_INDEX[$id]))
+  bg_on "$id" start "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "${BG_APP_ADDR[$id]}" "sokdak.jar" "TERM" "30" "java -Xmx512m -jar \"\${BG_JAR}\" --server.port=\"\${BG_PORT}\" --spring.profiles.active=prod" "${BG_LIVE_PORT}"
 }
 
 bg_deploy_phase_start() {
-  bg_parallel bg_deploy_start_app1 bg_deploy_start_app2
+  bg_each bg_deploy_start "${BG_APP_HOSTS[@]}"
 }
 
-bg_deploy_verify_app1() {
-  bg_at 7
-  bg_health app1 "http://${WAS_1_PRIVATE_IP}:${BG_TARGET_PORT}/actuator/health" 200 "\"status\":\"UP\"" 1000 2000 120000 2 "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}"
-}
-
-bg_deploy_verify_app2() {
-  bg_at 8
-  bg_health app2 "http://${WAS_2_PRIVATE_IP}:${BG_TARGET_PORT}/actuator/health" 200 "\"status\":\"UP\"" 1000 2000 120000 2 "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}"
+bg_deploy_verify() {
+  local id=$1
+  bg_at $((7 + BG_INDEX[$id]))
+  bg_health "$id" "http://${BG_APP_ADDR[$id]}:${BG_TARGET_PORT}/actuator/health" 200 "\"status\":\"UP\"" 1000 2000 120000 2 "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}"
 }
 
 bg_deploy_phase_verify() {
-  bg_parallel bg_deploy_verify_app1 bg_deploy_verify_app2
+  bg_each bg_deploy_verify "${BG_APP_HOSTS[@]}"
 }
 
 bg_deploy_phase_switch() {
   bg_at 9
   bg_on proxy intent "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
   bg_at 10
-  bg_on proxy switch "/var/lib/bluegreen/sokdak" "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "nginx -t" "nginx -s reload" "8080" "8081" "${BG_TARGET_PORT}" "# managed by bluegreen for sokdak" "${WAS_1_PRIVATE_IP}" "${WAS_2_PRIVATE_IP}"
+  bg_on proxy switch "/var/lib/bluegreen/sokdak" "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "nginx -t" "nginx -s reload" "8080" "8081" "${BG_TARGET_PORT}" "# managed by bluegreen for sokdak" "${BG_APP_ADDRS[@]}"
   bg_on proxy settle "30"
   bg_check_url "http://${NGINX_PRIVATE_IP}/actuator/health" 200 "$(bg_redact_url "http://${NGINX_PRIVATE_IP}/actuator/health")" 4 0.250 2.000
 }
@@ -1222,18 +1353,14 @@ bg_deploy_phase_drain() {
   sleep 5.000
 }
 
-bg_deploy_retire_app1() {
-  bg_at 13
-  [ "$BG_LIVE_SLOT" = none ] || bg_on app1 stop "/home/ubuntu/sokdak/${BG_LIVE_SLOT}" "${BG_LIVE_PORT}" "TERM" "30"
-}
-
-bg_deploy_retire_app2() {
-  bg_at 14
-  [ "$BG_LIVE_SLOT" = none ] || bg_on app2 stop "/home/ubuntu/sokdak/${BG_LIVE_SLOT}" "${BG_LIVE_PORT}" "TERM" "30"
+bg_deploy_retire() {
+  local id=$1
+  bg_at $((13 + BG_INDEX[$id]))
+  [ "$BG_LIVE_SLOT" = none ] || bg_on "$id" stop "/home/ubuntu/sokdak/${BG_LIVE_SLOT}" "${BG_LIVE_PORT}" "TERM" "30"
 }
 
 bg_deploy_phase_retire() {
-  bg_parallel bg_deploy_retire_app1 bg_deploy_retire_app2
+  bg_each bg_deploy_retire "${BG_APP_HOSTS[@]}"
 }
 
 bg_deploy_phase_finish() {
@@ -1249,7 +1376,7 @@ bg_rollback_phase_prepare() {
   bg_at 0
   bg_on proxy lock "/var/lib/bluegreen/sokdak" "sokdak" "${BG_DEPLOYER}" "${BG_RUN_TOKEN}" "20" "rollback of sokdak"
   bg_at 1
-  BG_LIVE_SLOT=$(bg_remote proxy detect "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "8080" "8081" "${WAS_1_PRIVATE_IP}" "${WAS_2_PRIVATE_IP}")
+  BG_LIVE_SLOT=$(bg_remote proxy detect "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "8080" "8081" "${BG_APP_ADDRS[@]}")
   bg_select_slots
   bg_at 2
   bg_on proxy reconcile "/var/lib/bluegreen/sokdak" "sokdak" "${BG_LIVE_SLOT}" "yes" "nginx -t" "nginx -s reload"
@@ -1258,39 +1385,31 @@ bg_rollback_phase_prepare() {
   bg_log "[$BG_APP] release to roll back to: $BG_RELEASE"
 }
 
-bg_rollback_start_app1() {
-  bg_at 4
-  bg_on app1 revive "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "${WAS_1_PRIVATE_IP}" "sokdak.jar" "TERM" "30" "java -Xmx512m -jar \"\${BG_JAR}\" --server.port=\"\${BG_PORT}\" --spring.profiles.active=prod" "${BG_LIVE_PORT}" "${BG_RELEASE}"
-}
-
-bg_rollback_start_app2() {
-  bg_at 5
-  bg_on app2 revive "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "${WAS_2_PRIVATE_IP}" "sokdak.jar" "TERM" "30" "java -Xmx512m -jar \"\${BG_JAR}\" --server.port=\"\${BG_PORT}\" --spring.profiles.active=prod" "${BG_LIVE_PORT}" "${BG_RELEASE}"
+bg_rollback_start() {
+  local id=$1
+  bg_at $((4 + BG_INDEX[$id]))
+  bg_on "$id" revive "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "${BG_APP_ADDR[$id]}" "sokdak.jar" "TERM" "30" "java -Xmx512m -jar \"\${BG_JAR}\" --server.port=\"\${BG_PORT}\" --spring.profiles.active=prod" "${BG_LIVE_PORT}" "${BG_RELEASE}"
 }
 
 bg_rollback_phase_start() {
-  bg_parallel bg_rollback_start_app1 bg_rollback_start_app2
+  bg_each bg_rollback_start "${BG_APP_HOSTS[@]}"
 }
 
-bg_rollback_verify_app1() {
-  bg_at 6
-  bg_health app1 "http://${WAS_1_PRIVATE_IP}:${BG_TARGET_PORT}/actuator/health" 200 "\"status\":\"UP\"" 1000 2000 120000 2 "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}"
-}
-
-bg_rollback_verify_app2() {
-  bg_at 7
-  bg_health app2 "http://${WAS_2_PRIVATE_IP}:${BG_TARGET_PORT}/actuator/health" 200 "\"status\":\"UP\"" 1000 2000 120000 2 "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}"
+bg_rollback_verify() {
+  local id=$1
+  bg_at $((6 + BG_INDEX[$id]))
+  bg_health "$id" "http://${BG_APP_ADDR[$id]}:${BG_TARGET_PORT}/actuator/health" 200 "\"status\":\"UP\"" 1000 2000 120000 2 "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}"
 }
 
 bg_rollback_phase_verify() {
-  bg_parallel bg_rollback_verify_app1 bg_rollback_verify_app2
+  bg_each bg_rollback_verify "${BG_APP_HOSTS[@]}"
 }
 
 bg_rollback_phase_switch() {
   bg_at 8
   bg_on proxy intent "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
   bg_at 9
-  bg_on proxy switch "/var/lib/bluegreen/sokdak" "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "nginx -t" "nginx -s reload" "8080" "8081" "${BG_TARGET_PORT}" "# managed by bluegreen for sokdak" "${WAS_1_PRIVATE_IP}" "${WAS_2_PRIVATE_IP}"
+  bg_on proxy switch "/var/lib/bluegreen/sokdak" "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "nginx -t" "nginx -s reload" "8080" "8081" "${BG_TARGET_PORT}" "# managed by bluegreen for sokdak" "${BG_APP_ADDRS[@]}"
   bg_on proxy settle "30"
   bg_check_url "http://${NGINX_PRIVATE_IP}/actuator/health" 200 "$(bg_redact_url "http://${NGINX_PRIVATE_IP}/actuator/health")" 4 0.250 2.000
 }
@@ -1303,18 +1422,14 @@ bg_rollback_phase_drain() {
   sleep 5.000
 }
 
-bg_rollback_retire_app1() {
-  bg_at 12
-  [ "$BG_LIVE_SLOT" = none ] || bg_on app1 stop "/home/ubuntu/sokdak/${BG_LIVE_SLOT}" "${BG_LIVE_PORT}" "TERM" "30"
-}
-
-bg_rollback_retire_app2() {
-  bg_at 13
-  [ "$BG_LIVE_SLOT" = none ] || bg_on app2 stop "/home/ubuntu/sokdak/${BG_LIVE_SLOT}" "${BG_LIVE_PORT}" "TERM" "30"
+bg_rollback_retire() {
+  local id=$1
+  bg_at $((12 + BG_INDEX[$id]))
+  [ "$BG_LIVE_SLOT" = none ] || bg_on "$id" stop "/home/ubuntu/sokdak/${BG_LIVE_SLOT}" "${BG_LIVE_PORT}" "TERM" "30"
 }
 
 bg_rollback_phase_retire() {
-  bg_parallel bg_rollback_retire_app1 bg_rollback_retire_app2
+  bg_each bg_rollback_retire "${BG_APP_HOSTS[@]}"
 }
 
 bg_rollback_phase_finish() {
@@ -1330,24 +1445,20 @@ bg_retire_phase_prepare() {
   bg_at 0
   bg_on proxy lock "/var/lib/bluegreen/sokdak" "sokdak" "${BG_DEPLOYER}" "${BG_RUN_TOKEN}" "20" "retire of sokdak"
   bg_at 1
-  BG_LIVE_SLOT=$(bg_remote proxy detect "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "8080" "8081" "${WAS_1_PRIVATE_IP}" "${WAS_2_PRIVATE_IP}")
+  BG_LIVE_SLOT=$(bg_remote proxy detect "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "8080" "8081" "${BG_APP_ADDRS[@]}")
   bg_select_slots
   bg_at 2
   bg_on proxy reconcile "/var/lib/bluegreen/sokdak" "sokdak" "${BG_LIVE_SLOT}" "yes" "nginx -t" "nginx -s reload"
 }
 
-bg_retire_retire_app1() {
-  bg_at 3
-  bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30"
-}
-
-bg_retire_retire_app2() {
-  bg_at 4
-  bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30"
+bg_retire_retire() {
+  local id=$1
+  bg_at $((3 + BG_INDEX[$id]))
+  bg_on "$id" stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30"
 }
 
 bg_retire_phase_retire() {
-  bg_parallel bg_retire_retire_app1 bg_retire_retire_app2
+  bg_each bg_retire_retire "${BG_APP_HOSTS[@]}"
 }
 
 bg_retire_phase_finish() {
@@ -1356,6 +1467,7 @@ bg_retire_phase_finish() {
   bg_at 6
   bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}"
 }
+
 # bg_run_phase ACTION PHASE
 bg_run_phase() {
   bg_begin "$1" "$2"
@@ -1396,34 +1508,38 @@ bg_abort() {
   # shellcheck disable=SC2064
   trap "kill $! 2>/dev/null || true" EXIT
   bg_log "== abort after a failure in the $BG_PHASE phase of a $BG_ACTION: undoing"
-  local undo_failed=0 bg_keep_new=""
+  local undo_failed=0 bg_keep_new="" id
   case "$BG_ACTION:$BG_PHASE" in
     deploy:prepare)
       bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
       ;;
     deploy:upload)
-      if [ -n "$bg_keep_new" ]; then bg_log "[app1] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
-      if [ -n "$bg_keep_new" ]; then bg_log "[app2] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
+      for id in "${BG_APP_HOSTS[@]}"; do
+        if [ -n "$bg_keep_new" ]; then bg_log "[$id] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on "$id" stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
+      done
       bg_on proxy audit "/var/lib/bluegreen/sokdak" "deploy" "sokdak" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
       bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
       ;;
     deploy:start)
-      if [ -n "$bg_keep_new" ]; then bg_log "[app1] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
-      if [ -n "$bg_keep_new" ]; then bg_log "[app2] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
+      for id in "${BG_APP_HOSTS[@]}"; do
+        if [ -n "$bg_keep_new" ]; then bg_log "[$id] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on "$id" stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
+      done
       bg_on proxy audit "/var/lib/bluegreen/sokdak" "deploy" "sokdak" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
       bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
       ;;
     deploy:verify)
-      if [ -n "$bg_keep_new" ]; then bg_log "[app1] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
-      if [ -n "$bg_keep_new" ]; then bg_log "[app2] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
+      for id in "${BG_APP_HOSTS[@]}"; do
+        if [ -n "$bg_keep_new" ]; then bg_log "[$id] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on "$id" stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
+      done
       bg_on proxy audit "/var/lib/bluegreen/sokdak" "deploy" "sokdak" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
       bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
       ;;
     deploy:switch)
-      [ "$BG_LIVE_SLOT" = none ] || bg_on proxy switch "/var/lib/bluegreen/sokdak" "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "nginx -t" "nginx -s reload" "8080" "8081" "${BG_LIVE_PORT}" "# managed by bluegreen for sokdak" "${WAS_1_PRIVATE_IP}" "${WAS_2_PRIVATE_IP}" || { undo_failed=1; bg_keep_new=yes; }
+      [ "$BG_LIVE_SLOT" = none ] || bg_on proxy switch "/var/lib/bluegreen/sokdak" "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "nginx -t" "nginx -s reload" "8080" "8081" "${BG_LIVE_PORT}" "# managed by bluegreen for sokdak" "${BG_APP_ADDRS[@]}" || { undo_failed=1; bg_keep_new=yes; }
       [ "$BG_LIVE_SLOT" = none ] || bg_on proxy settle "30" || { undo_failed=1; bg_keep_new=yes; }
-      if [ -n "$bg_keep_new" ]; then bg_log "[app1] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
-      if [ -n "$bg_keep_new" ]; then bg_log "[app2] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
+      for id in "${BG_APP_HOSTS[@]}"; do
+        if [ -n "$bg_keep_new" ]; then bg_log "[$id] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on "$id" stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
+      done
       bg_on proxy audit "/var/lib/bluegreen/sokdak" "deploy" "sokdak" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
       bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
       ;;
@@ -1442,22 +1558,25 @@ bg_abort() {
       bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
       ;;
     rollback:start)
-      if [ -n "$bg_keep_new" ]; then bg_log "[app1] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
-      if [ -n "$bg_keep_new" ]; then bg_log "[app2] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
+      for id in "${BG_APP_HOSTS[@]}"; do
+        if [ -n "$bg_keep_new" ]; then bg_log "[$id] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on "$id" stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
+      done
       bg_on proxy audit "/var/lib/bluegreen/sokdak" "rollback" "sokdak" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
       bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
       ;;
     rollback:verify)
-      if [ -n "$bg_keep_new" ]; then bg_log "[app1] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
-      if [ -n "$bg_keep_new" ]; then bg_log "[app2] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
+      for id in "${BG_APP_HOSTS[@]}"; do
+        if [ -n "$bg_keep_new" ]; then bg_log "[$id] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on "$id" stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
+      done
       bg_on proxy audit "/var/lib/bluegreen/sokdak" "rollback" "sokdak" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
       bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
       ;;
     rollback:switch)
-      [ "$BG_LIVE_SLOT" = none ] || bg_on proxy switch "/var/lib/bluegreen/sokdak" "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "nginx -t" "nginx -s reload" "8080" "8081" "${BG_LIVE_PORT}" "# managed by bluegreen for sokdak" "${WAS_1_PRIVATE_IP}" "${WAS_2_PRIVATE_IP}" || { undo_failed=1; bg_keep_new=yes; }
+      [ "$BG_LIVE_SLOT" = none ] || bg_on proxy switch "/var/lib/bluegreen/sokdak" "/etc/nginx/bluegreen/sokdak-upstream.conf" "yes" "nginx -t" "nginx -s reload" "8080" "8081" "${BG_LIVE_PORT}" "# managed by bluegreen for sokdak" "${BG_APP_ADDRS[@]}" || { undo_failed=1; bg_keep_new=yes; }
       [ "$BG_LIVE_SLOT" = none ] || bg_on proxy settle "30" || { undo_failed=1; bg_keep_new=yes; }
-      if [ -n "$bg_keep_new" ]; then bg_log "[app1] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app1 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
-      if [ -n "$bg_keep_new" ]; then bg_log "[app2] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on app2 stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
+      for id in "${BG_APP_HOSTS[@]}"; do
+        if [ -n "$bg_keep_new" ]; then bg_log "[$id] left running: the switch back could not be confirmed, so the new slot may still serve traffic"; else bg_on "$id" stop "/home/ubuntu/sokdak/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30" || undo_failed=1; fi
+      done
       bg_on proxy audit "/var/lib/bluegreen/sokdak" "rollback" "sokdak" "failed" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}" || undo_failed=1
       bg_on proxy unlock "/var/lib/bluegreen/sokdak" "${BG_RUN_TOKEN}" || undo_failed=1
       ;;

@@ -21,9 +21,12 @@ BG_HOST_KEY_POLICY={{ host_key_policy }}
 BG_CONNECT_TIMEOUT={{ connect_timeout }}
 BG_RUN_DIR=${BG_RUN_DIR:-.bluegreen}
 BG_RUN_ID=${BG_RUN_ID:-${BUILD_TAG:-}}
-BG_HOSTS=({{ host_ids }})
-BG_APP_HOSTS=({{ app_host_ids }})
-declare -A BG_ADDR BG_USER BG_PORT
+# Every host's id (the proxy first), the app hosts' ids and their app addresses, in config order,
+# and each host's settings by id: filled from the host table (bg_hosts) by bg_init.
+BG_HOSTS=()
+BG_APP_HOSTS=()
+BG_APP_ADDRS=()
+declare -A BG_ADDR BG_USER BG_PORT BG_APP_ADDR BG_INDEX
 
 # The remote library: what runs on a host for each step. bluegreen exec sends the very same text.
 BG_LIB=$(cat <<'BG_REMOTE_LIBRARY_EOF'
@@ -53,7 +56,9 @@ bg_secs() {
 # bg_check_env ACTION: checks every environment variable the config refers to, as bluegreen exec
 # does: with the same rules, in the same order, with the same messages.
 bg_check_env() {
-{{ env_checks }}
+{%- for line in env_checks %}
+{{ line }}
+{%- endfor %}
 }
 
 # bg_check_var FIELD NAME RULE: ${NAME}, used in FIELD, must be set and its value pass RULE.
@@ -71,9 +76,68 @@ bg_check_var() {
   fi
 }
 
+# The host table, one line per host: ID INDEX PORT HOST ADDRESS USER. INDEX is an app host's place
+# in the config's servers (`-` for the proxy); HOST is the SSH address, ADDRESS the app's (what nginx
+# and the health checks use), USER the SSH user, each as the config writes it: `${NAME}` stands for
+# the value of environment variable NAME, read (bg_expand) once bg_check_env has checked it.
+# bg_hosts FN: runs FN with the fields of each line.
+# shellcheck disable=SC2016
+bg_hosts() {
+  local fn=$1
+{%- for h in hosts %}
+  "$fn" {{ h.id }} {{ h.index }} {{ h.port }} {{ h.host }} {{ h.address }} {{ h.user }}
+{%- endfor %}
+}
+
+# bg_check_host ID INDEX PORT HOST ADDRESS USER: checks the variables an app host's fields refer
+# to, as exec does (the proxy's are checked with the other proxy fields).
+bg_check_host() {
+  [ "$2" != - ] || return 0
+  bg_check_vars "servers[$2].host" {{ server_rules[0] }} "$4"
+  bg_check_vars "servers[$2].address" {{ server_rules[1] }} "$5"
+  bg_check_vars "servers[$2].user" {{ server_rules[2] }} "$6"
+}
+
+# bg_check_vars FIELD RULE TEXT: bg_check_var FIELD NAME RULE for each `${NAME}` in TEXT, in order.
+# (Its variables' names begin with bg_, like bg_expand's: not to hide a variable of the config.)
+bg_check_vars() {
+  local bg_text=$3 bg_name bg_re='\$\{([^}]*)\}(.*)$'
+  while [[ $bg_text =~ $bg_re ]]; do
+    bg_name=${BASH_REMATCH[1]}
+    bg_text=${BASH_REMATCH[2]}
+    bg_check_var "$1" "$bg_name" "$2"
+  done
+}
+
+# bg_expand VAR TEXT: sets VAR to TEXT with each `${NAME}` in it replaced by the value of NAME.
+bg_expand() {
+  local bg_text=$2 bg_out="" bg_name bg_re='^([^$]*)\$\{([^}]*)\}(.*)$'
+  while [[ $bg_text =~ $bg_re ]]; do
+    bg_name=${BASH_REMATCH[2]}
+    bg_out+=${BASH_REMATCH[1]}${!bg_name}
+    bg_text=${BASH_REMATCH[3]}
+  done
+  printf -v "$1" '%s' "$bg_out$bg_text"
+}
+
+# bg_add_host ID INDEX PORT HOST ADDRESS USER: puts one line of the host table into its arrays.
+bg_add_host() {
+  BG_HOSTS+=("$1")
+  BG_PORT[$1]=$3
+  bg_expand "BG_ADDR[$1]" "$4"
+  bg_expand "BG_APP_ADDR[$1]" "$5"
+  bg_expand "BG_USER[$1]" "$6"
+  if [ "$2" != - ]; then
+    BG_INDEX[$1]=$2
+    BG_APP_HOSTS+=("$1")
+    BG_APP_ADDRS+=("${BG_APP_ADDR[$1]}")
+  fi
+}
+
 # Settings that may refer to environment variables: read once bg_check_env has passed.
 bg_init() {
-{{ host_lines }}
+  BG_HOSTS=() BG_APP_HOSTS=() BG_APP_ADDRS=()
+  bg_hosts bg_add_host
 }
 
 bg_ssh_opts() {
@@ -289,17 +353,23 @@ bg_at() {
   fi
 }
 
-# bg_parallel FN...: runs the functions at once (one per host); fails if any fails.
-bg_parallel() {
-  local fn failed=0
+# bg_each FN ID...: runs FN ID for every host ID, all at once when there are several (a failure
+# is logged as FN_ID's); fails if any fails.
+bg_each() {
+  local fn=$1 id failed=0
+  shift
+  if [ $# -eq 1 ]; then
+    "$fn" "$1"
+    return
+  fi
   local -A pids=()
-  for fn in "$@"; do
-    "$fn" &
-    pids[$fn]=$!
+  for id in "$@"; do
+    "$fn" "$id" &
+    pids[$id]=$!
   done
-  for fn in "$@"; do
-    if ! wait "${pids[$fn]}"; then
-      bg_log "$fn failed"
+  for id in "$@"; do
+    if ! wait "${pids[$id]}"; then
+      bg_log "${fn}_$id failed"
       failed=1
     fi
   done
@@ -330,12 +400,7 @@ bg_resolve_artifact() {
 }
 
 bg_connect_all() {
-  local id fns=()
-  for id in "${BG_HOSTS[@]}"; do
-    eval "bg_connect_$id() { bg_connect $id; }"
-    fns+=("bg_connect_$id")
-  done
-  bg_parallel "${fns[@]}"
+  bg_each bg_connect "${BG_HOSTS[@]}"
   bg_log "connected to ${#BG_HOSTS[@]} hosts"
 }
 
@@ -412,7 +477,37 @@ bg_begin() {
   fi
 }
 
-{{ phases }}
+# The phases: bg_ACTION_phase_PHASE, and for a phase run on every app host at once, the function
+# bg_ACTION_PHASE ID that bg_each runs for each (bg_at: its step number is the first host's plus the
+# host's index).
+{%- for p in phases %}
+{%- if let Some(f) = p.each_host %}
+
+{{ f.function }}() {
+  local id=$1
+  bg_at $(({{ f.first_step }} + BG_INDEX[$id]))
+{%- for line in f.lines %}
+  {{ line }}
+{%- endfor %}
+}
+{%- endif %}
+
+{{ p.function }}() {
+{%- if let Some(f) = p.each_host %}
+  bg_each {{ f.function }} "${BG_APP_HOSTS[@]}"
+{%- endif %}
+{%- for s in p.steps %}
+  bg_at {{ s.number }}
+{%- for line in s.lines %}
+  {{ line }}
+{%- endfor %}
+{%- endfor %}
+{%- for line in p.extra %}
+  {{ line }}
+{%- endfor %}
+}
+{%- endfor %}
+
 # bg_run_phase ACTION PHASE
 bg_run_phase() {
   bg_begin "$1" "$2"
@@ -453,9 +548,26 @@ bg_abort() {
   # shellcheck disable=SC2064
   trap "kill $! 2>/dev/null || true" EXIT
   bg_log "== abort after a failure in the $BG_PHASE phase of a $BG_ACTION: undoing"
-  local undo_failed=0 bg_keep_new=""
+  local undo_failed=0 bg_keep_new="" id
   case "$BG_ACTION:$BG_PHASE" in
-{{ abort_cases }}
+{%- for c in abort_cases %}
+    {{ c.label }})
+{%- for u in c.undo %}
+{%- if u.each_host %}
+      for id in "${BG_APP_HOSTS[@]}"; do
+{%- for line in u.lines %}
+        {{ line }}
+{%- endfor %}
+      done
+{%- else %}
+{%- for line in u.lines %}
+      {{ line }}
+{%- endfor %}
+{%- endif %}
+{%- endfor %}
+      ;;
+{%- endfor %}
+    *) bg_log "nothing to undo after the $BG_PHASE phase" ;;
   esac
   bg_notify failed
   bg_disconnect

@@ -1,0 +1,222 @@
+//! The declarative Jenkinsfile: a Setup stage that writes the deploy script into the workspace, then
+//! one stage per phase of the plan running that phase of the script.
+
+use crate::groovy::{groovy_escape, groovy_str, modified_utf8_len, GROOVY_MAX_LITERAL};
+use crate::{script, Error};
+use askama::Template;
+use bluegreen_core::plan::PhaseKind;
+use bluegreen_core::Plan;
+use std::fmt::Write as _;
+
+/// The heredoc terminator the Jenkinsfile uses to write the deploy script.
+const SCRIPT_EOF: &str = "BLUEGREEN_SCRIPT_EOF";
+
+/// The room one `sh` step of the Setup stage leaves for the script: Groovy's limit on a string
+/// constant (in modified UTF-8 bytes) less what the step adds around the script.
+const SETUP_PART_MAX: usize = GROOVY_MAX_LITERAL - 512;
+
+/// One stage of the Deploy stage: one phase of the plan.
+struct StageView {
+    /// The stage's name.
+    title: &'static str,
+    /// Its shell step, Groovy-escaped.
+    script: String,
+    /// The promotion gate after the step, in minutes (0: none).
+    gate_minutes: u64,
+}
+
+/// The `slackSend` arguments, as Groovy text.
+struct SlackView {
+    channel: String,
+    token: String,
+    prefix: String,
+}
+
+/// Template-facing view of the Jenkinsfile.
+#[derive(Template)]
+#[template(path = "Jenkinsfile", escape = "none")]
+struct JenkinsView {
+    app: String,
+    source: String,
+    tools: Vec<String>,
+    timeout_minutes: u64,
+    build: Option<String>,
+    branches: String,
+    credentials: String,
+    setup_parts: Vec<String>,
+    stages: Vec<StageView>,
+    gate_message: String,
+    abort_script: String,
+    slack: Option<SlackView>,
+}
+
+/// The Setup stage's shell steps: the deploy script in pieces of whole lines, each small enough for
+/// one Groovy string constant once escaped, appended to `.bluegreen/deploy.sh.part` and renamed to
+/// `.bluegreen/deploy.sh` by the last. Each is shell text, to be Groovy-escaped.
+fn setup_parts(script: &str, max: usize) -> Result<Vec<String>, Error> {
+    let mut chunks: Vec<String> = vec![String::new()];
+    let mut last_len = 0;
+    for line in script.split_inclusive('\n') {
+        let len = modified_utf8_len(&groovy_escape(line));
+        if len > max {
+            return Err(Error::TooLong { len });
+        }
+        if last_len + len > max {
+            chunks.push(String::new());
+            last_len = 0;
+        }
+        if let Some(c) = chunks.last_mut() {
+            c.push_str(line);
+            last_len += len;
+        }
+    }
+    let n = chunks.len();
+    Ok(chunks
+        .iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let first = if i == 0 {
+                "set -euo pipefail\nmkdir -p .bluegreen\nrm -f .bluegreen/deploy.sh.part\n"
+            } else {
+                "set -euo pipefail\n"
+            };
+            let last = if i + 1 == n {
+                "mv -f .bluegreen/deploy.sh.part .bluegreen/deploy.sh\necho \"bluegreen: wrote .bluegreen/deploy.sh\""
+                    .to_string()
+            } else {
+                format!("echo \"bluegreen: wrote part {} of {n} of .bluegreen/deploy.sh\"", i + 1)
+            };
+            format!(
+                "{first}cat >>.bluegreen/deploy.sh.part <<'{SCRIPT_EOF}'\n{chunk}{SCRIPT_EOF}\n{last}"
+            )
+        })
+        .collect())
+}
+
+/// Renders the declarative Jenkinsfile.
+pub fn jenkinsfile(plan: &Plan, source: &str) -> Result<String, Error> {
+    let script = script(plan, source)?;
+    let branch = &plan.jenkins.branch;
+    let branches = [
+        branch.clone(),
+        format!("origin/{branch}"),
+        format!("refs/heads/{branch}"),
+    ]
+    .iter()
+    .map(|b| groovy_str(b))
+    .collect::<Vec<_>>()
+    .join(", ");
+    let mut credentials = format!(
+        "sshUserPrivateKey(credentialsId: {}, keyFileVariable: 'BG_SSH_KEY')",
+        groovy_str(&plan.ssh.credentials_id)
+    );
+    if let Some(k) = &plan.ssh.known_hosts_credential {
+        let _ = write!(
+            credentials,
+            ", file(credentialsId: {}, variable: 'BG_KNOWN_HOSTS')",
+            groovy_str(k)
+        );
+    }
+    let setup_parts = setup_parts(&script, SETUP_PART_MAX)?
+        .iter()
+        .map(|p| groovy_escape(p))
+        .collect();
+    let stages = plan
+        .phases
+        .iter()
+        .map(|p| StageView {
+            title: p.kind.title(),
+            script: groovy_escape(&format!(
+                "exec bash .bluegreen/deploy.sh run deploy {}",
+                p.kind.name()
+            )),
+            gate_minutes: if p.kind == PhaseKind::Promote {
+                plan.jenkins.gate.unwrap_or(0)
+            } else {
+                0
+            },
+        })
+        .collect();
+    let abort_script = groovy_escape(
+        "if [ -f .bluegreen/deploy.sh ]; then\n  bash .bluegreen/deploy.sh abort\nelse\n  echo 'bluegreen: no deploy to undo'\nfi",
+    );
+    let view = JenkinsView {
+        app: plan.app.clone(),
+        source: source.to_string(),
+        tools: plan
+            .jenkins
+            .tools
+            .iter()
+            .map(|(k, v)| format!("{k} {}", groovy_str(v)))
+            .collect(),
+        timeout_minutes: plan.jenkins.timeout.as_secs().div_ceil(60),
+        build: plan.jenkins.build.as_ref().map(|b| groovy_escape(b)),
+        branches,
+        credentials,
+        setup_parts,
+        stages,
+        gate_message: groovy_str(&format!(
+            "Keep {} on the new version? Abort puts traffic back on the old slot.",
+            plan.app
+        )),
+        abort_script,
+        slack: plan.slack.as_ref().map(|s| SlackView {
+            channel: groovy_str(&s.channel),
+            token: s
+                .token_credential_id
+                .as_ref()
+                .map(|t| format!("tokenCredentialId: {}, ", groovy_str(t)))
+                .unwrap_or_default(),
+            prefix: groovy_str(&format!("{}: ", plan.app)),
+        }),
+    };
+    let mut out = view.render().map_err(|source| Error::Template {
+        what: "the Jenkinsfile",
+        source,
+    })?;
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The script text the pieces carry, joined in order.
+    fn joined(parts: &[String]) -> String {
+        parts
+            .iter()
+            .map(|p| {
+                let start = p.find("<<'BLUEGREEN_SCRIPT_EOF'\n").unwrap_or(0)
+                    + "<<'BLUEGREEN_SCRIPT_EOF'\n".len();
+                let end = p.rfind("BLUEGREEN_SCRIPT_EOF\n").unwrap_or(p.len());
+                p[start..end].to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pieces_are_whole_lines_within_the_limit_and_join_up() {
+        // Three-byte (and, in the class file, six-byte) characters count as such, and so does
+        // what Groovy escaping adds (`'` → `\'`).
+        let script: String = (0..50).map(|i| format!("echo '{i}' 배포 🚀\n")).collect();
+        let max = 60;
+        let parts = setup_parts(&script, max).unwrap();
+        assert!(parts.len() > 5, "{}", parts.len());
+        assert_eq!(joined(&parts), script);
+        for p in &parts {
+            let text = joined(std::slice::from_ref(p));
+            assert!(modified_utf8_len(&groovy_escape(&text)) <= max, "{text}");
+            assert!(text.ends_with('\n'));
+        }
+        assert!(parts[0].contains("rm -f .bluegreen/deploy.sh.part"));
+        assert!(parts[parts.len() - 1].contains("mv -f .bluegreen/deploy.sh.part"));
+        // One line too long for a piece is refused.
+        assert!(matches!(
+            setup_parts(&"x".repeat(61), max),
+            Err(Error::TooLong { len: 61 })
+        ));
+    }
+}
