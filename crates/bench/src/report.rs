@@ -1419,8 +1419,16 @@ fn scaling_light(
             ),
             "<= 10 ms".into(),
             format!(
-                "{per_host:.1} ms ({:.0} ms per deploy{})",
+                "{per_host:.1} ms ({:.0} ms per deploy{}{})",
                 l.runner_cpu_ms,
+                pts.first()
+                    .filter(|f| f.hosts < l.hosts)
+                    .map_or(String::new(), |f| format!(
+                        "; {:.1} ms per host added from {} to {} hosts",
+                        (l.runner_cpu_ms - f.runner_cpu_ms) / (l.hosts - f.hosts) as f64,
+                        f.hosts,
+                        l.hosts
+                    )),
                 before
                     .and_then(|b| b.points.iter().find(|x| x.hosts == l.hosts))
                     .map_or(String::new(), |b| format!(
