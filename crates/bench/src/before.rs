@@ -224,8 +224,14 @@ mod tests {
         let b = read(&default_path()).expect("crates/bench/baseline-4c4a749.md parses");
         let hosts: Vec<usize> = b.points.iter().map(|p| p.hosts).collect();
         assert_eq!(hosts, [1, 8, 32, 50]);
-        assert!(b.points.iter().all(|p| p.remote_ms > 0.0 && p.runner_cpu_ms > 0.0));
-        assert!(b.calls.iter().any(|c| c.host == "proxy" && c.call == "lock"));
+        assert!(b
+            .points
+            .iter()
+            .all(|p| p.remote_ms > 0.0 && p.runner_cpu_ms > 0.0));
+        assert!(b
+            .calls
+            .iter()
+            .any(|c| c.host == "proxy" && c.call == "lock"));
     }
 
     #[test]
