@@ -154,6 +154,16 @@ pub const HEALTHY: Template = Template("healthy after {took} ({probes} probes of
 pub const NOT_HEALTHY: Template =
     Template("not healthy after {deadline} at {url}: last probe: {last}");
 
+/// A new instance that exited while it was health-checked: `{what}` (the library's words: "the
+/// green instance exited while it was health-checked with status 1 (log: ...)"), `{after}`.
+pub const DIED: Template = Template("{what}, {after} into the health checks");
+
+/// The request through the proxy after the switch that did not answer as wanted: `{url}` (its
+/// credentials hidden), `{expected}` (the status), `{last}` (a [`ProbeOutcome`]).
+pub const CHECK_FAILED: Template = Template(
+    "check after the switch failed: GET {url} expected {expected}, last: {last} (switching traffic back to the previous slot)",
+);
+
 /// What one failed health probe found, in words both backends use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeOutcome {

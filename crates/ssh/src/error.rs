@@ -177,11 +177,7 @@ pub enum Error {
     },
 
     /// A new instance exited while it was being health-checked.
-    #[error(
-        "{host}: {what}, {}s into the health checks{}",
-        secs(after),
-        log_suffix(log)
-    )]
+    #[error("{host}: {}{}", died(what, after), log_suffix(log))]
     Died {
         /// Host id.
         host: String,
@@ -209,7 +205,7 @@ pub enum Error {
 
     /// The request through the proxy after the switch did not answer as expected. The message
     /// shows the URL with its credentials hidden ([`bluegreen_core::redact_url`]).
-    #[error("{host}: check after the switch failed: GET {} expected {expected}, last: {} (switching traffic back to the previous slot)", redact_url(url), redact_in(last, url))]
+    #[error("{host}: {}", check_failed(url, *expected, last))]
     Check {
         /// Host id (the proxy).
         host: String,
@@ -311,16 +307,31 @@ fn indent(text: &str) -> String {
         .join("\n")
 }
 
+fn died(what: &str, after: &Duration) -> String {
+    let after = human(*after);
+    fill(&wording::DIED, &[("what", what), ("after", &after)])
+}
+
+fn check_failed(url: &str, expected: u16, last: &str) -> String {
+    let (shown, last, expected) = (redact_url(url), redact_in(last, url), expected.to_string());
+    fill(
+        &wording::CHECK_FAILED,
+        &[("url", &shown), ("expected", &expected), ("last", &last)],
+    )
+}
+
+/// Core's template filled with `values` (a name missing from them shows as such).
+fn fill(t: &wording::Template, values: &[(&str, &str)]) -> String {
+    t.fill(|n| values.iter().find(|(k, _)| *k == n).map(|(_, v)| *v))
+        .unwrap_or_else(|u| format!("(no {} for the message)", u.0))
+}
+
 fn not_healthy(deadline: &Duration, url: &str, last: &str) -> String {
     let deadline = human(*deadline);
-    wording::NOT_HEALTHY
-        .fill(|n| match n {
-            "deadline" => Some(deadline.as_str()),
-            "url" => Some(url),
-            "last" => Some(last),
-            _ => None,
-        })
-        .unwrap_or_else(|u| format!("(no {} for the message)", u.0))
+    fill(
+        &wording::NOT_HEALTHY,
+        &[("deadline", &deadline), ("url", url), ("last", last)],
+    )
 }
 
 fn secs(d: &Duration) -> String {

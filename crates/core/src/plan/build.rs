@@ -22,6 +22,24 @@ pub(super) fn deploy(config: &Config) -> Plan {
     b.plan(phases)
 }
 
+/// The lock a run takes, held for `message` (`status --fix` takes it as a run does).
+pub(super) fn lock_call(config: &Config, message: String) -> RemoteCall {
+    Builder::new(config, Action::Deploy)
+        .lock_args(message)
+        .into()
+}
+
+/// The proxy's status call: its state directory, and the upstream file read as a run's `detect`
+/// reads it.
+pub(super) fn proxy_status_call(config: &Config) -> RemoteCall {
+    let b = Builder::new(config, Action::Deploy);
+    calls::ProxyStatus {
+        state_dir: b.state_dir.clone(),
+        detect: b.detect_args(),
+    }
+    .into()
+}
+
 /// The rollback plan: the deploy's phases without the upload (the slot keeps its release) and
 /// without the gate.
 pub(super) fn rollback(config: &Config) -> Plan {
@@ -388,15 +406,20 @@ impl<'a> Builder<'a> {
 
     /// `deploy of shop`: what the lock says it is held for.
     fn lock(&self) -> Step {
+        let message = format!("{} of {}", self.action.name(), self.c.app);
+        Step::Lock(self.on_proxy(self.lock_args(message)))
+    }
+
+    fn lock_args(&self, message: String) -> calls::Lock {
         let c = self.c;
-        Step::Lock(self.on_proxy(calls::Lock {
+        calls::Lock {
             state_dir: self.state_dir.clone(),
             app: Word::lit(&c.app),
             holder: rt(RuntimeVar::Deployer),
             token: rt(RuntimeVar::RunToken),
             lease_secs: secs_ceil(c.lock.stale_after),
-            message: Word::lit(format!("{} of {}", self.action.name(), c.app)),
-        }))
+            message: Word::lit(message),
+        }
     }
 
     fn unlock(&self) -> Step {
@@ -407,14 +430,18 @@ impl<'a> Builder<'a> {
     }
 
     fn detect(&self) -> Step {
+        Step::Detect(self.on_proxy(self.detect_args()))
+    }
+
+    fn detect_args(&self) -> calls::Detect {
         let c = self.c;
-        Step::Detect(self.on_proxy(calls::Detect {
+        calls::Detect {
             upstream_file: Word::lit(&c.proxy.upstream_file),
             sudo: c.proxy.sudo,
             blue_port: c.slots.blue,
             green_port: c.slots.green,
             addresses: self.app_addresses(),
-        }))
+        }
     }
 
     fn reconcile(&self) -> Step {

@@ -464,6 +464,18 @@ impl Plan {
         Plan::rollback(&self.config)
     }
 
+    /// The deploy lock as this plan's runs take it, held for `message`: for an operation that
+    /// changes what runs (`status --fix`).
+    pub fn lock_call(&self, message: String) -> RemoteCall {
+        build::lock_call(&self.config, message)
+    }
+
+    /// The call that reads the proxy's status: the upstream file as this plan's `detect` reads
+    /// it, the state file, the intent and the lock.
+    pub fn proxy_status_call(&self) -> RemoteCall {
+        build::proxy_status_call(&self.config)
+    }
+
     /// The retire plan of the config this plan was computed from (see [`Plan::retire`]).
     pub fn to_retire(&self) -> Plan {
         Plan::retire(&self.config)

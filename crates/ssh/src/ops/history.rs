@@ -1,22 +1,27 @@
 //! The audit log on the proxy: its last events ([`history`]) and each as a line.
 
-use super::{call, connect_proxy};
+use super::{call, connect_proxy, env_only};
 use crate::error::Error;
 use crate::{short, ExecOptions};
-use bluegreen_core::{Config, RemoteFn};
+use bluegreen_core::remote::calls;
+use bluegreen_core::{Config, Word};
 use serde_json::Value;
 
 /// The last `count` events of the audit log on the proxy, oldest first, one JSON object each
 /// (`time event app outcome target from release deployer`). Lines that are not JSON are skipped.
 pub fn history(config: &Config, opts: &ExecOptions, count: usize) -> Result<Vec<Value>, Error> {
-    let (_, _, proxy) = connect_proxy(config, opts)?;
+    let (_, env, proxy) = connect_proxy(config, opts)?;
     let w = proxy.worker?;
+    let history = calls::History {
+        state_dir: Word::lit(&config.proxy.state_dir),
+        count: count.max(1),
+    };
     let out = call(
         &proxy.id,
         &w,
         "history",
-        RemoteFn::History,
-        &[config.proxy.state_dir.clone(), count.max(1).to_string()],
+        &history.into(),
+        &env_only(&env, "history"),
     )?;
     Ok(out
         .stdout

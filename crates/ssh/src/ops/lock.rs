@@ -1,10 +1,11 @@
 //! The deploy lock on the proxy: reading it ([`lock_show`]) and breaking a stale one
 //! ([`lock_release`]).
 
-use super::{ago, call, connect_proxy, proxystatus, who};
+use super::{ago, call, connect_proxy, env_only, proxystatus, who};
 use crate::error::{human, last_line, Error};
 use crate::ExecOptions;
-use bluegreen_core::{Config, RemoteFn};
+use bluegreen_core::remote::calls;
+use bluegreen_core::{Config, Word};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -176,18 +177,19 @@ pub fn lock_release(
             stale_after: lock.stale_after,
         });
     }
+    let breaklock = calls::BreakLock {
+        state_dir: Word::lit(&config.proxy.state_dir),
+        who: Word::lit(who(opts)),
+        app: Word::lit(&config.app),
+        // Compare-and-delete: only the lock read above, not one a new run took since.
+        token: Word::lit(&lock.token),
+    };
     let out = call(
         &proxy.id,
         &w,
         "breaklock",
-        RemoteFn::BreakLock,
-        // Compare-and-delete: only the lock read above, not one a new run took since.
-        &[
-            config.proxy.state_dir.clone(),
-            who(opts),
-            config.app.clone(),
-            lock.token.clone(),
-        ],
+        &breaklock.into(),
+        &env_only(&env, "breaklock"),
     )?;
     Ok((lock, last_line(&out.stdout)))
 }

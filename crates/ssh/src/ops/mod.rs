@@ -24,7 +24,7 @@ use crate::error::Error;
 use crate::fleet::{Conn, Fleet};
 use crate::runtime::{clean_deployer, default_deployer, Env};
 use crate::ExecOptions;
-use bluegreen_core::{Config, Plan, RemoteCall, RemoteFn, Step, Word};
+use bluegreen_core::{Config, Plan, RemoteCall, Var};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -38,21 +38,16 @@ fn connect(
     Ok(Fleet::new(plan, env, opts)?.connect(ids, &mut |_, _| {}))
 }
 
-/// One call of a library function whose arguments are all literal; a non-zero exit is an error.
+/// One call of a library function, built from its typed arguments (`bluegreen_core::remote::calls`
+/// or a step of the plan), its variables resolved by `resolve`; a non-zero exit is an error.
 fn call(
     host: &str,
     w: &Worker,
     step: &str,
-    func: RemoteFn,
-    args: &[String],
+    call: &RemoteCall,
+    resolve: &dyn Fn(&Var) -> Result<String, Error>,
 ) -> Result<Output, Error> {
-    let call = RemoteCall::new(func, args.iter().map(Word::lit).collect());
-    let line = call.call_line(|v| {
-        Err(Error::Runtime {
-            step: step.to_string(),
-            name: format!("{v:?}"),
-        })
-    })?;
+    let line = call.call_line(resolve)?;
     w.run(step, move |r| r.call(&line, Duration::ZERO))?
         .map_err(|message| Error::Ssh {
             host: host.to_string(),
@@ -80,6 +75,24 @@ pub fn ago(secs: u64) -> String {
     }
 }
 
+/// Resolves a call's environment variables (`${NGINX_PRIVATE_IP}`); an operation knows no run's
+/// values, so a run-time variable is an error.
+fn env_only<'a>(env: &'a Env, step: &'a str) -> impl Fn(&Var) -> Result<String, Error> + 'a {
+    move |v| match v {
+        Var::Env(name) => env.0.get(name).cloned().ok_or_else(|| {
+            bluegreen_core::Error::MissingVariable {
+                field: step.to_string(),
+                name: name.clone(),
+            }
+            .into()
+        }),
+        Var::Runtime(r) => Err(Error::Runtime {
+            step: step.to_string(),
+            name: r.shell_name().to_string(),
+        }),
+    }
+}
+
 /// The plan and environment of a config, for the operations here.
 fn prepare(config: &Config, opts: &ExecOptions) -> Result<(Plan, Env), Error> {
     let plan = Plan::new(config);
@@ -104,19 +117,14 @@ fn proxystatus(
     host: &str,
     w: &Worker,
 ) -> Result<BTreeMap<String, String>, Error> {
-    let mut args = vec![config.proxy.state_dir.clone()];
-    let detect = plan
-        .phases
-        .iter()
-        .flat_map(|p| &p.steps)
-        .find_map(|s| match s {
-            Step::Detect(d) => Some(&d.call),
-            _ => None,
-        });
-    for a in detect.map(|c| c.args.as_slice()).unwrap_or_default() {
-        args.push(env.word(a, "proxy")?);
-    }
-    let out = call(host, w, "proxystatus", RemoteFn::ProxyStatus, &args)?;
+    let _ = config;
+    let out = call(
+        host,
+        w,
+        "proxystatus",
+        &plan.proxy_status_call(),
+        &env_only(env, "proxy"),
+    )?;
     Ok(parse_kv(&out.stdout))
 }
 

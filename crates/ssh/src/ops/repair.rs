@@ -8,7 +8,8 @@ use crate::conn::Worker;
 use crate::error::{last_line, Error};
 use crate::runtime::Live;
 use crate::{short, ExecOptions};
-use bluegreen_core::{Config, RemoteCall, RemoteFn, Step, Word};
+use bluegreen_core::remote::calls;
+use bluegreen_core::{Config, Step, Var, Word};
 use std::time::Duration;
 
 /// The proxy's host id.
@@ -32,7 +33,7 @@ pub struct Repair {
 /// bluegreen's own that run in the idle slot with a release neither live nor previous (left by a
 /// deploy that died) are stopped. Everything else is left, with the reason, in [`Repair::left`].
 pub fn repair(config: &Config, opts: &ExecOptions) -> Result<Repair, Error> {
-    use crate::runtime::{resolve, run_token, Runtime};
+    use crate::runtime::{lookup, run_token, Runtime};
     let report = status(config, opts)?;
     let mut fixed = Vec::new();
     let mut left = Vec::new();
@@ -52,12 +53,7 @@ pub fn repair(config: &Config, opts: &ExecOptions) -> Result<Repair, Error> {
         deployer: who(opts),
         token: run_token(),
     };
-    let args = |c: &RemoteCall| -> Result<Vec<String>, Error> {
-        c.args
-            .iter()
-            .map(|w| resolve(w, &env, &rt, "repair"))
-            .collect()
-    };
+    let resolve = |v: &Var| lookup(v, &env, &rt, "repair");
     let conns = connect(&plan, &env, opts, None)?;
     let worker = |id: &str| -> Result<&Worker, Error> {
         let c = conns
@@ -87,13 +83,10 @@ pub fn repair(config: &Config, opts: &ExecOptions) -> Result<Repair, Error> {
         step: "repair".into(),
         message: "the plan lacks a step repair needs".into(),
     };
-    let mut lock = find(|s| matches!(s, Step::Lock(_))).ok_or_else(missing)?;
-    if let Some(m) = lock.args.last_mut() {
-        *m = Word::lit(format!("repair of {}", config.app));
-    }
+    let lock = plan.lock_call(format!("repair of {}", config.app));
     let unlock = find(|s| matches!(s, Step::Unlock(_))).ok_or_else(missing)?;
     let proxy = worker(PROXY)?;
-    call(PROXY, proxy, "lock", RemoteFn::Lock, &args(&lock)?).map_err(|e| match e {
+    call(PROXY, proxy, "lock", &lock, &resolve).map_err(|e| match e {
         Error::Remote { stderr, .. } if crate::run::lock_holder(&stderr).is_some() => {
             Error::LockHeld {
                 host: PROXY.into(),
@@ -113,7 +106,7 @@ pub fn repair(config: &Config, opts: &ExecOptions) -> Result<Repair, Error> {
         let state_live = report.state.get("live").cloned().unwrap_or_default();
         if !report.intent.is_empty() && live.is_some() {
             let c = find(|s| matches!(s, Step::Reconcile(_))).ok_or_else(missing)?;
-            let o = call(PROXY, proxy, "reconcile", RemoteFn::Reconcile, &args(&c)?)?;
+            let o = call(PROXY, proxy, "reconcile", &c, &resolve)?;
             fixed.push(last_line(&o.stdout));
         } else if let Some(l @ (Live::Blue | Live::Green)) = live.filter(|l| l.name() != state_live)
         {
@@ -131,15 +124,15 @@ pub fn repair(config: &Config, opts: &ExecOptions) -> Result<Repair, Error> {
             releases.dedup();
             match releases.as_slice() {
                 [r] if !r.is_empty() && running == report.hosts.len() => {
-                    let c = find(|s| matches!(s, Step::Record(_))).ok_or_else(missing)?;
-                    let mut a = args(&c)?;
-                    // record STATE_DIR APP LIVE PREVIOUS RELEASE DEPLOYER
-                    if a.len() == 6 {
-                        a[2] = l.name().to_string();
-                        a[3] = l.other().name().to_string();
-                        a[4] = (*r).to_string();
-                    }
-                    call(PROXY, proxy, "record", RemoteFn::Record, &a)?;
+                    let record = calls::Record {
+                        state_dir: Word::lit(&config.proxy.state_dir),
+                        app: Word::lit(&config.app),
+                        live: Word::lit(l.name()),
+                        previous: Word::lit(l.other().name()),
+                        release: Word::lit(*r),
+                        deployer: Word::lit(&rt.deployer),
+                    };
+                    call(PROXY, proxy, "record", &record.into(), &resolve)?;
                     fixed.push(format!(
                         "state file rewritten from the upstream: live={} release {}",
                         l.name(),
@@ -165,7 +158,7 @@ pub fn repair(config: &Config, opts: &ExecOptions) -> Result<Repair, Error> {
                     })
                     .next()
                     .ok_or_else(missing)?;
-                let o = call(&h.id, worker(&h.id)?, "stop", RemoteFn::Stop, &args(&c)?)?;
+                let o = call(&h.id, worker(&h.id)?, "stop", &c, &resolve)?;
                 fixed.push(format!(
                     "{}: stopped the idle slot {} (release {}, left by an interrupted deploy): {}",
                     h.id,
@@ -177,23 +170,22 @@ pub fn repair(config: &Config, opts: &ExecOptions) -> Result<Repair, Error> {
         }
         Ok(())
     })();
-    let audit = find(|s| matches!(s, Step::Audit(_))).ok_or_else(missing)?;
-    if let Ok(mut a) = args(&audit) {
-        // audit STATE_DIR EVENT APP OUTCOME TARGET FROM RELEASE DEPLOYER
-        if a.len() == 8 {
-            a[1] = "repair".into();
-            a[3] = if fixed.is_empty() {
-                "nothing fixed".into()
-            } else {
-                fixed.join("; ")
-            };
-            a[4] = String::new();
-            a[5] = String::new();
-            a[6] = String::new();
-            let _ = call(PROXY, proxy, "audit", RemoteFn::Audit, &a);
-        }
-    }
-    let unlocked = call(PROXY, proxy, "unlock", RemoteFn::Unlock, &args(&unlock)?);
+    let audit = calls::Audit {
+        state_dir: Word::lit(&config.proxy.state_dir),
+        event: Word::lit("repair"),
+        app: Word::lit(&config.app),
+        outcome: Word::lit(if fixed.is_empty() {
+            "nothing fixed".to_string()
+        } else {
+            fixed.join("; ")
+        }),
+        target: Word::lit(""),
+        from: Word::lit(""),
+        release: Word::lit(""),
+        deployer: Word::lit(&rt.deployer),
+    };
+    let _ = call(PROXY, proxy, "audit", &audit.into(), &resolve);
+    let unlocked = call(PROXY, proxy, "unlock", &unlock, &resolve);
     result?;
     unlocked?;
     // What is still wrong now is what needs a person (a state-file mismatch left above is said

@@ -2,11 +2,12 @@
 //! the running slots, and [`judge`] works out the drift and notes of the [`StatusReport`].
 
 use super::lock::{lock_path, LockStatus};
-use super::{ago, call, connect, parse_kv, prepare, proxystatus};
+use super::{ago, call, connect, env_only, parse_kv, prepare, proxystatus};
 use crate::error::{human, Error};
 use crate::http;
 use crate::{short, ExecOptions};
-use bluegreen_core::{Config, RemoteFn};
+use bluegreen_core::remote::calls;
+use bluegreen_core::{Config, Word};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -248,16 +249,17 @@ pub fn status(config: &Config, opts: &ExecOptions) -> Result<StatusReport, Error
                     let r = if c.id == bluegreen_core::plan::PROXY_ID {
                         proxystatus(config, plan_ref, env_ref, &c.id, w)
                     } else {
+                        let hoststatus = calls::HostStatus {
+                            deploy_dir: Word::lit(&config.deploy_dir),
+                            blue_port: config.slots.blue,
+                            green_port: config.slots.green,
+                        };
                         call(
                             &c.id,
                             w,
                             "hoststatus",
-                            RemoteFn::HostStatus,
-                            &[
-                                config.deploy_dir.clone(),
-                                config.slots.blue.to_string(),
-                                config.slots.green.to_string(),
-                            ],
+                            &hoststatus.into(),
+                            &env_only(env_ref, "hoststatus"),
                         )
                         .map(|o| parse_kv(&o.stdout))
                     };
