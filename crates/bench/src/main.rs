@@ -130,7 +130,7 @@ fn run(cli: &Cli) -> Result<bool> {
     let machine = report::Machine::read(cli.smoke);
     let scratch = testbed::Scratch::new("run")?;
     eprintln!("bench: building the demo app's jars");
-    let jars = suite::build_all(&scratch, &sizes)?;
+    let jars = suite::build_all(&scratch, &sizes, want)?;
 
     let mut r = report::Results::default();
     let item = |n: u8, what: &str| {

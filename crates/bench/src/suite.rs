@@ -134,14 +134,27 @@ fn versions(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}")).collect()
 }
 
-/// Builds every jar the suite deploys (small ones; the upload item builds its own).
-pub fn build_all(scratch: &Scratch, s: &Sizes) -> Result<Jars> {
+/// Builds every jar the items `want` says deploy (small ones; the upload item builds its own), and
+/// the light app's scripts.
+pub fn build_all(scratch: &Scratch, s: &Sizes, want: impl Fn(u8) -> bool) -> Result<Jars> {
     let dir = scratch.path().join("jars");
-    let mut v = versions("z", 4 * s.deploys + 1);
-    v.extend(versions("b", 2 * s.baseline_runs + 2));
-    v.extend(versions("s", s.scaling_runs + 1));
-    v.extend(versions("r", s.rollback_runs + 2));
-    build_jars(&dir, &v, 0)?;
+    let mut v = Vec::new();
+    if want(1) || want(2) {
+        v.extend(versions("z", 4 * s.deploys + 1));
+    }
+    if want(3) {
+        v.extend(versions("b", 2 * s.baseline_runs + 2));
+    }
+    if want(4) {
+        // The JVM boot's CPU is measured with s0 even when no host count deploys the demo app.
+        v.extend(versions("s", s.scaling_runs + 1));
+    }
+    if want(6) {
+        v.extend(versions("r", s.rollback_runs + 2));
+    }
+    if !v.is_empty() {
+        build_jars(&dir, &v, 0)?;
+    }
     let light = versions("l", s.scaling_runs + 1);
     let light: Vec<&str> = light.iter().map(String::as_str).collect();
     bluegreen_testbed::build_light_apps(&dir, &light)?;
