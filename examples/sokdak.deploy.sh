@@ -826,6 +826,10 @@ bg_log() {
 
 bg_fail() {
   bg_log "error: $*"
+  # What failed, for the failure's Slack text (written by abort, in another process).
+  if [ -n "${BG_RUN_DIR:-}" ] && [ -d "$BG_RUN_DIR" ]; then
+    printf '%s\n' "$*" >"$BG_RUN_DIR/error" 2>/dev/null || true
+  fi
   exit 1
 }
 
@@ -833,6 +837,87 @@ bg_now_ms() {
   local t
   t=$(date +%s%N)
   echo $((t / 1000000))
+}
+
+# The run's words, from bluegreen_core::wording (exec says the same).
+bg_human() {
+  local ms=$1
+  if [ "$ms" -lt 1000 ]; then
+    printf '%dms' "$ms"
+  elif [ "$ms" -lt 60000 ]; then
+    printf '%d.%02ds' $((ms / 1000)) $((ms % 1000 / 10))
+  else
+    printf '%dm%02ds' $((ms / 60000)) $((ms / 1000 % 60))
+  fi
+}
+
+# bg_probe_words CURL_EXIT CODE: what a failed probe found, in core's words.
+bg_probe_words() {
+  local code=$2 why
+  case "$1" in
+    0) printf '%s' "status ${code}" ;;
+    host) why="probed from the host"; printf '%s' "no answer (${why})" ;;
+    6) printf '%s' "no answer (the host name does not resolve)" ;;
+    7) printf '%s' "no answer (connection refused)" ;;
+    28) printf '%s' "no answer (timed out)" ;;
+    *) why="curl exit $1"; printf '%s' "no answer (${why})" ;;
+  esac
+}
+
+# bg_body_words CODE: an answer with the wanted status but not the wanted body text.
+bg_body_words() {
+  local code=$1
+  printf '%s' "status ${code} without the expected body text"
+}
+
+# bg_summary_text TOOK_MS PHASES: the run's summary line.
+bg_summary_text() {
+  local bg_took_ms=$1 bg_phases=$2 bg_release=${BG_RELEASE:0:12}
+  case "$BG_ACTION" in
+    deploy) printf '%s' "deployed ${BG_APP} ${bg_release} to ${BG_TARGET_SLOT:-?} (previous: ${BG_LIVE_SLOT:-?}) in $(bg_human "$bg_took_ms"): ${bg_phases}" ;;
+    rollback) printf '%s' "rolled back ${BG_APP} to ${bg_release} on ${BG_TARGET_SLOT:-?} (from: ${BG_LIVE_SLOT:-?}) in $(bg_human "$bg_took_ms"): ${bg_phases}" ;;
+    retire) printf '%s' "retired the ${BG_TARGET_SLOT:-?} slot of ${BG_APP} (live: ${BG_LIVE_SLOT:-?}) in $(bg_human "$bg_took_ms"): ${bg_phases}" ;;
+  esac
+}
+
+# bg_success_text TOOK_MS: the Slack text of a run that succeeded.
+bg_success_text() {
+  local bg_took_ms=$1 bg_release=${BG_RELEASE:0:12}
+  case "$BG_ACTION" in
+    deploy) printf '%s' "${BG_APP}: deployed ${bg_release} to the ${BG_TARGET_SLOT:-?} slot (previous: ${BG_LIVE_SLOT:-?}) in $(bg_human "$bg_took_ms") by ${BG_DEPLOYER:-?}: succeeded" ;;
+    rollback) printf '%s' "${BG_APP}: rolled back to ${bg_release} on the ${BG_TARGET_SLOT:-?} slot (from ${BG_LIVE_SLOT:-?}) in $(bg_human "$bg_took_ms") by ${BG_DEPLOYER:-?}: succeeded" ;;
+    retire) printf '%s' "${BG_APP}: retired the ${BG_TARGET_SLOT:-?} slot (live: ${BG_LIVE_SLOT:-?}) in $(bg_human "$bg_took_ms") by ${BG_DEPLOYER:-?}: succeeded" ;;
+  esac
+}
+
+# bg_failure_text TOOK_MS ERROR: the Slack text of a run that failed.
+bg_failure_text() {
+  local bg_took_ms=$1 bg_error=$2 bg_release=${BG_RELEASE:0:12}
+  [ -n "$bg_release" ] || bg_release="(release unknown)"
+  printf '%s' "${BG_APP}: ${BG_ACTION} of ${bg_release} to the ${BG_TARGET_SLOT:-?} slot by ${BG_DEPLOYER:-?} FAILED in ${BG_PHASE} after $(bg_human "$bg_took_ms"): ${bg_error}"
+}
+
+# bg_healthy_text TOOK_MS PROBES URL / bg_not_healthy_text DEADLINE_MS URL LAST /
+# bg_good_text GOOD NEED / bg_died_text WHAT AFTER_MS / bg_check_text URL EXPECTED LAST
+bg_healthy_text() {
+  local bg_took_ms=$1 probes=$2 url=$3
+  printf '%s' "healthy after $(bg_human "$bg_took_ms") (${probes} probes of ${url})"
+}
+bg_not_healthy_text() {
+  local deadline=$1 url=$2 last=$3
+  printf '%s' "not healthy after $(bg_human "$deadline") at ${url}: last probe: ${last}"
+}
+bg_good_text() {
+  local good=$1 need=$2
+  printf '%s' "${good} of ${need} consecutive good probes"
+}
+bg_died_text() {
+  local what=$1 after=$2
+  printf '%s' "${what}, $(bg_human "$after") into the health checks"
+}
+bg_check_text() {
+  local url=$1 want=$2 last=$3
+  printf '%s' "check after the switch failed: GET ${url} expected ${want}, last: ${last} (switching traffic back to the previous slot)"
 }
 
 bg_secs() {
@@ -990,7 +1075,7 @@ bg_remote() {
     printf 'bg_main'
     printf ' %q' "$@"
     printf '\n'
-  } | bg_ssh "$id" bash -s
+  } | bg_ssh "$id" "bash -c 'eval \"\$(head -c 33699)\" && { IFS= read -r -d \"\" c || true; eval \"\$c\"; }'"
 }
 
 # Like bg_remote, with the output prefixed by the host.
@@ -1041,25 +1126,37 @@ bg_upload() {
 bg_health() {
   local id=$1 url=$2 want=$3 body=$4 interval=$5 timeout=$6 deadline=$7 need=$8 dir=$9 slot=${10}
   shift 10
-  local good=0 code start out result died
+  local good=0 code start out result died probes=0 last="no probe answered yet" rc
   start=$(bg_now_ms)
   out=$(mktemp)
   while :; do
+    probes=$((probes + 1))
     if [ $# -gt 0 ]; then
       result=$(bg_remote "$id" probe "$@" || echo "bad 000")
       code=${result#* }
-      [ "${result%% *}" = ok ] && good=$((good + 1)) || good=0
-    else
-      code=$(curl -g -s -o "$out" -w '%{http_code}' --max-time "$(bg_secs "$timeout")" -- "$url" || true)
-      if [ "$code" = "$want" ] && { [ -z "$body" ] || grep -qF -- "$body" "$out"; }; then
+      if [ "${result%% *}" = ok ]; then
         good=$((good + 1))
+      elif [ "$code" = 000 ]; then
+        good=0 last=$(bg_probe_words host 0)
       else
-        good=0
+        good=0 last=$(bg_probe_words 0 "$code")
+      fi
+    else
+      rc=0
+      code=$(curl -g -s -o "$out" -w '%{http_code}' --max-time "$(bg_secs "$timeout")" -- "$url") || rc=$?
+      if [ "$rc" -ne 0 ]; then
+        good=0 last=$(bg_probe_words "$rc" "$code")
+      elif [ "$code" != "$want" ]; then
+        good=0 last=$(bg_probe_words 0 "$code")
+      elif [ -n "$body" ] && ! grep -qF -- "$body" "$out"; then
+        good=0 last=$(bg_body_words "$code")
+      else
+        good=$((good + 1))
       fi
     fi
     if [ "$good" -ge "$need" ]; then
       rm -f -- "$out"
-      bg_log "[$id] healthy after $(bg_secs $(($(bg_now_ms) - start)))s ($url)"
+      bg_log "[$id] $(bg_healthy_text $(($(bg_now_ms) - start)) "$probes" "$url")"
       return 0
     fi
     # Only the host's answer (exit 1) counts: ssh failing to ask it (255) is no news.
@@ -1069,11 +1166,12 @@ bg_health() {
       died=${died%$'\n'}
       rm -f -- "$out"
       printf '%s\n' "$died" | sed '$d' | sed "s/^/[$id] /" >&2
-      bg_fail "[$id] $(printf '%s\n' "$died" | tail -n 1 | sed 's/^bluegreen: //'), $(bg_secs $(($(bg_now_ms) - start)))s into the health checks"
+      bg_fail "[$id] $(bg_died_text "$(printf '%s\n' "$died" | tail -n 1 | sed 's/^bluegreen: //')" $(($(bg_now_ms) - start)))"
     fi
     if [ $(($(bg_now_ms) - start)) -ge "$deadline" ]; then
       rm -f -- "$out"
-      bg_fail "[$id] not healthy within $(bg_secs "$deadline")s: $url last answered ${code:-nothing}"
+      [ "$good" -eq 0 ] || last=$(bg_good_text "$good" "$need")
+      bg_fail "[$id] $(bg_not_healthy_text "$deadline" "$url" "$last")"
     fi
     sleep "$(bg_secs "$interval")"
   done
@@ -1083,17 +1181,19 @@ bg_health() {
 # through the proxy, tried TRIES times (the plan's numbers, as exec tries). SHOWN is the URL as
 # logged, its credentials hidden.
 bg_check_url() {
-  local url=$1 want=$2 shown=$3 tries=$4 interval=$5 timeout=$6 code try
+  local url=$1 want=$2 shown=$3 tries=$4 interval=$5 timeout=$6 code try rc last=""
   for ((try = 1; try <= tries; try++)); do
     [ "$try" -eq 1 ] || sleep "$interval"
-    code=$(curl -g -s -o /dev/null -w '%{http_code}' --max-time "$timeout" -- "$url" || true)
-    if [ "$code" = "$want" ]; then
+    rc=0
+    code=$(curl -g -s -o /dev/null -w '%{http_code}' --max-time "$timeout" -- "$url") || rc=$?
+    if [ "$rc" -eq 0 ] && [ "$code" = "$want" ]; then
       bg_log "[proxy] $shown answers $code"
       return 0
     fi
-    bg_log "[proxy] $shown answered ${code:-nothing} (try $try of $tries)"
+    last=$(bg_probe_words "$rc" "$code")
+    bg_log "[proxy] $shown: $last (try $try of $tries)"
   done
-  bg_fail "[proxy] $shown does not answer $want after the switch"
+  bg_fail "[proxy] $(bg_check_text "$shown" "$want" "$last")"
 }
 
 # bg_redact_url URL: prints URL with its userinfo (user:password@) and query values hidden, as
@@ -1212,7 +1312,12 @@ bg_resolve_artifact() {
 }
 
 bg_connect_all() {
+  local t
+  t=$(bg_now_ms)
   bg_each bg_connect "${BG_HOSTS[@]}"
+  BG_CONNECT_MS=$(($(bg_now_ms) - t))
+  mkdir -p -- "$BG_RUN_DIR"
+  printf 'connect %s\n' "$BG_CONNECT_MS" >>"$BG_RUN_DIR/phases"
   bg_log "connected to ${#BG_HOSTS[@]} hosts"
 }
 
@@ -1221,7 +1326,12 @@ bg_notify() {
   if [ -z "$url" ] || [ -n "${BG_SKIP_NOTIFY:-}" ]; then
     return 0
   fi
-  local text="$BG_APP: ${BG_ACTION:-deploy} $outcome (slot ${BG_TARGET_SLOT:-?}, release ${BG_RELEASE:0:12}, by ${BG_DEPLOYER:-?})"
+  local text took_ms=$(($(bg_now_ms) - ${BG_STARTED_MS:-$(bg_now_ms)}))
+  if [ "$outcome" = succeeded ]; then
+    text=$(bg_success_text "$took_ms")
+  else
+    text=$(bg_failure_text "$took_ms" "$(head -n 1 -- "$BG_RUN_DIR/error" 2>/dev/null || echo "see the log")")
+  fi
   local payload
   payload=$(printf '{"channel": "%s", "text": "%s"}' "jenkins" "${text//\"/\\\"}")
   curl -g -s -o /dev/null --max-time 10 -H 'Content-Type: application/json' -d "$payload" -- "$url" ||
@@ -1236,6 +1346,7 @@ bg_save() {
     printf 'BG_PHASE=%q\n' "$BG_PHASE"
     printf 'BG_CTL_DIR=%q\n' "$BG_CTL_DIR"
     printf 'BG_STARTED=%q\n' "$BG_STARTED"
+    printf 'BG_STARTED_MS=%q\n' "$BG_STARTED_MS"
     printf 'BG_ARTIFACT=%q\n' "$BG_ARTIFACT"
     printf 'BG_RELEASE=%q\n' "$BG_RELEASE"
     printf 'BG_DEPLOYER=%q\n' "$BG_DEPLOYER"
@@ -1269,8 +1380,9 @@ bg_begin() {
     BG_RUN_TOKEN=${BG_RUN_TOKEN:-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')}
     BG_CTL_DIR=$(mktemp -d "${TMPDIR:-/tmp}/bluegreen.XXXXXX")
     BG_STARTED=$(date +%s)
+    BG_STARTED_MS=$(bg_now_ms)
     BG_LIVE_SLOT="" BG_LIVE_PORT="" BG_TARGET_SLOT="" BG_TARGET_PORT="" BG_RELEASE="" BG_ARTIFACT=""
-    rm -f -- "$BG_RUN_DIR/summary"
+    rm -f -- "$BG_RUN_DIR/summary" "$BG_RUN_DIR/phases" "$BG_RUN_DIR/error"
   else
     [ -n "$BG_RUN_ID" ] || bg_fail "BG_RUN_ID (or BUILD_TAG) must identify the run when running one phase"
     bg_load
@@ -1479,15 +1591,20 @@ bg_run_phase() {
     # shellcheck disable=SC2064
     trap "kill $! 2>/dev/null || true" EXIT
   fi
+  local phase_start
+  phase_start=$(bg_now_ms)
   "bg_$1_phase_$2"
   bg_save
+  # Each phase's time, for the summary (bg_connect_all wrote the connections' before prepare's).
+  printf '%s %s\n' "$2" $(($(bg_now_ms) - phase_start)) >>"$BG_RUN_DIR/phases"
   if [ "$2" = finish ]; then
-    case "$1" in
-      deploy) printf 'deployed %s to the %s slot of %s host(s)' "${BG_RELEASE:0:12}" "$BG_TARGET_SLOT" "${#BG_APP_HOSTS[@]}" ;;
-      rollback) printf 'rolled back to %s on the %s slot of %s host(s)' "${BG_RELEASE:0:12}" "$BG_TARGET_SLOT" "${#BG_APP_HOSTS[@]}" ;;
-      *) printf 'retired the %s slot of %s host(s)' "$BG_TARGET_SLOT" "${#BG_APP_HOSTS[@]}" ;;
-    esac >"$BG_RUN_DIR/summary"
-    printf ' in %ss by %s\n' "$(($(date +%s) - BG_STARTED))" "$BG_DEPLOYER" >>"$BG_RUN_DIR/summary"
+    local name ms phases="" sep=""
+    while read -r name ms; do
+      phases+="$sep$name $(bg_human "$ms")"
+      sep=", "
+    done <"$BG_RUN_DIR/phases"
+    bg_summary_text $(($(bg_now_ms) - BG_STARTED_MS)) "$phases" >"$BG_RUN_DIR/summary"
+    echo >>"$BG_RUN_DIR/summary"
     bg_disconnect
   fi
 }

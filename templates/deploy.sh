@@ -40,6 +40,10 @@ bg_log() {
 
 bg_fail() {
   bg_log "error: $*"
+  # What failed, for the failure's Slack text (written by abort, in another process).
+  if [ -n "${BG_RUN_DIR:-}" ] && [ -d "$BG_RUN_DIR" ]; then
+    printf '%s\n' "$*" >"$BG_RUN_DIR/error" 2>/dev/null || true
+  fi
   exit 1
 }
 
@@ -48,6 +52,8 @@ bg_now_ms() {
   t=$(date +%s%N)
   echo $((t / 1000000))
 }
+
+{{ wording_fns }}
 
 bg_secs() {
   printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000))
@@ -231,25 +237,37 @@ bg_upload() {
 bg_health() {
   local id=$1 url=$2 want=$3 body=$4 interval=$5 timeout=$6 deadline=$7 need=$8 dir=$9 slot=${10}
   shift 10
-  local good=0 code start out result died
+  local good=0 code start out result died probes=0 last="no probe answered yet" rc
   start=$(bg_now_ms)
   out=$(mktemp)
   while :; do
+    probes=$((probes + 1))
     if [ $# -gt 0 ]; then
       result=$(bg_remote "$id" probe "$@" || echo "bad 000")
       code=${result#* }
-      [ "${result%% *}" = ok ] && good=$((good + 1)) || good=0
-    else
-      code=$(curl -g -s -o "$out" -w '%{http_code}' --max-time "$(bg_secs "$timeout")" -- "$url" || true)
-      if [ "$code" = "$want" ] && { [ -z "$body" ] || grep -qF -- "$body" "$out"; }; then
+      if [ "${result%% *}" = ok ]; then
         good=$((good + 1))
+      elif [ "$code" = 000 ]; then
+        good=0 last=$(bg_probe_words host 0)
       else
-        good=0
+        good=0 last=$(bg_probe_words 0 "$code")
+      fi
+    else
+      rc=0
+      code=$(curl -g -s -o "$out" -w '%{http_code}' --max-time "$(bg_secs "$timeout")" -- "$url") || rc=$?
+      if [ "$rc" -ne 0 ]; then
+        good=0 last=$(bg_probe_words "$rc" "$code")
+      elif [ "$code" != "$want" ]; then
+        good=0 last=$(bg_probe_words 0 "$code")
+      elif [ -n "$body" ] && ! grep -qF -- "$body" "$out"; then
+        good=0 last=$(bg_body_words "$code")
+      else
+        good=$((good + 1))
       fi
     fi
     if [ "$good" -ge "$need" ]; then
       rm -f -- "$out"
-      bg_log "[$id] healthy after $(bg_secs $(($(bg_now_ms) - start)))s ($url)"
+      bg_log "[$id] $(bg_healthy_text $(($(bg_now_ms) - start)) "$probes" "$url")"
       return 0
     fi
     # Only the host's answer (exit 1) counts: ssh failing to ask it (255) is no news.
@@ -259,11 +277,12 @@ bg_health() {
       died=${died%$'\n'}
       rm -f -- "$out"
       printf '%s\n' "$died" | sed '$d' | sed "s/^/[$id] /" >&2
-      bg_fail "[$id] $(printf '%s\n' "$died" | tail -n 1 | sed 's/^bluegreen: //'), $(bg_secs $(($(bg_now_ms) - start)))s into the health checks"
+      bg_fail "[$id] $(bg_died_text "$(printf '%s\n' "$died" | tail -n 1 | sed 's/^bluegreen: //')" $(($(bg_now_ms) - start)))"
     fi
     if [ $(($(bg_now_ms) - start)) -ge "$deadline" ]; then
       rm -f -- "$out"
-      bg_fail "[$id] not healthy within $(bg_secs "$deadline")s: $url last answered ${code:-nothing}"
+      [ "$good" -eq 0 ] || last=$(bg_good_text "$good" "$need")
+      bg_fail "[$id] $(bg_not_healthy_text "$deadline" "$url" "$last")"
     fi
     sleep "$(bg_secs "$interval")"
   done
@@ -273,17 +292,19 @@ bg_health() {
 # through the proxy, tried TRIES times (the plan's numbers, as exec tries). SHOWN is the URL as
 # logged, its credentials hidden.
 bg_check_url() {
-  local url=$1 want=$2 shown=$3 tries=$4 interval=$5 timeout=$6 code try
+  local url=$1 want=$2 shown=$3 tries=$4 interval=$5 timeout=$6 code try rc last=""
   for ((try = 1; try <= tries; try++)); do
     [ "$try" -eq 1 ] || sleep "$interval"
-    code=$(curl -g -s -o /dev/null -w '%{http_code}' --max-time "$timeout" -- "$url" || true)
-    if [ "$code" = "$want" ]; then
+    rc=0
+    code=$(curl -g -s -o /dev/null -w '%{http_code}' --max-time "$timeout" -- "$url") || rc=$?
+    if [ "$rc" -eq 0 ] && [ "$code" = "$want" ]; then
       bg_log "[proxy] $shown answers $code"
       return 0
     fi
-    bg_log "[proxy] $shown answered ${code:-nothing} (try $try of $tries)"
+    last=$(bg_probe_words "$rc" "$code")
+    bg_log "[proxy] $shown: $last (try $try of $tries)"
   done
-  bg_fail "[proxy] $shown does not answer $want after the switch"
+  bg_fail "[proxy] $(bg_check_text "$shown" "$want" "$last")"
 }
 
 # bg_redact_url URL: prints URL with its userinfo (user:password@) and query values hidden, as
@@ -400,7 +421,12 @@ bg_resolve_artifact() {
 }
 
 bg_connect_all() {
+  local t
+  t=$(bg_now_ms)
   bg_each bg_connect "${BG_HOSTS[@]}"
+  BG_CONNECT_MS=$(($(bg_now_ms) - t))
+  mkdir -p -- "$BG_RUN_DIR"
+  printf 'connect %s\n' "$BG_CONNECT_MS" >>"$BG_RUN_DIR/phases"
   bg_log "connected to ${#BG_HOSTS[@]} hosts"
 }
 
@@ -409,7 +435,12 @@ bg_notify() {
   if [ -z "$url" ] || [ -n "${BG_SKIP_NOTIFY:-}" ]; then
     return 0
   fi
-  local text="$BG_APP: ${BG_ACTION:-deploy} $outcome (slot ${BG_TARGET_SLOT:-?}, release ${BG_RELEASE:0:12}, by ${BG_DEPLOYER:-?})"
+  local text took_ms=$(($(bg_now_ms) - ${BG_STARTED_MS:-$(bg_now_ms)}))
+  if [ "$outcome" = succeeded ]; then
+    text=$(bg_success_text "$took_ms")
+  else
+    text=$(bg_failure_text "$took_ms" "$(head -n 1 -- "$BG_RUN_DIR/error" 2>/dev/null || echo "see the log")")
+  fi
   local payload
   payload=$(printf '{"channel": "%s", "text": "%s"}' {{ slack_channel }} "${text//\"/\\\"}")
   curl -g -s -o /dev/null --max-time 10 -H 'Content-Type: application/json' -d "$payload" -- "$url" ||
@@ -424,6 +455,7 @@ bg_save() {
     printf 'BG_PHASE=%q\n' "$BG_PHASE"
     printf 'BG_CTL_DIR=%q\n' "$BG_CTL_DIR"
     printf 'BG_STARTED=%q\n' "$BG_STARTED"
+    printf 'BG_STARTED_MS=%q\n' "$BG_STARTED_MS"
     printf 'BG_ARTIFACT=%q\n' "$BG_ARTIFACT"
     printf 'BG_RELEASE=%q\n' "$BG_RELEASE"
     printf 'BG_DEPLOYER=%q\n' "$BG_DEPLOYER"
@@ -457,8 +489,9 @@ bg_begin() {
     BG_RUN_TOKEN=${BG_RUN_TOKEN:-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')}
     BG_CTL_DIR=$(mktemp -d "${TMPDIR:-/tmp}/bluegreen.XXXXXX")
     BG_STARTED=$(date +%s)
+    BG_STARTED_MS=$(bg_now_ms)
     BG_LIVE_SLOT="" BG_LIVE_PORT="" BG_TARGET_SLOT="" BG_TARGET_PORT="" BG_RELEASE="" BG_ARTIFACT=""
-    rm -f -- "$BG_RUN_DIR/summary"
+    rm -f -- "$BG_RUN_DIR/summary" "$BG_RUN_DIR/phases" "$BG_RUN_DIR/error"
   else
     [ -n "$BG_RUN_ID" ] || bg_fail "BG_RUN_ID (or BUILD_TAG) must identify the run when running one phase"
     bg_load
@@ -519,15 +552,20 @@ bg_run_phase() {
     # shellcheck disable=SC2064
     trap "kill $! 2>/dev/null || true" EXIT
   fi
+  local phase_start
+  phase_start=$(bg_now_ms)
   "bg_$1_phase_$2"
   bg_save
+  # Each phase's time, for the summary (bg_connect_all wrote the connections' before prepare's).
+  printf '%s %s\n' "$2" $(($(bg_now_ms) - phase_start)) >>"$BG_RUN_DIR/phases"
   if [ "$2" = finish ]; then
-    case "$1" in
-      deploy) printf 'deployed %s to the %s slot of %s host(s)' "${BG_RELEASE:0:12}" "$BG_TARGET_SLOT" "${#BG_APP_HOSTS[@]}" ;;
-      rollback) printf 'rolled back to %s on the %s slot of %s host(s)' "${BG_RELEASE:0:12}" "$BG_TARGET_SLOT" "${#BG_APP_HOSTS[@]}" ;;
-      *) printf 'retired the %s slot of %s host(s)' "$BG_TARGET_SLOT" "${#BG_APP_HOSTS[@]}" ;;
-    esac >"$BG_RUN_DIR/summary"
-    printf ' in %ss by %s\n' "$(($(date +%s) - BG_STARTED))" "$BG_DEPLOYER" >>"$BG_RUN_DIR/summary"
+    local name ms phases="" sep=""
+    while read -r name ms; do
+      phases+="$sep$name $(bg_human "$ms")"
+      sep=", "
+    done <"$BG_RUN_DIR/phases"
+    bg_summary_text $(($(bg_now_ms) - BG_STARTED_MS)) "$phases" >"$BG_RUN_DIR/summary"
+    echo >>"$BG_RUN_DIR/summary"
     bg_disconnect
   fi
 }

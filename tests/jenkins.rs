@@ -6,7 +6,6 @@ use crate::render::{harness, stage_statuses as stages};
 use crate::testbed::{serial, Testbed, Workdir};
 use crate::util::{root, TempDir};
 use serde_json::Value;
-use std::process::Command;
 
 fn has(stages: &[(String, String)], name: &str, status: &str) -> bool {
     stages.iter().any(|(n, s)| n == name && s == status)
@@ -186,11 +185,9 @@ fn gate_rejection_and_rollback_parameter_on_the_testbed() {
     let before = tb.state();
     assert_eq!(before["live"], "green");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_bluegreen"))
-        .args(["render", "jenkinsfile", "-o", "Jenkinsfile"])
-        .current_dir(wd.path())
-        .output()
-        .unwrap();
+    let out =
+        crate::util::Cmd::bluegreen(wd.path(), &["render", "jenkinsfile", "-o", "Jenkinsfile"])
+            .output();
     assert!(out.status.success());
     let jf = wd.path().join("Jenkinsfile");
 

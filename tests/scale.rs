@@ -9,13 +9,12 @@
 
 use crate::e2e::Traffic;
 use crate::testbed::{jars, serial, Testbed};
-use crate::util::TempDir;
+use crate::util::{Cmd, TempDir};
 use bluegreen_loadgen::Counts;
 use bluegreen_testbed::DeployOptions;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -43,25 +42,17 @@ struct Run {
     secs: f64,
 }
 
-fn run(c: &mut Command) -> Run {
-    let t = Instant::now();
-    let o = c.output().expect("run a deploy");
+fn run(c: Cmd) -> Run {
+    let r = c.run();
     Run {
-        ok: o.status.success(),
-        out: format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        secs: t.elapsed().as_secs_f64(),
+        ok: r.success(),
+        out: r.out(),
+        secs: r.secs,
     }
 }
 
 fn bluegreen(dir: &Path, args: &[&str]) -> Run {
-    run(Command::new(env!("CARGO_BIN_EXE_bluegreen"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("SLACK_WEBHOOK_URL"))
+    run(Cmd::bluegreen(dir, args))
 }
 
 /// One deploy of what is staged in `dir`, by `exec` or by the rendered script.
@@ -71,12 +62,7 @@ fn deploy(backend: &str, dir: &Path) -> Run {
     }
     let r = bluegreen(dir, &["render", "script", "-o", "deploy.sh"]);
     assert!(r.ok, "render script:\n{}", r.out);
-    run(Command::new("bash")
-        .arg("deploy.sh")
-        .current_dir(dir)
-        .env_remove("BG_RUN_ID")
-        .env_remove("BUILD_TAG")
-        .env_remove("SLACK_WEBHOOK_URL"))
+    run(Cmd::script(dir, "deploy.sh", &[]))
 }
 
 /// `GET /version` straight to `addr` (not through nginx): the body, or None when nothing answers.

@@ -3,7 +3,7 @@
 //! all-or-nothing order of the plan, with hostile values arriving intact. (The testbed tests run the
 //! same script against real sshd, nginx and a JVM.)
 
-use crate::util::{bluegreen_in, require, root, sha256, stderr, TempDir};
+use crate::util::{bluegreen_in, require, root, sha256, stderr, Cmd, TempDir};
 use bluegreen_core::plan::{Step, When};
 use bluegreen_core::remote::LIBRARY;
 use bluegreen_core::{Config, Plan, RemoteCall, RuntimeVar, Var, Word};
@@ -60,9 +60,14 @@ out=/dev/null
 url=""
 globoff=""
 while [ $# -gt 0 ]; do
-  case "$1" in -o) out=$2; shift ;; -g) globoff=yes ;; --) url=$2; shift ;; esac
+  case "$1" in -o) out=$2; shift ;; -g) globoff=yes ;; -d) data=$2; shift ;; --) url=$2; shift ;; esac
   shift
 done
+# A POST (a Slack notification): its body is recorded.
+if [ -n "${data:-}" ]; then
+  printf '%s' "$data" >"$FAKE_LOG/$(date +%s%N).post"
+  exit 0
+fi
 [ -n "$globoff" ] || { echo "fake curl: no -g for $url" >&2; exit 3; }
 printf '%s' "${FAKE_BODY:-}" >"$out"
 if [ -n "${FAKE_CURL_FAIL:-}" ] && [[ $url == *"$FAKE_CURL_FAIL"* ]]; then
@@ -182,10 +187,8 @@ fn script_in(dir: &TempDir) -> Command {
         dir.path().join("bin").display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut cmd = Command::new("bash");
-    cmd.arg("deploy.sh")
-        .current_dir(dir.path())
-        .env("PATH", path)
+    let mut cmd = Cmd::script(dir.path(), "deploy.sh", &[]).into_command();
+    cmd.env("PATH", path)
         .env("FAKE_LOG", dir.path().join("log"))
         .env("FAKE_BODY", config.health.body.clone().unwrap_or_default())
         .env("BUILD_TAG", "jenkins-shop-42")
@@ -491,8 +494,7 @@ fn variables_are_checked_like_exec_with_the_same_messages() {
     // One rendered script for every case; each case runs the prepare phase on its own.
     drop(script_command(&dir, VARS, "build/app.jar"));
     for (var, value) in cases {
-        let mut exec = Command::new(env!("CARGO_BIN_EXE_bluegreen"));
-        exec.arg("exec").current_dir(dir.path());
+        let exec = Cmd::bluegreen(dir.path(), &["exec"]).into_command();
         let (exec_code, exec_err) = with_var(exec, dir.path(), var, value, &[]);
         assert_eq!(exec_code, Some(2), "{var}={value:?}: {exec_err}");
         let expected = exec_err
@@ -538,13 +540,15 @@ fn variables_exec_does_not_need_are_not_checked() {
         ("deploy", "KH_FILE", Some(("BG_KNOWN_HOSTS", kh.as_str()))),
     ] {
         let extra: Vec<(&str, &str)> = extra.into_iter().collect();
-        let mut exec = Command::new(env!("CARGO_BIN_EXE_bluegreen"));
-        exec.arg(if action == "rollback" {
-            "rollback"
-        } else {
-            "exec"
-        })
-        .current_dir(dir.path());
+        let exec = Cmd::bluegreen(
+            dir.path(),
+            &[if action == "rollback" {
+                "rollback"
+            } else {
+                "exec"
+            }],
+        )
+        .into_command();
         let (_, exec_err) = with_var(exec, dir.path(), var, None, &extra);
         assert!(
             !exec_err.contains(var) && !exec_err.contains("environment variable"),
@@ -726,12 +730,21 @@ fn check_url_credentials_never_show() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(
-            err.contains(&format!("[proxy] {shown} answered 503 (try 1 of 4)")),
+            err.contains(&format!("[proxy] {shown}: status 503 (try 1 of 4)")),
             "{err}"
         );
         assert!(
+            // Word for word what exec says (its Error::Check), from core's one template.
             err.contains(&format!(
-                "[proxy] {shown} does not answer 200 after the switch"
+                "[proxy] {}",
+                bluegreen_ssh::Error::Check {
+                    host: "proxy".into(),
+                    url: shown.to_string(),
+                    expected: 200,
+                    last: "status 503".into(),
+                }
+                .to_string()
+                .trim_start_matches("proxy: ")
             )),
             "{err}"
         );
@@ -950,4 +963,227 @@ fn on_the_testbed_credentials_in_check_url_stay_hidden_and_odd_deploy_dirs_work(
         assert!(jar.contains("demo.jar"), "{jar}");
     }
     tb.assert_lock_free();
+}
+
+/// Whether `text` reads as `t` with the placeholders in `known` given their values and every other
+/// placeholder standing for some non-empty text.
+fn reads_as(t: &bluegreen_core::wording::Template, text: &str, known: &[(&str, &str)]) -> bool {
+    // The template as pieces: literal text (known values filled in), or a free placeholder.
+    let mut pieces: Vec<Option<String>> = Vec::new();
+    let mut rest = t.0;
+    while let Some(i) = rest.find('{') {
+        let j = rest[i..].find('}').map(|j| i + j).unwrap_or(rest.len() - 1);
+        let name = &rest[i + 1..j];
+        pieces.push(Some(rest[..i].to_string()));
+        match known.iter().find(|(k, _)| *k == name) {
+            Some((_, v)) => pieces.push(Some((*v).to_string())),
+            None => pieces.push(None),
+        }
+        rest = &rest[j + 1..];
+    }
+    pieces.push(Some(rest.to_string()));
+    // Merge neighbouring literals, then match left to right.
+    let mut merged: Vec<Option<String>> = Vec::new();
+    for p in pieces {
+        match (merged.last_mut(), p) {
+            (Some(Some(a)), Some(b)) => a.push_str(&b),
+            (_, p) => merged.push(p),
+        }
+    }
+    let mut at = 0;
+    let mut free = false;
+    for (i, p) in merged.iter().enumerate() {
+        match p {
+            None => free = true,
+            Some(lit) if free => {
+                let last = i == merged.len() - 1;
+                let found = if last {
+                    text.ends_with(lit.as_str()) && text.len() - lit.len() > at
+                } else {
+                    match text[at..].find(lit.as_str()) {
+                        Some(k) if k > 0 => {
+                            at += k + lit.len();
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                if !found {
+                    return false;
+                }
+                if last {
+                    return true;
+                }
+                free = false;
+            }
+            Some(lit) => {
+                if !text[at..].starts_with(lit.as_str()) {
+                    return false;
+                }
+                at += lit.len();
+            }
+        }
+    }
+    if free {
+        at < text.len()
+    } else {
+        at == text.len()
+    }
+}
+
+fn posts(log: &Path) -> Vec<String> {
+    let mut files: Vec<_> = std::fs::read_dir(log)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "post"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+            v["text"].as_str().unwrap_or_default().to_string()
+        })
+        .collect()
+}
+
+/// The runner's half, not only the remote calls: the script reports a run's outcome in exec's
+/// words (core's templates). Its summary line and Slack texts read as core's templates with the
+/// run's values; its health verdict is exec's `Error::Health` message word for word.
+#[test]
+fn the_script_says_what_exec_says() {
+    use bluegreen_core::plan::Action;
+    use bluegreen_core::wording;
+    let sokdak = std::fs::read_to_string(root().join("examples/sokdak.yaml")).unwrap();
+    let artifact = "backend/sokdak/build/libs/sokdak.jar";
+
+    // A deploy that succeeds: blue is live, green is deployed.
+    let dir = TempDir::new("words");
+    let out = script_command(&dir, &sokdak, artifact)
+        .env("FAKE_LIVE", "blue")
+        .env("SLACK_WEBHOOK_URL", "http://127.0.0.1:9/hook")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let release = sha256(&dir.path().join(artifact));
+    let values = [
+        ("app", "sokdak"),
+        ("release", &release[..12]),
+        ("target", "green"),
+        ("previous", "blue"),
+    ];
+    let summary = err
+        .lines()
+        .find_map(|l| l.split_once("deploy of sokdak done: ").map(|(_, s)| s))
+        .unwrap_or_else(|| panic!("no summary line: {err}"));
+    assert!(
+        reads_as(&wording::summary(Action::Deploy), summary, &values),
+        "{summary}"
+    );
+    for phase in ["connect ", "prepare ", "upload ", "switch ", "finish "] {
+        assert!(summary.contains(phase), "{summary}");
+    }
+    // exec's summary is the same template (its Display fills it).
+    let exec_summary = bluegreen_ssh::Summary {
+        action: Action::Deploy,
+        app: "sokdak".into(),
+        target: "green".into(),
+        previous: "blue".into(),
+        release: release.clone(),
+        artifact: artifact.into(),
+        artifact_bytes: 1,
+        deployer: "jenkins-shop-42".into(),
+        connect: std::time::Duration::from_millis(120),
+        phases: vec![(
+            bluegreen_core::PhaseKind::Prepare,
+            std::time::Duration::from_millis(80),
+        )],
+        total: std::time::Duration::from_millis(1500),
+    }
+    .to_string();
+    assert!(
+        reads_as(&wording::summary(Action::Deploy), &exec_summary, &values),
+        "{exec_summary}"
+    );
+    let mut with_who = values.to_vec();
+    with_who.push(("who", "jenkins-shop-42"));
+    let texts = posts(&dir.path().join("log"));
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert!(
+        reads_as(
+            &wording::notify_success(Action::Deploy),
+            &texts[0],
+            &with_who
+        ),
+        "{}",
+        texts[0]
+    );
+
+    // A new instance that never turns healthy: the script's verdict is exec's, word for word.
+    let short = sokdak
+        .replace("  deadline: 2m\n", "  deadline: 3s\n")
+        .replace("  interval: 1s\n", "  interval: 200ms\n");
+    assert_ne!(short, sokdak);
+    let dir = TempDir::new("words");
+    let out = script_command(&dir, &short, artifact)
+        .env("FAKE_LIVE", "blue")
+        .env("FAKE_CURL_FAIL", "10.9.0.11:8081")
+        .env("SLACK_WEBHOOK_URL", "http://127.0.0.1:9/hook")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let url = "http://10.9.0.11:8081/actuator/health";
+    let exec_says = bluegreen_ssh::Error::Health {
+        host: "app1".into(),
+        url: url.into(),
+        last: wording::ProbeOutcome::Status(503).to_string(),
+        deadline: std::time::Duration::from_secs(3),
+    }
+    .to_string();
+    let script_says = format!("[app1] {}", exec_says.trim_start_matches("app1: "));
+    assert!(
+        err.contains(&script_says),
+        "want `{script_says}` in:\n{err}"
+    );
+    let texts = posts(&dir.path().join("log"));
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    let mut failed = with_who.clone();
+    failed.extend([
+        ("action", "deploy"),
+        ("phase", "verify"),
+        ("error", script_says.as_str()),
+    ]);
+    assert!(
+        reads_as(&wording::NOTIFY_FAILURE, &texts[0], &failed),
+        "{}",
+        texts[0]
+    );
+}
+
+#[test]
+fn reads_as_can_fail() {
+    let t = bluegreen_core::wording::Template("{app}: deployed {release} in {took}");
+    assert!(reads_as(
+        &t,
+        "shop: deployed abc in 1.20s",
+        &[("app", "shop"), ("release", "abc")]
+    ));
+    assert!(!reads_as(
+        &t,
+        "shop: deployed abd in 1.20s",
+        &[("app", "shop"), ("release", "abc")]
+    ));
+    assert!(!reads_as(
+        &t,
+        "shop: deployed abc in ",
+        &[("app", "shop"), ("release", "abc")]
+    ));
+    assert!(!reads_as(
+        &t,
+        "shop: rolled back abc in 1s",
+        &[("app", "shop")]
+    ));
 }

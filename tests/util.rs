@@ -92,6 +92,11 @@ impl Cmd {
         Run::of(o, t)
     }
 
+    /// The command itself, for a test that adds to it (its own PATH, stand-ins).
+    pub fn into_command(self) -> Command {
+        self.0
+    }
+
     /// Runs it to its end, for tests that look at the raw exit status (a signal, for one).
     pub fn output(mut self) -> Output {
         self.0.output().expect("the command starts")

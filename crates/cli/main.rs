@@ -136,7 +136,10 @@ impl From<bluegreen_core::Error> for Failure {
 impl From<bluegreen_render::Error> for Failure {
     fn from(e: bluegreen_render::Error) -> Failure {
         match e {
-            bluegreen_render::Error::TooLong { .. } => Failure::Input(e.to_string()),
+            // What the config asks for cannot be rendered: bad input, nothing was touched.
+            bluegreen_render::Error::TooLong { .. }
+            | bluegreen_render::Error::HostsDiffer { .. }
+            | bluegreen_render::Error::HostTable(_) => Failure::Input(e.to_string()),
             _ => Failure::Run(e.to_string()),
         }
     }

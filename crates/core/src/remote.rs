@@ -1,8 +1,9 @@
 //! What runs on a remote host: defined once, sent by both backends.
 //!
 //! Every remote step is a call of one function of [`LIBRARY`], a bash script. A backend runs
-//! `bash -s` on the host (see [`REMOTE_COMMAND`]) and writes the library followed by the call line on
-//! its standard input. `exec` builds that line with [`RemoteCall::call_line`]; the rendered script
+//! bash on the host and writes [`library_sent`] followed by the call line on its standard input:
+//! the rendered script once per call ([`remote_command`]), `exec` once per connection, followed
+//! by one call line after another ([`serve_command`]). `exec` builds that line with [`RemoteCall::call_line`]; the rendered script
 //! builds the same line at run time with `printf %q`. Since the library is the same text and both
 //! quote every argument for bash, the two backends cannot drift apart.
 //!
@@ -76,7 +77,35 @@ pub const LIBRARY: &str = match std::str::from_utf8(&LIBRARY_BYTES) {
 };
 
 /// The command a backend runs on the host; the library and the call line go to its standard input.
+/// (`bash -s`; [`remote_command`] is what the backends run now, reading the library faster.)
 pub const REMOTE_COMMAND: &str = "bash -s";
+
+/// What a backend writes first on the remote shell's standard input: the library without its
+/// trailing newlines, then one newline.
+pub fn library_sent() -> String {
+    format!("{}\n", LIBRARY.trim_end())
+}
+
+/// Evaluating the library read in one piece: `head -c` reads exactly [`library_sent`]'s bytes and
+/// none past them. (`bash -s` would read its script one byte per system call, since it must
+/// leave the rest of its input to the commands it runs: some 35,000 reads per call.)
+fn eval_library() -> String {
+    format!("eval \"$(head -c {})\"", library_sent().len())
+}
+
+/// The command for one call (the rendered script's): the library, then the one call line after it.
+pub fn remote_command() -> String {
+    format!(
+        "bash -c '{} && {{ IFS= read -r -d \"\" c || true; eval \"$c\"; }}'",
+        eval_library()
+    )
+}
+
+/// The command of a shell that serves calls (`exec`'s, one per connection): the library, then
+/// `bg_serve` reads one call line after another, each ended by a NUL byte.
+pub fn serve_command() -> String {
+    format!("bash -c '{} && bg_serve'", eval_library())
+}
 
 /// How long the remote `stop` waits for the slot's port to be free after the instance exited
 /// (`bg_stop` in the remote library), on top of the stop's grace.

@@ -181,18 +181,44 @@ pub enum ProbeOutcome {
     NoAnswer(String),
 }
 
+/// [`ProbeOutcome::Status`]'s words: `{code}`.
+pub const STATUS_WORDS: Template = Template("status {code}");
+
+/// [`ProbeOutcome::Body`]'s words: `{code}`.
+pub const BODY_WORDS: Template = Template("status {code} without the expected body text");
+
+/// [`ProbeOutcome::NoAnswer`]'s words: `{why}`.
+pub const NO_ANSWER_WORDS: Template = Template("no answer ({why})");
+
+/// `{last}` of [`NOT_HEALTHY`] when the deadline passed during a run of good probes: `{good}`,
+/// `{need}`.
+pub const GOOD_IN_A_ROW: Template = Template("{good} of {need} consecutive good probes");
+
 impl std::fmt::Display for ProbeOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let code = |t: Template, c: &u16| {
+            let c = c.to_string();
+            t.fill(|n| (n == "code").then_some(c.as_str()))
+                .unwrap_or_default()
+        };
         match self {
-            ProbeOutcome::Status(c) => write!(f, "status {c}"),
-            ProbeOutcome::Body(c) => write!(f, "status {c} without the expected body text"),
+            ProbeOutcome::Status(c) => f.write_str(&code(STATUS_WORDS, c)),
+            ProbeOutcome::Body(c) => f.write_str(&code(BODY_WORDS, c)),
             ProbeOutcome::Refused => f.write_str("no answer (connection refused)"),
             ProbeOutcome::TimedOut => f.write_str("no answer (timed out)"),
             ProbeOutcome::Unresolved => f.write_str("no answer (the host name does not resolve)"),
-            ProbeOutcome::NoAnswer(why) => write!(f, "no answer ({why})"),
+            ProbeOutcome::NoAnswer(why) => f.write_str(
+                &NO_ANSWER_WORDS
+                    .fill(|n| (n == "why").then_some(why.as_str()))
+                    .unwrap_or_default(),
+            ),
         }
     }
 }
+
+/// Why a probe sent from the host got no answer (`NoAnswer`'s words): the host's curl says only
+/// that it got none.
+pub const HOST_PROBE_NO_ANSWER: &str = "probed from the host";
 
 /// How curl's exit codes map to [`ProbeOutcome`]s, for the script's probes from the runner (any
 /// other code: `NoAnswer("curl exit N")`).
@@ -204,7 +230,14 @@ pub const CURL_EXITS: [(u8, ProbeOutcome); 3] = [
 
 /// `{last}` of [`NOT_HEALTHY`] when the deadline passed during a run of good probes.
 pub fn good_in_a_row(good: u32, need: u32) -> String {
-    format!("{good} of {need} consecutive good probes")
+    let (good, need) = (good.to_string(), need.to_string());
+    GOOD_IN_A_ROW
+        .fill(|n| match n {
+            "good" => Some(good.as_str()),
+            "need" => Some(need.as_str()),
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 /// A duration as both backends write it: `850ms`, `1.23s` (hundredths, not rounded), `2m05s`.

@@ -31,6 +31,7 @@ mod hosts;
 mod jenkinsfile;
 mod script;
 mod steps;
+mod wording;
 
 pub use check::check;
 pub use groovy::{groovy_escape, groovy_str, modified_utf8_len, GROOVY_MAX_LITERAL};
@@ -65,6 +66,14 @@ pub enum Error {
         what: String,
         /// How the steps differ.
         detail: String,
+    },
+    /// A message of core's names a placeholder the script has no variable for.
+    #[error("core's message `{template}` names `{{{name}}}`, which the script does not provide")]
+    Wording {
+        /// The template.
+        template: &'static str,
+        /// The placeholder.
+        name: String,
     },
     /// The hosts cannot be written as the script's host table.
     #[error("cannot write the script's host table: {0}")]

@@ -9,7 +9,7 @@ use crate::Error;
 use askama::Template;
 use bluegreen_core::config::{Chars, HostKeyPolicy, ValueRule};
 use bluegreen_core::plan::{Host, Phase, PhaseKind, Step};
-use bluegreen_core::remote::{LIBRARY, REMOTE_COMMAND};
+use bluegreen_core::remote::{remote_command, LIBRARY};
 use bluegreen_core::{Plan, Var, Word};
 use std::fmt::Write as _;
 
@@ -36,7 +36,8 @@ struct ScriptView {
     artifact: String,
     known_hosts: String,
     identity_file: String,
-    remote_command: &'static str,
+    /// The command ssh runs on the host for a call, as one bash word.
+    remote_command: String,
     webhook_ref: String,
     slack_channel: String,
     phases: Vec<PhaseView>,
@@ -49,6 +50,8 @@ struct ScriptView {
     beat_lease: String,
     slot_cases: String,
     beat_every: String,
+    /// The run's words (core's), as bash functions.
+    wording_fns: String,
 }
 
 /// A phase's function, `bg_ACTION_phase_PHASE`.
@@ -482,7 +485,7 @@ pub fn script(plan: &Plan, source: &str) -> Result<String, Error> {
             .identity_file
             .as_ref()
             .map_or_else(|| "\"\"".to_string(), Word::to_bash),
-        remote_command: REMOTE_COMMAND,
+        remote_command: Word::lit(remote_command()).to_bash(),
         webhook_ref: match &plan.slack {
             Some(s) => format!("${{{}:-}}", s.webhook_env),
             None => "\"\"".to_string(),
@@ -516,6 +519,7 @@ pub fn script(plan: &Plan, source: &str) -> Result<String, Error> {
             .to_string(),
         beat_every: secs(plan.heartbeat.every_ms),
         slot_cases: slot_cases(),
+        wording_fns: crate::wording::functions()?,
     };
     let mut out = view.render().map_err(|source| Error::Template {
         what: "the deploy script",

@@ -12,20 +12,10 @@
 
 use crate::conn::Output;
 use crate::error::SshMsg;
-use bluegreen_core::remote::LIBRARY;
+use bluegreen_core::remote::{library_sent, serve_command};
 use ssh2::{Channel, Session};
 use std::io::{Read, Write};
 use std::time::Duration;
-
-/// The command that starts a host's shell. It reads the library in one piece (`head -c`, which
-/// reads no byte past it) and evaluates it, then serves calls. (`bash -s` would read its script one
-/// byte at a time, a system call per byte, since it must not read past the command it runs.)
-fn serve_command() -> String {
-    format!(
-        "bash -c 'eval \"$(head -c {})\" && bg_serve'",
-        LIBRARY.len()
-    )
-}
 
 /// A host's connection: its session, and the remote shell calls run on.
 pub(crate) struct Remote {
@@ -111,7 +101,7 @@ impl Shell {
     fn open(sess: &Session) -> Result<Shell, String> {
         let mut ch = sess.channel_session().map_err(ssh_msg)?;
         ch.exec(&serve_command()).map_err(ssh_msg)?;
-        ch.write_all(LIBRARY.as_bytes())
+        ch.write_all(library_sent().as_bytes())
             .and_then(|()| ch.flush())
             .map_err(|e| format!("cannot send the library: {e}"))?;
         Ok(Shell {
@@ -223,7 +213,7 @@ mod tests {
             .stdout(Stdio::piped())
             .spawn()
             .expect("bash");
-        let mut input = LIBRARY.as_bytes().to_vec();
+        let mut input = library_sent().into_bytes();
         for c in calls {
             input.extend_from_slice(c.as_bytes());
             input.push(0);

@@ -284,7 +284,7 @@ impl Ctx<'_> {
                         let code = line.trim_start_matches("bad").trim();
                         Err(match code.parse::<u16>() {
                             Ok(c) if c > 0 => ProbeOutcome::Status(c),
-                            _ => ProbeOutcome::NoAnswer("probed from the host".into()),
+                            _ => ProbeOutcome::NoAnswer(wording::HOST_PROBE_NO_ANSWER.into()),
                         }
                         .to_string())
                     }
