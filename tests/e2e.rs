@@ -406,8 +406,10 @@ pub fn series(backend: Backend) {
             assert_eq!(slack.len(), 1, "{slack:?}");
             assert_eq!(slack[0]["color"], "good");
             let msg = slack[0]["message"].as_str().unwrap();
+            // The script's summary line, in core's words (exec's summary says the same).
             assert!(
-                msg.contains(&format!("to the {target} slot of 2 host(s)")),
+                msg.contains("deployed demo ")
+                    && msg.contains(&format!(" to {target} (previous: {})", live.1)),
                 "{msg}"
             );
         }
