@@ -27,6 +27,9 @@ BG_HOSTS=()
 BG_APP_HOSTS=()
 BG_APP_ADDRS=()
 declare -A BG_ADDR BG_USER BG_PORT BG_APP_ADDR BG_INDEX
+# The shells this phase opened (bg_shell_open): the descriptors of their input and output, and the
+# file of ssh's own errors, by host.
+declare -A BG_SHELL_IN BG_SHELL_OUT BG_SHELL_ERR
 
 # The remote library: what runs on a host for each step. bluegreen exec sends the very same text.
 BG_LIB=$(cat <<'BG_REMOTE_LIBRARY_EOF'
@@ -38,6 +41,9 @@ BG_LIB=$(cat <<'BG_REMOTE_LIBRARY_EOF'
 # same commands. Nothing here reads standard input: it is the channel the library arrives on.
 set -euo pipefail
 umask 022
+# How long `start` waits for a new instance to listen on its port before leaving it to the health
+# checks (a JVM takes seconds; what binds in milliseconds is probed at once).
+BG_START_WAIT_MS=1000
 
 bg_die() {
   printf 'bluegreen: %s\n' "$*" >&2
@@ -54,14 +60,36 @@ bg_epoch() {
 }
 
 # bg_nap: one wait of a polling loop that has waited BG_NAPPED ms so far (the caller sets it to 0
-# first): 20 ms for the first half second, so that what is quick is seen quickly, then 100 ms.
+# first): 5 ms for the first 100 ms, 20 ms until half a second, then 100 ms, so that what is quick
+# is seen quickly. The wait is bash's own `read -t` on a pipe nobody writes to (opened once per
+# shell, read-write so that it never reaches end of file), not a `sleep` process per wait.
 bg_nap() {
-  if [ "$BG_NAPPED" -lt 500 ]; then
-    sleep 0.02
-    BG_NAPPED=$((BG_NAPPED + 20))
+  local ms=100
+  if [ "$BG_NAPPED" -lt 100 ]; then
+    ms=5
+  elif [ "$BG_NAPPED" -lt 500 ]; then
+    ms=20
+  fi
+  bg_sleep_ms "$ms"
+  BG_NAPPED=$((BG_NAPPED + ms))
+}
+
+# Opens bg_sleep_ms's pipe (fd BG_SLEEP_FD) unless it is open.
+bg_sleep_open() {
+  if [ -z "${BG_SLEEP_FD:-}" ]; then
+    exec {BG_SLEEP_FD}<> <(:) || BG_SLEEP_FD=none
+  fi
+}
+
+# bg_sleep_ms MS: waits MS milliseconds (under 1000) without starting a process.
+bg_sleep_ms() {
+  local secs
+  printf -v secs '0.%03d' "$1"
+  bg_sleep_open
+  if [ "$BG_SLEEP_FD" = none ]; then
+    sleep "$secs"
   else
-    sleep 0.1
-    BG_NAPPED=$((BG_NAPPED + 100))
+    read -r -t "$secs" -u "$BG_SLEEP_FD" _ || true
   fi
 }
 
@@ -308,14 +336,17 @@ bg_detect() {
 
 # prepare SLOT_DIR: creates the slot's directory.
 bg_prepare() {
+  local line free
   mkdir -p -- "$1"
-  df -Pk -- "$1" | awk 'NR == 2 { print "free_kib=" $4 }'
+  { read -r _ && read -r _ _ _ free _; } < <(df -Pk -- "$1") && line="free_kib=$free"
+  printf '%s\n' "${line:-}"
 }
 
 # install SLOT_DIR TMP_NAME JAR_NAME SHA256: checks an uploaded artifact, then renames it into place.
 bg_install() {
   local dir=$1 tmp=$2 jar=$3 want=$4 got
-  got=$(sha256sum -- "$dir/$tmp" | awk '{ print $1 }')
+  got=$(sha256sum -- "$dir/$tmp")
+  got=${got%% *}
   if [ "$got" != "$want" ]; then
     rm -f -- "$dir/$tmp"
     bg_die "checksum mismatch for $dir/$tmp: expected $want, got $got"
@@ -329,8 +360,8 @@ bg_install() {
 # The start time of process PID (field 22 of /proc/PID/stat, in clock ticks since boot): with the
 # pid, what identifies a process, since pids are reused.
 bg_proc_start() {
-  local stat
-  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  local stat=""
+  { IFS= read -r stat <"/proc/$1/stat"; } 2>/dev/null || [ -n "$stat" ] || return 1
   stat=${stat##*) }
   # shellcheck disable=SC2086
   set -- $stat
@@ -425,6 +456,11 @@ bg_start() {
   bg_utc now
   printf '\n--- %s starting %s on port %s\n' "$now" "$slot" "$port" >>"$dir/app.log"
   rm -f -- "$dir/app.exit"
+  # The instance inherits no descriptor of this shell's but its standard ones.
+  if [ -n "${BG_SLEEP_FD:-}" ] && [ "$BG_SLEEP_FD" != none ]; then
+    exec {BG_SLEEP_FD}>&-
+    BG_SLEEP_FD=""
+  fi
   # shellcheck disable=SC2016
   setsid bash -c 'bash -c "$1"; echo "$?" >"$2"' "bluegreen-$slot" "$command" "$dir/app.exit" \
     </dev/null >>"$dir/app.log" 2>&1 &
@@ -432,12 +468,18 @@ bg_start() {
   start=$(bg_proc_start "$pid") || start=""
   printf '%s %s\n' "$pid" "$start" >"$dir/app.pid.tmp"
   mv -f -- "$dir/app.pid.tmp" "$dir/app.pid"
-  # A command that cannot run at all (a typo, a missing program) ends within this; a later death
-  # is what the health checks' `alive` reports.
-  sleep 0.05
-  if ! bg_slot_pid "$dir" >/dev/null; then
-    bg_exited "$dir" "$slot" "at once"
-  fi
+  # Waits (up to BG_START_WAIT_MS) until the instance listens on its port, or its command has
+  # ended: a command that cannot run at all (a typo, a missing program) is reported here, and an
+  # app that binds its port quickly is ready for its first health probe. A later death is what the
+  # health checks' `alive` reports, at their first failed probe.
+  BG_NAPPED=0
+  while ! bg_port_busy "$port"; do
+    if [ -e "$dir/app.exit" ] || ! kill -0 "$pid" 2>/dev/null; then
+      bg_exited "$dir" "$slot" "right after it started"
+    fi
+    [ "$BG_NAPPED" -ge "$BG_START_WAIT_MS" ] && break
+    bg_nap
+  done
   echo "started $slot on port $port as pid $pid"
 }
 
@@ -543,9 +585,14 @@ bg_switch() {
 
 # Prints "PID PPID" of every nginx worker that serves requests (not one already shutting down).
 bg_nginx_workers() {
-  local pid
+  local pid stat
   for pid in $(pgrep -f '^nginx: worker process$' 2>/dev/null || true); do
-    printf '%s %s\n' "$pid" "$(ps -o ppid= -p "$pid" 2>/dev/null | tr -d ' ')"
+    # The parent pid: the second field after the command name in /proc/PID/stat.
+    stat=""
+    { IFS= read -r stat <"/proc/$pid/stat"; } 2>/dev/null || [ -n "$stat" ] || continue
+    stat=${stat##*) }
+    stat=${stat#* }
+    printf '%s %s\n' "$pid" "${stat%% *}"
   done
 }
 
@@ -783,6 +830,8 @@ bg_serve() {
   trap 'exit 1' HUP PIPE TERM
   # Byte counts: the frame's lengths are in bytes whatever the host's locale.
   LC_ALL=C
+  # One pipe for every call's waits (bg_sleep_ms), not one per call.
+  bg_sleep_open
   while IFS= read -r -d '' call; do
     set +e
     (
@@ -1061,16 +1110,79 @@ bg_ssh() {
   "${BG_SSH_ENV[@]}" ssh "${BG_SSH_OPTS[@]}" -p "${BG_PORT[$id]}" -l "${BG_USER[$id]}" -- "${BG_ADDR[$id]}" "$@"
 }
 
-# bg_remote HOST FN ARGS...: runs one function of the remote library on HOST.
+# bg_remote HOST FN ARGS...: runs one function of the remote library on HOST: in the host's shell
+# when this phase opened one (bg_shell_open), else in a session of its own that evaluates the
+# library for this one call.
 bg_remote() {
-  local id=$1
+  local id=$1 line
   shift
+  printf -v line ' %q' "$@"
+  line="bg_main$line"
+  if [ -n "${BG_SHELL_IN[$id]:-}" ]; then
+    bg_shell_call "$id" "$line"
+    return
+  fi
   {
     printf '%s\n' "$BG_LIB"
-    printf 'bg_main'
-    printf ' %q' "$@"
-    printf '\n'
-  } | bg_ssh "$id" "bash -c 'eval \"\$(head -c 33699)\" && { IFS= read -r -d \"\" c || true; eval \"\$c\"; }'"
+    printf '%s\n' "$line"
+  } | bg_ssh "$id" "bash -c 'eval \"\$(head -c 35498)\" && { IFS= read -r -d \"\" c || true; eval \"\$c\"; }'"
+}
+
+# bg_shell_open HOST: opens a shell on HOST that serves this phase's calls to it one after another,
+# over the host's ControlMaster connection, as exec keeps one per host for its whole run: the
+# library is sent and evaluated once, each call is a line ended by a NUL byte, each answer a frame
+# "STATUS OUT_BYTES ERR_BYTES\n" with the output and the errors. A phase is a process of its own
+# (a Jenkins stage ends the processes it started), so each phase opens its own.
+bg_shell_open() {
+  local id=$1 base fd
+  [ -z "${BG_SHELL_IN[$id]:-}" ] || return 0
+  base="$BG_CTL_DIR/shell-$id-$BASHPID"
+  BG_SHELL_ERR[$id]=$base.err
+  rm -f -- "$base.in" "$base.out"
+  mkfifo -m 600 -- "$base.in" "$base.out"
+  bg_ssh "$id" "bash -c 'eval \"\$(head -c 35498)\" && bg_serve'" <"$base.in" >"$base.out" 2>"$base.err" &
+  exec {fd}>"$base.in"
+  BG_SHELL_IN[$id]=$fd
+  exec {fd}<"$base.out"
+  BG_SHELL_OUT[$id]=$fd
+  rm -f -- "$base.in" "$base.out"
+  bg_shell_send "$id" '%s\n' "$BG_LIB" || true
+}
+
+# bg_shell_send HOST FORMAT ARGS...: writes to HOST's shell; fails (rather than dying of SIGPIPE)
+# when the shell has ended.
+bg_shell_send() {
+  local id=$1 rc=0
+  shift
+  trap '' PIPE
+  # shellcheck disable=SC2059
+  { printf "$@" 1>&"${BG_SHELL_IN[$id]}"; } 2>/dev/null || rc=1
+  trap - PIPE
+  return "$rc"
+}
+
+# bg_shell_call HOST LINE: one call in HOST's shell: its output on standard output, its errors on
+# standard error, its exit status; 255 when the shell or its connection has ended (ssh's errors
+# are shown).
+bg_shell_call() {
+  local id=$1 status="" olen="" elen="" out="" err="" LC_ALL=C
+  if ! bg_shell_send "$id" '%s\0' "$2" ||
+    ! IFS=' ' read -r status olen elen <&"${BG_SHELL_OUT[$id]}"; then
+    cat -- "${BG_SHELL_ERR[$id]}" >&2 2>/dev/null || true
+    printf 'bluegreen: the shell on %s ended (its connection was lost)\n' "$id" >&2
+    return 255
+  fi
+  case "$status$olen$elen" in
+    '' | *[!0-9]*)
+      printf 'bluegreen: the shell on %s answered %q, not a frame\n' "$id" "$status $olen $elen" >&2
+      return 255
+      ;;
+  esac
+  [ "$olen" -eq 0 ] || IFS= read -r -N "$olen" out <&"${BG_SHELL_OUT[$id]}" || return 255
+  [ "$elen" -eq 0 ] || IFS= read -r -N "$elen" err <&"${BG_SHELL_OUT[$id]}" || return 255
+  printf '%s' "$out"
+  printf '%s' "$err" >&2
+  return "$status"
 }
 
 # Like bg_remote, with the output prefixed by the host.
@@ -1401,6 +1513,7 @@ bg_begin() {
 # host's index).
 
 bg_deploy_phase_prepare() {
+  bg_shell_open "proxy"
   bg_at 0
   bg_on proxy lock "/srv/bluegreen/billing" "billing" "${BG_DEPLOYER}" "${BG_RUN_TOKEN}" "20" "deploy of billing"
   bg_at 1
@@ -1413,6 +1526,7 @@ bg_deploy_phase_prepare() {
 bg_deploy_upload() {
   local id=$1
   bg_at $((3 + BG_INDEX[$id]))
+  bg_shell_open "$id"
   bg_prepared=$(bg_remote "$id" prepare "/srv/billing/${BG_TARGET_SLOT}")
   bg_check_space "$id" "$bg_prepared" "/srv/billing/${BG_TARGET_SLOT}"
   bg_upload "$id" "/srv/billing/${BG_TARGET_SLOT}/.billing.jar.upload"
@@ -1426,6 +1540,7 @@ bg_deploy_phase_upload() {
 bg_deploy_start() {
   local id=$1
   bg_at $((4 + BG_INDEX[$id]))
+  bg_shell_open "$id"
   bg_on "$id" start "/srv/billing/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "127.0.0.1" "billing.jar" "TERM" "30" "java -jar \"\${BG_JAR}\" --port=\"\${BG_PORT}\"" "${BG_LIVE_PORT}"
 }
 
@@ -1444,6 +1559,7 @@ bg_deploy_phase_verify() {
 }
 
 bg_deploy_phase_switch() {
+  bg_shell_open "proxy"
   bg_at 6
   bg_on proxy intent "/srv/bluegreen/billing" "${BG_RUN_TOKEN}" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
   bg_at 7
@@ -1456,6 +1572,7 @@ bg_deploy_phase_promote() {
 }
 
 bg_deploy_phase_drain() {
+  bg_shell_open "proxy"
   bg_at 8
   bg_on proxy record "/srv/bluegreen/billing" "billing" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
   bg_at 9
@@ -1474,6 +1591,7 @@ bg_deploy_phase_retire() {
 }
 
 bg_deploy_phase_finish() {
+  bg_shell_open "proxy"
   bg_at 11
   bg_on proxy audit "/srv/bluegreen/billing" "deploy" "billing" "success" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
   bg_at 12
@@ -1481,6 +1599,7 @@ bg_deploy_phase_finish() {
 }
 
 bg_rollback_phase_prepare() {
+  bg_shell_open "proxy"
   bg_at 0
   bg_on proxy lock "/srv/bluegreen/billing" "billing" "${BG_DEPLOYER}" "${BG_RUN_TOKEN}" "20" "rollback of billing"
   bg_at 1
@@ -1496,6 +1615,7 @@ bg_rollback_phase_prepare() {
 bg_rollback_start() {
   local id=$1
   bg_at $((4 + BG_INDEX[$id]))
+  bg_shell_open "$id"
   bg_on "$id" revive "/srv/billing/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "127.0.0.1" "billing.jar" "TERM" "30" "java -jar \"\${BG_JAR}\" --port=\"\${BG_PORT}\"" "${BG_LIVE_PORT}" "${BG_RELEASE}"
 }
 
@@ -1514,6 +1634,7 @@ bg_rollback_phase_verify() {
 }
 
 bg_rollback_phase_switch() {
+  bg_shell_open "proxy"
   bg_at 6
   bg_on proxy intent "/srv/bluegreen/billing" "${BG_RUN_TOKEN}" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
   bg_at 7
@@ -1522,6 +1643,7 @@ bg_rollback_phase_switch() {
 }
 
 bg_rollback_phase_drain() {
+  bg_shell_open "proxy"
   bg_at 8
   bg_on proxy record "/srv/bluegreen/billing" "billing" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
   bg_at 9
@@ -1540,6 +1662,7 @@ bg_rollback_phase_retire() {
 }
 
 bg_rollback_phase_finish() {
+  bg_shell_open "proxy"
   bg_at 11
   bg_on proxy audit "/srv/bluegreen/billing" "rollback" "billing" "success" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
   bg_at 12
@@ -1547,6 +1670,7 @@ bg_rollback_phase_finish() {
 }
 
 bg_retire_phase_prepare() {
+  bg_shell_open "proxy"
   bg_at 0
   bg_on proxy lock "/srv/bluegreen/billing" "billing" "${BG_DEPLOYER}" "${BG_RUN_TOKEN}" "20" "retire of billing"
   bg_at 1
@@ -1559,6 +1683,7 @@ bg_retire_phase_prepare() {
 bg_retire_retire() {
   local id=$1
   bg_at $((3 + BG_INDEX[$id]))
+  bg_shell_open "$id"
   bg_on "$id" stop "/srv/billing/${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "TERM" "30"
 }
 
@@ -1567,6 +1692,7 @@ bg_retire_phase_retire() {
 }
 
 bg_retire_phase_finish() {
+  bg_shell_open "proxy"
   bg_at 4
   bg_on proxy audit "/srv/bluegreen/billing" "retire" "billing" "success" "${BG_TARGET_SLOT}" "${BG_LIVE_SLOT}" "${BG_RELEASE}" "${BG_DEPLOYER}"
   bg_at 5

@@ -27,6 +27,9 @@ BG_HOSTS=()
 BG_APP_HOSTS=()
 BG_APP_ADDRS=()
 declare -A BG_ADDR BG_USER BG_PORT BG_APP_ADDR BG_INDEX
+# The shells this phase opened (bg_shell_open): the descriptors of their input and output, and the
+# file of ssh's own errors, by host.
+declare -A BG_SHELL_IN BG_SHELL_OUT BG_SHELL_ERR
 
 # The remote library: what runs on a host for each step. bluegreen exec sends the very same text.
 BG_LIB=$(cat <<'BG_REMOTE_LIBRARY_EOF'
@@ -177,16 +180,79 @@ bg_ssh() {
   "${BG_SSH_ENV[@]}" ssh "${BG_SSH_OPTS[@]}" -p "${BG_PORT[$id]}" -l "${BG_USER[$id]}" -- "${BG_ADDR[$id]}" "$@"
 }
 
-# bg_remote HOST FN ARGS...: runs one function of the remote library on HOST.
+# bg_remote HOST FN ARGS...: runs one function of the remote library on HOST: in the host's shell
+# when this phase opened one (bg_shell_open), else in a session of its own that evaluates the
+# library for this one call.
 bg_remote() {
-  local id=$1
+  local id=$1 line
   shift
+  printf -v line ' %q' "$@"
+  line="bg_main$line"
+  if [ -n "${BG_SHELL_IN[$id]:-}" ]; then
+    bg_shell_call "$id" "$line"
+    return
+  fi
   {
     printf '%s\n' "$BG_LIB"
-    printf 'bg_main'
-    printf ' %q' "$@"
-    printf '\n'
+    printf '%s\n' "$line"
   } | bg_ssh "$id" {{ remote_command }}
+}
+
+# bg_shell_open HOST: opens a shell on HOST that serves this phase's calls to it one after another,
+# over the host's ControlMaster connection, as exec keeps one per host for its whole run: the
+# library is sent and evaluated once, each call is a line ended by a NUL byte, each answer a frame
+# "STATUS OUT_BYTES ERR_BYTES\n" with the output and the errors. A phase is a process of its own
+# (a Jenkins stage ends the processes it started), so each phase opens its own.
+bg_shell_open() {
+  local id=$1 base fd
+  [ -z "${BG_SHELL_IN[$id]:-}" ] || return 0
+  base="$BG_CTL_DIR/shell-$id-$BASHPID"
+  BG_SHELL_ERR[$id]=$base.err
+  rm -f -- "$base.in" "$base.out"
+  mkfifo -m 600 -- "$base.in" "$base.out"
+  bg_ssh "$id" {{ serve_command }} <"$base.in" >"$base.out" 2>"$base.err" &
+  exec {fd}>"$base.in"
+  BG_SHELL_IN[$id]=$fd
+  exec {fd}<"$base.out"
+  BG_SHELL_OUT[$id]=$fd
+  rm -f -- "$base.in" "$base.out"
+  bg_shell_send "$id" '%s\n' "$BG_LIB" || true
+}
+
+# bg_shell_send HOST FORMAT ARGS...: writes to HOST's shell; fails (rather than dying of SIGPIPE)
+# when the shell has ended.
+bg_shell_send() {
+  local id=$1 rc=0
+  shift
+  trap '' PIPE
+  # shellcheck disable=SC2059
+  { printf "$@" 1>&"${BG_SHELL_IN[$id]}"; } 2>/dev/null || rc=1
+  trap - PIPE
+  return "$rc"
+}
+
+# bg_shell_call HOST LINE: one call in HOST's shell: its output on standard output, its errors on
+# standard error, its exit status; 255 when the shell or its connection has ended (ssh's errors
+# are shown).
+bg_shell_call() {
+  local id=$1 status="" olen="" elen="" out="" err="" LC_ALL=C
+  if ! bg_shell_send "$id" '%s\0' "$2" ||
+    ! IFS=' ' read -r status olen elen <&"${BG_SHELL_OUT[$id]}"; then
+    cat -- "${BG_SHELL_ERR[$id]}" >&2 2>/dev/null || true
+    printf 'bluegreen: the shell on %s ended (its connection was lost)\n' "$id" >&2
+    return 255
+  fi
+  case "$status$olen$elen" in
+    '' | *[!0-9]*)
+      printf 'bluegreen: the shell on %s answered %q, not a frame\n' "$id" "$status $olen $elen" >&2
+      return 255
+      ;;
+  esac
+  [ "$olen" -eq 0 ] || IFS= read -r -N "$olen" out <&"${BG_SHELL_OUT[$id]}" || return 255
+  [ "$elen" -eq 0 ] || IFS= read -r -N "$elen" err <&"${BG_SHELL_OUT[$id]}" || return 255
+  printf '%s' "$out"
+  printf '%s' "$err" >&2
+  return "$status"
 }
 
 # Like bg_remote, with the output prefixed by the host.
@@ -519,6 +585,9 @@ bg_begin() {
 {{ f.function }}() {
   local id=$1
   bg_at $(({{ f.first_step }} + BG_INDEX[$id]))
+{%- if f.shell %}
+  bg_shell_open "$id"
+{%- endif %}
 {%- for line in f.lines %}
   {{ line }}
 {%- endfor %}
@@ -526,6 +595,9 @@ bg_begin() {
 {%- endif %}
 
 {{ p.function }}() {
+{%- for h in p.shells %}
+  bg_shell_open {{ h }}
+{%- endfor %}
 {%- if let Some(f) = p.each_host %}
   bg_each {{ f.function }} "${BG_APP_HOSTS[@]}"
 {%- endif %}

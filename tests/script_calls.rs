@@ -13,7 +13,9 @@ use std::process::Command;
 
 const FAKE_SSH: &str = r#"#!/bin/bash
 # Stand-in ssh: records the address and standard input of every remote command, the arguments of
-# the commands that open (-N) and close (-O exit) a connection, and any locale variable it gets.
+# the commands that open (-N) and close (-O exit) a connection, and any locale variable it gets. A
+# serving shell (the command ends in bg_serve) is sent the library, then calls ended by NUL bytes,
+# each answered with a frame: each call is recorded as if it had come with the library on its own.
 addr=""
 prev=""
 ctl=""
@@ -22,29 +24,54 @@ for a in "$@"; do
   if [ "$prev" = "--" ]; then addr=$a; fi
   prev=$a
 done
-n=$(date +%s%N)-$RANDOM
+cmd=${!#}
 env | grep -E '^(LANG|LC_[A-Z_]+)=' >>"$FAKE_LOG/locale"
 if [ -n "$ctl" ]; then
-  printf '%s\0' "$@" >"$FAKE_LOG/$n.ctl"
+  printf '%s\0' "$@" >"$FAKE_LOG/$(date +%s%N)-$RANDOM.ctl"
   exit 0
 fi
-cat >"$FAKE_LOG/$n.stdin"
-printf '%s\n' "$addr" >"$FAKE_LOG/$n.addr"
-call=$(tail -n 1 "$FAKE_LOG/$n.stdin")
-if [ -n "${FAKE_FAIL:-}" ] && [[ "$addr $call" == *$FAKE_FAIL* ]]; then
-  echo "fake failure" >&2
-  exit 1
+# answer ADDR CALL: sets status, out and err as the host would.
+answer() {
+  status=0 out="" err=""
+  if [ -n "${FAKE_FAIL:-}" ] && [[ "$1 $2" == *$FAKE_FAIL* ]]; then
+    status=1 err="fake failure"$'\n'
+  elif [ -n "${FAKE_FAIL_ONCE:-}" ] && [[ "$1 $2" == *$FAKE_FAIL_ONCE* ]] &&
+    mkdir "$FAKE_LOG/failed-once" 2>/dev/null; then
+    status=1 err="fake failure (once)"$'\n'
+  else
+    case "$2" in
+      "bg_main detect"*) out="${FAKE_LIVE:-none}"$'\n' ;;
+      "bg_main probe"*) out="ok 200"$'\n' ;;
+      *) out="done"$'\n' ;;
+    esac
+  fi
+}
+record() {
+  n=$(date +%s%N)-$RANDOM
+  printf '%s' "$1" >"$FAKE_LOG/$n.stdin"
+  printf '%s\n' "$addr" >"$FAKE_LOG/$n.addr"
+  printf '%s\n' "$2" >"$FAKE_LOG/$n.shell"
+}
+if [[ "$cmd" == *"&& bg_serve'" ]]; then
+  len=${cmd#*head -c }
+  len=${len%%[!0-9]*}
+  lib=$(head -c "$len" && printf x)
+  lib=${lib%x}
+  shell=$(date +%s%N)-$RANDOM
+  export LC_ALL=C
+  while IFS= read -r -d '' call; do
+    record "$lib$call"$'\n' "$shell"
+    answer "$addr" "$call"
+    printf '%d %d %d\n%s%s' "$status" "${#out}" "${#err}" "$out" "$err"
+  done
+  exit 0
 fi
-if [ -n "${FAKE_FAIL_ONCE:-}" ] && [[ "$addr $call" == *$FAKE_FAIL_ONCE* ]] &&
-  mkdir "$FAKE_LOG/failed-once" 2>/dev/null; then
-  echo "fake failure (once)" >&2
-  exit 1
-fi
-case "$call" in
-  "bg_main detect"*) echo "${FAKE_LIVE:-none}" ;;
-  "bg_main probe"*) echo "ok 200" ;;
-  *) echo "done" ;;
-esac
+stdin=$(cat && printf x)
+record "${stdin%x}" ""
+answer "$addr" "$(tail -n 1 <<<"${stdin%x}")"
+printf '%s' "$out"
+printf '%s' "$err" >&2
+exit "$status"
 "#;
 
 const FAKE_SCP: &str = r#"#!/bin/bash
@@ -83,6 +110,8 @@ struct Recorded {
     addr: String,
     library: String,
     args: Vec<String>,
+    /// The serving shell the call came through (empty: a session of its own).
+    shell: String,
 }
 
 /// Parses a `bg_main ...` line the way the remote bash does.
@@ -114,12 +143,14 @@ fn recorded(log: &Path) -> Vec<Recorded> {
         .map(|n| {
             let stdin = std::fs::read_to_string(log.join(format!("{n}.stdin"))).unwrap();
             let addr = std::fs::read_to_string(log.join(format!("{n}.addr"))).unwrap();
+            let shell = std::fs::read_to_string(log.join(format!("{n}.shell"))).unwrap();
             let body = stdin.trim_end_matches('\n');
             let (library, call) = body.rsplit_once('\n').unwrap();
             Recorded {
                 addr: addr.trim().to_string(),
                 library: format!("{library}\n"),
                 args: parse_call(call),
+                shell: shell.trim().to_string(),
             }
         })
         .filter(|r| r.args.first().map(String::as_str) != Some("beat"))
@@ -280,6 +311,62 @@ fn check_same_calls_as_exec(config_text: &str, artifact: &str) {
 fn script_sends_the_same_calls_as_exec() {
     let text = std::fs::read_to_string(root().join("examples/sokdak.yaml")).unwrap();
     check_same_calls_as_exec(&text, "backend/sokdak/build/libs/sokdak-1.0.jar");
+}
+
+#[test]
+fn the_script_calls_each_host_through_one_shell_per_phase() {
+    // As exec keeps one shell per host, the script keeps one per host for each phase (a phase is a
+    // process of its own, as a Jenkins stage is): the library is sent and evaluated once per host
+    // and phase, not once per call.
+    let text = std::fs::read_to_string(root().join("examples/sokdak.yaml")).unwrap();
+    let run = run_script(
+        &text,
+        "backend/sokdak/build/libs/sokdak-1.0.jar",
+        None,
+        "blue",
+    );
+    assert_eq!(run.status, Some(0), "{}", run.stderr);
+    let got = recorded(&run.dir.path().join("log"));
+    let alone: Vec<_> = got.iter().filter(|r| r.shell.is_empty()).collect();
+    assert!(alone.is_empty(), "calls outside a shell: {alone:?}");
+    // The calls each shell served, by host, in the order the shells were opened.
+    let mut shells: Vec<(String, String, Vec<String>)> = Vec::new();
+    for r in &got {
+        match shells.iter_mut().find(|(_, s, _)| *s == r.shell) {
+            Some((_, _, calls)) => calls.push(r.args[0].clone()),
+            None => shells.push((r.addr.clone(), r.shell.clone(), vec![r.args[0].clone()])),
+        }
+    }
+    let of = |addr: &str| -> Vec<Vec<String>> {
+        shells
+            .iter()
+            .filter(|(a, _, _)| a == addr)
+            .map(|(_, _, c)| c.clone())
+            .collect()
+    };
+    let words = |calls: &[&[&str]]| -> Vec<Vec<String>> {
+        calls
+            .iter()
+            .map(|c| c.iter().map(|s| s.to_string()).collect())
+            .collect()
+    };
+    assert_eq!(
+        of("10.9.0.2"),
+        words(&[
+            &["lock", "detect", "reconcile"],
+            &["intent", "switch", "settle"],
+            &["record"],
+            &["audit", "unlock"],
+        ]),
+        "the proxy: one shell for each phase that calls it"
+    );
+    for app in ["10.9.0.11", "10.9.0.12"] {
+        assert_eq!(
+            of(app),
+            words(&[&["prepare", "install"], &["start"], &["stop"]]),
+            "{app}: one shell for each phase that calls it"
+        );
+    }
 }
 
 /// Values with every character that matters to bash or Groovy, in fields that accept them.

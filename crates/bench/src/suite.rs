@@ -514,6 +514,9 @@ pub struct Scaling {
     pub jvm_boot_cpu: Option<(Duration, Duration)>,
     /// Per host count, the light app: what the deploy tool itself costs.
     pub light: Vec<LightPoint>,
+    /// The light app on one host with bluegreen's default health rule (one good answer, polled
+    /// every 500 ms) instead of the suite's (two good answers 200 ms apart).
+    pub light_default_health: Option<LightPoint>,
     /// The binary measured (`$BLUEGREEN_BIN` or this build's).
     pub bin: String,
 }
@@ -637,6 +640,7 @@ pub fn remote_calls(lines: &[(Duration, String)]) -> Vec<(String, String, Durati
 pub fn scaling(s: &Sizes, jars: &Jars, bin: &Path, scratch: &Scratch) -> Result<Scaling> {
     let mut points = Vec::new();
     let mut light = Vec::new();
+    let mut light_default_health = None;
     let mut counts: Vec<usize> = s
         .scaling_hosts
         .iter()
@@ -658,15 +662,25 @@ pub fn scaling(s: &Sizes, jars: &Jars, bin: &Path, scratch: &Scratch) -> Result<
             tb.reset_apps()?;
         }
         if s.light_hosts.contains(&n) {
-            let mut p = scale_light(s, jars, bin, scratch, &tb, n)?;
+            let opts = bluegreen_testbed::DeployOptions::new(DEADLINE)
+                .light()
+                .app_cgroup();
+            let mut p = scale_light(s, jars, scratch, &tb, n, bin, &opts, "light")?;
             p.up = up;
             light.push(p);
+            if n == 1 {
+                let opts = opts.default_health_rule();
+                light_default_health = Some(scale_light(
+                    s, jars, scratch, &tb, n, bin, &opts, "light-dh",
+                )?);
+            }
         }
     }
     Ok(Scaling {
         points,
         jvm_boot_cpu: jvm_boot_cpu(&jars.dir.join("app-s0.jar")).ok(),
         light,
+        light_default_health,
         bin: bin.display().to_string(),
     })
 }
@@ -714,22 +728,23 @@ fn scale_jvm(
     })
 }
 
+/// The light app deployed to `n` hosts as `opts` says (in a workspace named `name` and `n`).
+#[allow(clippy::too_many_arguments)]
 fn scale_light(
     s: &Sizes,
     jars: &Jars,
-    bin: &Path,
     scratch: &Scratch,
     tb: &Testbed,
     n: usize,
+    bin: &Path,
+    opts: &bluegreen_testbed::DeployOptions,
+    name: &str,
 ) -> Result<LightPoint> {
-    let opts = bluegreen_testbed::DeployOptions::new(DEADLINE)
-        .light()
-        .app_cgroup();
     let wd = Workdir::with(
         tb,
-        &scratch.path().join(format!("light{n}")),
+        &scratch.path().join(format!("{name}{n}")),
         &jars.dir,
-        &opts,
+        opts,
     )?;
     let hosts: Vec<String> = (1..=n).map(|i| format!("app{i}")).collect();
     let cpu = |h: &str| -> Result<bluegreen_testbed::HostCpu> {

@@ -403,4 +403,84 @@ mod tests {
             );
         }
     }
+
+    /// Runs `script` after the library in bash, in a directory of its own holding an empty
+    /// `app.jar`; returns the exit status, the output and the errors.
+    fn run_library(script: &str) -> (Option<i32>, String, String) {
+        let dir = std::env::temp_dir().join(format!(
+            "bg-remote-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("app.jar"), "").unwrap();
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!("{LIBRARY}\n{script}"))
+            .env("DIR", &dir)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[test]
+    fn start_fails_itself_when_the_command_cannot_run() {
+        let port = free_port();
+        let (status, out, err) = run_library(&format!(
+            "bg_main start \"$DIR\" green {port} h app.jar TERM 5 'exit 7' ''"
+        ));
+        assert_eq!(status, Some(1), "{out}{err}");
+        assert!(
+            err.contains("the green instance exited right after it started with status 7"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn start_returns_once_the_instance_listens() {
+        // The instance binds its port 300 ms after it starts: when `start` returns, it listens (so
+        // the first health probe can answer), and `stop` then ends it and frees the port.
+        let port = free_port();
+        let app = "sleep 0.3; exec perl -MIO::Socket::INET -e '\\''my $s = IO::Socket::INET->new(LocalAddr => \"127.0.0.1\", LocalPort => $ENV{BG_PORT}, Listen => 5, ReuseAddr => 1) or die; sleep 30'\\''";
+        let (status, out, err) = run_library(&format!(
+            "bg_main start \"$DIR\" green {port} h app.jar TERM 5 '{app}' ''
+             if bg_port_busy {port}; then echo listening; else echo not listening; fi
+             bg_main stop \"$DIR\" {port} TERM 5
+             if bg_port_busy {port}; then echo still busy; else echo freed; fi"
+        ));
+        assert_eq!(status, Some(0), "{out}{err}");
+        assert!(out.contains("started green on port"), "{out}{err}");
+        assert!(out.contains("\nlistening\n"), "{out}{err}");
+        assert!(out.ends_with("freed\n"), "{out}{err}");
+    }
+
+    #[test]
+    fn naps_start_no_process() {
+        // bg_nap waits with bash's own `read -t`: a polling loop runs no program per wait (with
+        // no PATH, a `sleep` would not be found).
+        let (status, out, err) = run_library(
+            "BG_NAPPED=0; PATH=/nonexistent
+             for _ in 1 2 3 4 5 6 7 8 9 10 11; do bg_nap; done
+             echo \"napped $BG_NAPPED fd $BG_SLEEP_FD\"",
+        );
+        assert_eq!(status, Some(0), "{err}");
+        assert!(out.starts_with("napped 55 fd "), "{out}");
+        assert!(!out.contains("fd none"), "{out}");
+    }
 }

@@ -6,6 +6,9 @@
 # same commands. Nothing here reads standard input: it is the channel the library arrives on.
 set -euo pipefail
 umask 022
+# How long `start` waits for a new instance to listen on its port before leaving it to the health
+# checks (a JVM takes seconds; what binds in milliseconds is probed at once).
+BG_START_WAIT_MS=1000
 
 bg_die() {
   printf 'bluegreen: %s\n' "$*" >&2
@@ -22,14 +25,36 @@ bg_epoch() {
 }
 
 # bg_nap: one wait of a polling loop that has waited BG_NAPPED ms so far (the caller sets it to 0
-# first): 20 ms for the first half second, so that what is quick is seen quickly, then 100 ms.
+# first): 5 ms for the first 100 ms, 20 ms until half a second, then 100 ms, so that what is quick
+# is seen quickly. The wait is bash's own `read -t` on a pipe nobody writes to (opened once per
+# shell, read-write so that it never reaches end of file), not a `sleep` process per wait.
 bg_nap() {
-  if [ "$BG_NAPPED" -lt 500 ]; then
-    sleep 0.02
-    BG_NAPPED=$((BG_NAPPED + 20))
+  local ms=100
+  if [ "$BG_NAPPED" -lt 100 ]; then
+    ms=5
+  elif [ "$BG_NAPPED" -lt 500 ]; then
+    ms=20
+  fi
+  bg_sleep_ms "$ms"
+  BG_NAPPED=$((BG_NAPPED + ms))
+}
+
+# Opens bg_sleep_ms's pipe (fd BG_SLEEP_FD) unless it is open.
+bg_sleep_open() {
+  if [ -z "${BG_SLEEP_FD:-}" ]; then
+    exec {BG_SLEEP_FD}<> <(:) || BG_SLEEP_FD=none
+  fi
+}
+
+# bg_sleep_ms MS: waits MS milliseconds (under 1000) without starting a process.
+bg_sleep_ms() {
+  local secs
+  printf -v secs '0.%03d' "$1"
+  bg_sleep_open
+  if [ "$BG_SLEEP_FD" = none ]; then
+    sleep "$secs"
   else
-    sleep 0.1
-    BG_NAPPED=$((BG_NAPPED + 100))
+    read -r -t "$secs" -u "$BG_SLEEP_FD" _ || true
   fi
 }
 
@@ -276,14 +301,17 @@ bg_detect() {
 
 # prepare SLOT_DIR: creates the slot's directory.
 bg_prepare() {
+  local line free
   mkdir -p -- "$1"
-  df -Pk -- "$1" | awk 'NR == 2 { print "free_kib=" $4 }'
+  { read -r _ && read -r _ _ _ free _; } < <(df -Pk -- "$1") && line="free_kib=$free"
+  printf '%s\n' "${line:-}"
 }
 
 # install SLOT_DIR TMP_NAME JAR_NAME SHA256: checks an uploaded artifact, then renames it into place.
 bg_install() {
   local dir=$1 tmp=$2 jar=$3 want=$4 got
-  got=$(sha256sum -- "$dir/$tmp" | awk '{ print $1 }')
+  got=$(sha256sum -- "$dir/$tmp")
+  got=${got%% *}
   if [ "$got" != "$want" ]; then
     rm -f -- "$dir/$tmp"
     bg_die "checksum mismatch for $dir/$tmp: expected $want, got $got"
@@ -297,8 +325,8 @@ bg_install() {
 # The start time of process PID (field 22 of /proc/PID/stat, in clock ticks since boot): with the
 # pid, what identifies a process, since pids are reused.
 bg_proc_start() {
-  local stat
-  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  local stat=""
+  { IFS= read -r stat <"/proc/$1/stat"; } 2>/dev/null || [ -n "$stat" ] || return 1
   stat=${stat##*) }
   # shellcheck disable=SC2086
   set -- $stat
@@ -393,6 +421,11 @@ bg_start() {
   bg_utc now
   printf '\n--- %s starting %s on port %s\n' "$now" "$slot" "$port" >>"$dir/app.log"
   rm -f -- "$dir/app.exit"
+  # The instance inherits no descriptor of this shell's but its standard ones.
+  if [ -n "${BG_SLEEP_FD:-}" ] && [ "$BG_SLEEP_FD" != none ]; then
+    exec {BG_SLEEP_FD}>&-
+    BG_SLEEP_FD=""
+  fi
   # shellcheck disable=SC2016
   setsid bash -c 'bash -c "$1"; echo "$?" >"$2"' "bluegreen-$slot" "$command" "$dir/app.exit" \
     </dev/null >>"$dir/app.log" 2>&1 &
@@ -400,12 +433,18 @@ bg_start() {
   start=$(bg_proc_start "$pid") || start=""
   printf '%s %s\n' "$pid" "$start" >"$dir/app.pid.tmp"
   mv -f -- "$dir/app.pid.tmp" "$dir/app.pid"
-  # A command that cannot run at all (a typo, a missing program) ends within this; a later death
-  # is what the health checks' `alive` reports.
-  sleep 0.05
-  if ! bg_slot_pid "$dir" >/dev/null; then
-    bg_exited "$dir" "$slot" "at once"
-  fi
+  # Waits (up to BG_START_WAIT_MS) until the instance listens on its port, or its command has
+  # ended: a command that cannot run at all (a typo, a missing program) is reported here, and an
+  # app that binds its port quickly is ready for its first health probe. A later death is what the
+  # health checks' `alive` reports, at their first failed probe.
+  BG_NAPPED=0
+  while ! bg_port_busy "$port"; do
+    if [ -e "$dir/app.exit" ] || ! kill -0 "$pid" 2>/dev/null; then
+      bg_exited "$dir" "$slot" "right after it started"
+    fi
+    [ "$BG_NAPPED" -ge "$BG_START_WAIT_MS" ] && break
+    bg_nap
+  done
   echo "started $slot on port $port as pid $pid"
 }
 
@@ -511,9 +550,14 @@ bg_switch() {
 
 # Prints "PID PPID" of every nginx worker that serves requests (not one already shutting down).
 bg_nginx_workers() {
-  local pid
+  local pid stat
   for pid in $(pgrep -f '^nginx: worker process$' 2>/dev/null || true); do
-    printf '%s %s\n' "$pid" "$(ps -o ppid= -p "$pid" 2>/dev/null | tr -d ' ')"
+    # The parent pid: the second field after the command name in /proc/PID/stat.
+    stat=""
+    { IFS= read -r stat <"/proc/$pid/stat"; } 2>/dev/null || [ -n "$stat" ] || continue
+    stat=${stat##*) }
+    stat=${stat#* }
+    printf '%s %s\n' "$pid" "${stat%% *}"
   done
 }
 
@@ -751,6 +795,8 @@ bg_serve() {
   trap 'exit 1' HUP PIPE TERM
   # Byte counts: the frame's lengths are in bytes whatever the host's locale.
   LC_ALL=C
+  # One pipe for every call's waits (bg_sleep_ms), not one per call.
+  bg_sleep_open
   while IFS= read -r -d '' call; do
     set +e
     (

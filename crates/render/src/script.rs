@@ -9,7 +9,7 @@ use crate::Error;
 use askama::Template;
 use bluegreen_core::config::{Chars, HostKeyPolicy, ValueRule};
 use bluegreen_core::plan::{Host, Phase, PhaseKind, Step};
-use bluegreen_core::remote::{remote_command, LIBRARY};
+use bluegreen_core::remote::{remote_command, serve_command, LIBRARY};
 use bluegreen_core::{Plan, Var, Word};
 use std::fmt::Write as _;
 
@@ -38,6 +38,7 @@ struct ScriptView {
     identity_file: String,
     /// The command ssh runs on the host for a call, as one bash word.
     remote_command: String,
+    serve_command: String,
     webhook_ref: String,
     slack_channel: String,
     phases: Vec<PhaseView>,
@@ -65,6 +66,8 @@ struct PhaseView {
     steps: Vec<StepView>,
     /// Lines after the steps.
     extra: Vec<String>,
+    /// The hosts its steps call, in order (a shell is opened on each: `bg_shell_open`).
+    shells: Vec<String>,
 }
 
 /// One step of a phase that runs its steps in order.
@@ -83,6 +86,8 @@ struct HostFnView {
     first_step: usize,
     /// Its lines, which read the host id from `$id`.
     lines: Vec<String>,
+    /// Whether its step calls the host (a shell is opened on it first: `bg_shell_open`).
+    shell: bool,
 }
 
 /// What `abort` undoes after a failure in one phase: an arm of its `case`.
@@ -169,6 +174,7 @@ fn each_host_fn(
         function: format!("bg_{}_{}", plan.action.name(), phase.kind.name()),
         first_step,
         lines: shared_lines(what, &servers, &lines).map_err(differs)?,
+        shell: phase.steps.iter().all(|s| s.calls_host().is_some()),
     })
 }
 
@@ -229,6 +235,7 @@ fn phase_views(
             each_host: None,
             steps: Vec::new(),
             extra: Vec::new(),
+            shells: Vec::new(),
         };
         if phase.parallel && !phase.steps.is_empty() {
             let differs = |detail| Error::HostsDiffer {
@@ -238,6 +245,12 @@ fn phase_views(
             view.each_host = Some(each_host_fn(plan, phase, lists, &differs)?);
         } else {
             for step in &phase.steps {
+                if let Some(h) = step.calls_host() {
+                    let h = Word::lit(h).to_bash();
+                    if !view.shells.contains(&h) {
+                        view.shells.push(h);
+                    }
+                }
                 view.steps.push(StepView {
                     number: plan.step_number(step).unwrap_or_default(),
                     lines: concrete(step, step_lines(step, lists)),
@@ -486,6 +499,7 @@ pub fn script(plan: &Plan, source: &str) -> Result<String, Error> {
             .as_ref()
             .map_or_else(|| "\"\"".to_string(), Word::to_bash),
         remote_command: Word::lit(remote_command()).to_bash(),
+        serve_command: Word::lit(serve_command()).to_bash(),
         webhook_ref: match &plan.slack {
             Some(s) => format!("${{{}:-}}", s.webhook_env),
             None => "\"\"".to_string(),

@@ -204,7 +204,7 @@ impl Testbed {
     }
 
     /// A config deploying the demo app from `artifact` to this testbed as `opts` says: health polled
-    /// every 200 ms, two good answers needed within `opts.deadline`, the app's command line, the
+    /// every 200 ms, two good answers needed within `opts.deadline` (or bluegreen's default rule), the app's command line, the
     /// start command's working directory, `stop.grace`, and more top-level keys.
     pub fn config_with(&self, artifact: &Path, opts: &DeployOptions) -> String {
         let program = match opts.app {
@@ -238,11 +238,9 @@ servers:
 {servers}deploy_dir: {deploy}
 start: {cgroup}{cd}{program} {{jar}} --server.port={{port}}{args}
 health:
-  interval: 200ms
-  timeout: 2s
+{interval}  timeout: 2s
   deadline: {deadline}
-  successes: 2
-stop:
+{successes}stop:
   grace: {grace}
 {extra}",
             artifact = artifact.display(),
@@ -273,6 +271,16 @@ stop:
                 .map(|a| format!(" {a}"))
                 .collect::<String>(),
             deadline = opts.deadline,
+            interval = if opts.default_health_rule {
+                ""
+            } else {
+                "  interval: 200ms\n"
+            },
+            successes = if opts.default_health_rule {
+                ""
+            } else {
+                "  successes: 2\n"
+            },
             grace = opts.grace,
             extra = opts.extra,
         )
@@ -365,6 +373,9 @@ pub struct DeployOptions {
     /// (`echo 0 >/etc/bgtb/cgroup/app/cgroup.procs && ...`), so that [`Testbed::host_cpu`] tells the
     /// app's CPU apart from the deploy tool's. Ignored on a testbed without cgroups.
     pub app_cgroup: bool,
+    /// `health.interval` and `health.successes` are left out of the config: bluegreen's defaults
+    /// (the README's) instead of 200 ms and two good answers.
+    pub default_health_rule: bool,
 }
 
 impl DeployOptions {
@@ -378,7 +389,14 @@ impl DeployOptions {
             grace: "20s".into(),
             app: App::Demo,
             app_cgroup: false,
+            default_health_rule: false,
         }
+    }
+
+    /// Health polled by bluegreen's default rule (see [`DeployOptions::default_health_rule`]).
+    pub fn default_health_rule(mut self) -> DeployOptions {
+        self.default_health_rule = true;
+        self
     }
 
     /// Deploys the light app (`tests/lightapp`) instead of the demo JVM app.

@@ -416,6 +416,18 @@ impl Step {
         }
     }
 
+    /// The host this step always makes remote calls to, if any: every step that runs on a host
+    /// but a health check probing from the runner (which calls the host only after a failed probe)
+    /// and the retain step (which calls nothing). A backend that keeps a shell per host for a
+    /// group of steps opens one for the hosts these name.
+    pub fn calls_host(&self) -> Option<&str> {
+        match self {
+            Step::Health(h) if h.from == ProbeFrom::Runner => None,
+            Step::Retain(_) => None,
+            _ => self.host(),
+        }
+    }
+
     /// A short name of the step's kind.
     pub fn name(&self) -> &'static str {
         match self {

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// What a step thread sends to the run's thread.
@@ -167,11 +167,16 @@ pub(crate) fn run(
         kill_at: (opts.env)(bluegreen_core::plan::KILL_AT_STEP_ENV).and_then(|v| v.parse().ok()),
         started,
     };
-    let done = AtomicBool::new(false);
+    let done = (Mutex::new(false), Condvar::new());
     std::thread::scope(|scope| {
         scope.spawn(|| ctx.heartbeat(&beat_worker, &done));
         let r = ctx.run_phases(&artifact, size, &deployer, connect, out);
-        done.store(true, Ordering::SeqCst);
+        // The heartbeat thread wakes at once: the run's end does not wait for its next beat.
+        *done
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        done.1.notify_all();
         r
     })
 }
@@ -181,16 +186,21 @@ impl Ctx<'_> {
     /// connection of its own (a long call on the proxy's main connection cannot delay it), until
     /// `done`. A renewal refused because another run took the lock over stops the deploy before
     /// its switch.
-    fn heartbeat(&self, worker: &Worker, done: &AtomicBool) {
+    fn heartbeat(&self, worker: &Worker, done: &(Mutex<bool>, Condvar)) {
         let hb = &self.plan.heartbeat;
         let every = Duration::from_millis(hb.every_ms.max(100));
-        let mut next = Instant::now() + every;
-        while !done.load(Ordering::SeqCst) {
-            if Instant::now() < next {
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
+        loop {
+            let (lock, wake) = done;
+            let stop = lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (stop, _) = wake
+                .wait_timeout_while(stop, every, |stop| !*stop)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *stop {
+                return;
             }
-            next = Instant::now() + every;
+            drop(stop);
             if !self.locked.load(Ordering::SeqCst) {
                 continue;
             }
