@@ -1344,7 +1344,8 @@ bg_redact_url() {
 # bg_renew_lock LEASE_SECS: renews this run's deploy lock for LEASE_SECS (the plan's lease is
 # 20s).
 bg_renew_lock() {
-  bg_remote proxy beat "/srv/bluegreen/billing" "${BG_RUN_TOKEN}" "$1"
+  local BG_LEASE=$1
+  bg_remote proxy beat "/srv/bluegreen/billing" "${BG_RUN_TOKEN}" "${BG_LEASE}"
 }
 
 # Renews the lock every 5.000s while this phase runs, also during long steps; it ends
@@ -1370,27 +1371,53 @@ bg_at() {
   fi
 }
 
-# bg_each FN ID...: runs FN ID for every host ID, all at once when there are several (a failure
-# is logged as FN_ID's); fails if any fails.
+# bg_each LIMIT FN ID...: runs FN ID for every host ID, all at once when there are several, or at
+# most LIMIT at a time when LIMIT is not 0 (a failure is logged as FN_ID's); fails if any fails.
 bg_each() {
-  local fn=$1 id failed=0
-  shift
+  local limit=$1 fn=$2 id failed=0
+  shift 2
   if [ $# -eq 1 ]; then
     "$fn" "$1"
     return
   fi
-  local -A pids=()
+  local -A running=()
   for id in "$@"; do
+    while [ "$limit" -gt 0 ] && [ "${#running[@]}" -ge "$limit" ]; do
+      bg_each_reap || failed=1
+    done
     "$fn" "$id" &
-    pids[$id]=$!
+    running[$!]=$id
   done
-  for id in "$@"; do
-    if ! wait "${pids[$id]}"; then
-      bg_log "${fn}_$id failed"
-      failed=1
-    fi
+  while [ "${#running[@]}" -gt 0 ]; do
+    bg_each_reap || failed=1
   done
   return "$failed"
+}
+
+# bg_each_reap: waits for one of bg_each's hosts (in its `running`, pid to host id) to end; fails,
+# logging it, if that host failed.
+bg_each_reap() {
+  local done_pid="" status=0 pid rc=0
+  wait -n -p done_pid "${!running[@]}" || status=$?
+  if [ -z "$done_pid" ]; then
+    # `wait -n` named none of them (none is a job of this shell any more): each by its pid.
+    for pid in "${!running[@]}"; do
+      status=0
+      wait "$pid" || status=$?
+      if [ "$status" -ne 0 ]; then
+        bg_log "${fn}_${running[$pid]} failed"
+        rc=1
+      fi
+      unset "running[$pid]"
+    done
+    return "$rc"
+  fi
+  id=${running[$done_pid]}
+  unset "running[$done_pid]"
+  if [ "$status" -ne 0 ]; then
+    bg_log "${fn}_$id failed"
+    return 1
+  fi
 }
 
 # Picks the target slot from the live one.
@@ -1421,7 +1448,7 @@ bg_resolve_artifact() {
 bg_connect_all() {
   local t
   t=$(bg_now_ms)
-  bg_each bg_connect "${BG_HOSTS[@]}"
+  bg_each 0 bg_connect "${BG_HOSTS[@]}"
   BG_CONNECT_MS=$(($(bg_now_ms) - t))
   mkdir -p -- "$BG_RUN_DIR"
   printf 'connect %s\n' "$BG_CONNECT_MS" >>"$BG_RUN_DIR/phases"
@@ -1534,7 +1561,7 @@ bg_deploy_upload() {
 }
 
 bg_deploy_phase_upload() {
-  bg_each bg_deploy_upload "${BG_APP_HOSTS[@]}"
+  bg_each 0 bg_deploy_upload "${BG_APP_HOSTS[@]}"
 }
 
 bg_deploy_start() {
@@ -1545,7 +1572,7 @@ bg_deploy_start() {
 }
 
 bg_deploy_phase_start() {
-  bg_each bg_deploy_start "${BG_APP_HOSTS[@]}"
+  bg_each 0 bg_deploy_start "${BG_APP_HOSTS[@]}"
 }
 
 bg_deploy_verify() {
@@ -1555,7 +1582,7 @@ bg_deploy_verify() {
 }
 
 bg_deploy_phase_verify() {
-  bg_each bg_deploy_verify "${BG_APP_HOSTS[@]}"
+  bg_each 0 bg_deploy_verify "${BG_APP_HOSTS[@]}"
 }
 
 bg_deploy_phase_switch() {
@@ -1587,7 +1614,7 @@ bg_deploy_retire() {
 }
 
 bg_deploy_phase_retire() {
-  bg_each bg_deploy_retire "${BG_APP_HOSTS[@]}"
+  bg_each 0 bg_deploy_retire "${BG_APP_HOSTS[@]}"
 }
 
 bg_deploy_phase_finish() {
@@ -1620,7 +1647,7 @@ bg_rollback_start() {
 }
 
 bg_rollback_phase_start() {
-  bg_each bg_rollback_start "${BG_APP_HOSTS[@]}"
+  bg_each 0 bg_rollback_start "${BG_APP_HOSTS[@]}"
 }
 
 bg_rollback_verify() {
@@ -1630,7 +1657,7 @@ bg_rollback_verify() {
 }
 
 bg_rollback_phase_verify() {
-  bg_each bg_rollback_verify "${BG_APP_HOSTS[@]}"
+  bg_each 0 bg_rollback_verify "${BG_APP_HOSTS[@]}"
 }
 
 bg_rollback_phase_switch() {
@@ -1658,7 +1685,7 @@ bg_rollback_retire() {
 }
 
 bg_rollback_phase_retire() {
-  bg_each bg_rollback_retire "${BG_APP_HOSTS[@]}"
+  bg_each 0 bg_rollback_retire "${BG_APP_HOSTS[@]}"
 }
 
 bg_rollback_phase_finish() {
@@ -1688,7 +1715,7 @@ bg_retire_retire() {
 }
 
 bg_retire_phase_retire() {
-  bg_each bg_retire_retire "${BG_APP_HOSTS[@]}"
+  bg_each 0 bg_retire_retire "${BG_APP_HOSTS[@]}"
 }
 
 bg_retire_phase_finish() {

@@ -440,27 +440,53 @@ bg_at() {
   fi
 }
 
-# bg_each FN ID...: runs FN ID for every host ID, all at once when there are several (a failure
-# is logged as FN_ID's); fails if any fails.
+# bg_each LIMIT FN ID...: runs FN ID for every host ID, all at once when there are several, or at
+# most LIMIT at a time when LIMIT is not 0 (a failure is logged as FN_ID's); fails if any fails.
 bg_each() {
-  local fn=$1 id failed=0
-  shift
+  local limit=$1 fn=$2 id failed=0
+  shift 2
   if [ $# -eq 1 ]; then
     "$fn" "$1"
     return
   fi
-  local -A pids=()
+  local -A running=()
   for id in "$@"; do
+    while [ "$limit" -gt 0 ] && [ "${#running[@]}" -ge "$limit" ]; do
+      bg_each_reap || failed=1
+    done
     "$fn" "$id" &
-    pids[$id]=$!
+    running[$!]=$id
   done
-  for id in "$@"; do
-    if ! wait "${pids[$id]}"; then
-      bg_log "${fn}_$id failed"
-      failed=1
-    fi
+  while [ "${#running[@]}" -gt 0 ]; do
+    bg_each_reap || failed=1
   done
   return "$failed"
+}
+
+# bg_each_reap: waits for one of bg_each's hosts (in its `running`, pid to host id) to end; fails,
+# logging it, if that host failed.
+bg_each_reap() {
+  local done_pid="" status=0 pid rc=0
+  wait -n -p done_pid "${!running[@]}" || status=$?
+  if [ -z "$done_pid" ]; then
+    # `wait -n` named none of them (none is a job of this shell any more): each by its pid.
+    for pid in "${!running[@]}"; do
+      status=0
+      wait "$pid" || status=$?
+      if [ "$status" -ne 0 ]; then
+        bg_log "${fn}_${running[$pid]} failed"
+        rc=1
+      fi
+      unset "running[$pid]"
+    done
+    return "$rc"
+  fi
+  id=${running[$done_pid]}
+  unset "running[$done_pid]"
+  if [ "$status" -ne 0 ]; then
+    bg_log "${fn}_$id failed"
+    return 1
+  fi
 }
 
 # Picks the target slot from the live one.
@@ -489,7 +515,7 @@ bg_resolve_artifact() {
 bg_connect_all() {
   local t
   t=$(bg_now_ms)
-  bg_each bg_connect "${BG_HOSTS[@]}"
+  bg_each 0 bg_connect "${BG_HOSTS[@]}"
   BG_CONNECT_MS=$(($(bg_now_ms) - t))
   mkdir -p -- "$BG_RUN_DIR"
   printf 'connect %s\n' "$BG_CONNECT_MS" >>"$BG_RUN_DIR/phases"
@@ -599,7 +625,7 @@ bg_begin() {
   bg_shell_open {{ h }}
 {%- endfor %}
 {%- if let Some(f) = p.each_host %}
-  bg_each {{ f.function }} "${BG_APP_HOSTS[@]}"
+  bg_each {{ f.limit }} {{ f.function }} "${BG_APP_HOSTS[@]}"
 {%- endif %}
 {%- for s in p.steps %}
   bg_at {{ s.number }}

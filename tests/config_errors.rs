@@ -367,3 +367,39 @@ fn exec_rejects_a_variable_holding_shell_syntax() {
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn max_parallel_of_zero() {
+    check(
+        &format!("{BASE}max_parallel: 0\n"),
+        "error: bluegreen.yaml: max_parallel: must be at least 1 (leave it out to upload to and start every app host at once)\n",
+    );
+}
+
+#[test]
+fn max_parallel_shows_in_the_plan() {
+    // Three hosts, at most two at once: the upload and start phases say so; verify does not.
+    let dir = TempDir::new("cfg");
+    dir.write(
+        "bluegreen.yaml",
+        "app: shop
+artifact: x.jar
+proxy: { host: 10.0.0.5, upstream_file: /etc/n.conf }
+servers: [ { host: 10.0.0.11 }, { host: 10.0.0.12 }, { host: 10.0.0.13 } ]
+deploy_dir: /srv/shop
+max_parallel: 2
+",
+    );
+    let out = bluegreen_in(dir.path(), &["plan"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("2. upload (hosts in parallel, at most 2 at once)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("3. start (hosts in parallel, at most 2 at once)"),
+        "{text}"
+    );
+    assert!(text.contains("4. verify (hosts in parallel)\n"), "{text}");
+}

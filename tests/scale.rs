@@ -286,3 +286,76 @@ impl MemWatch {
         self.handle.join().unwrap()
     }
 }
+
+/// The most hosts that had `step` under way at one moment, from `exec -v`'s lines (a step is under
+/// way from its first `..` line to its `ok`).
+fn most_at_once(out: &str, step: &str) -> usize {
+    let mut under_way = std::collections::BTreeSet::new();
+    let mut most = 0;
+    for line in out.lines() {
+        let mut words = line.split_whitespace();
+        let (Some(host), Some(s), Some(status)) = (words.next(), words.next(), words.next()) else {
+            continue;
+        };
+        if s != step || !host.starts_with("[app") {
+            continue;
+        }
+        match status {
+            ".." => {
+                under_way.insert(host.to_string());
+            }
+            _ => {
+                under_way.remove(host);
+            }
+        }
+        most = most.max(under_way.len());
+    }
+    most
+}
+
+#[test]
+fn max_parallel_bounds_execs_uploads_and_starts() {
+    // Four hosts, `max_parallel: 2`: exec never has more than two uploads or starts under way, and
+    // the deploy ends as any other does (the script's bound is proven with stand-ins, in
+    // script_calls). Without the bound all four are under way at once.
+    let _g = serial();
+    let tb = Testbed::up(4);
+    let tmp = TempDir::new("scale-limit");
+    for (extra, want, first, second) in [("", 4, "v1", "v2"), ("max_parallel: 2\n", 2, "v3", "v4")]
+    {
+        let opts = DeployOptions::new("60s").light().extra(extra);
+        let wd = bluegreen_testbed::Workdir::with(&tb, tmp.path(), light_apps(), &opts).unwrap();
+        for version in [first, second] {
+            wd.stage(version).unwrap();
+            let r = bluegreen(tmp.path(), &["exec", "-v"]);
+            assert!(r.ok, "exec of {version} with {extra:?}:\n{}", r.out);
+            for step in ["copy", "start"] {
+                let most = most_at_once(&r.out, step);
+                assert!(
+                    most <= want && (want == 2 || most > 2),
+                    "{step}: {most} hosts at once with {extra:?} (expected {}):\n{}",
+                    if want == 2 {
+                        "at most 2"
+                    } else {
+                        "more than 2"
+                    },
+                    r.out
+                );
+            }
+        }
+        let (live, idle) = (GREEN, BLUE);
+        for a in tb.app_addrs() {
+            let got = version_at(format!("{a}:{live}").parse().unwrap());
+            assert_eq!(got.as_deref(), Some(second), "{a}:{live} after {second}");
+            assert!(
+                TcpStream::connect_timeout(
+                    &format!("{a}:{idle}").parse().unwrap(),
+                    Duration::from_secs(2)
+                )
+                .is_err(),
+                "{a}:{idle} still listens"
+            );
+        }
+        assert_eq!(tb.version_via_proxy(), second);
+    }
+}

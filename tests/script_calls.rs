@@ -40,6 +40,14 @@ answer() {
     status=1 err="fake failure (once)"$'\n'
   else
     case "$2" in
+      "bg_main start"*)
+        out="done"$'\n'
+        if [ -n "${FAKE_SPAN:-}" ]; then
+          begin=$(date +%s%N)
+          sleep "$FAKE_SPAN"
+          echo "$begin $(date +%s%N)" >>"$FAKE_LOG/start-spans"
+        fi
+        ;;
       "bg_main detect"*) out="${FAKE_LIVE:-none}"$'\n' ;;
       "bg_main probe"*) out="ok 200"$'\n' ;;
       *) out="done"$'\n' ;;
@@ -75,9 +83,15 @@ exit "$status"
 "#;
 
 const FAKE_SCP: &str = r#"#!/bin/bash
-# Stand-in scp: records its arguments and any locale variable it gets.
+# Stand-in scp: records its arguments and any locale variable it gets; with FAKE_SPAN, takes that
+# long and records when it began and ended (nanoseconds).
 env | grep -E '^(LANG|LC_[A-Z_]+)=' >>"$FAKE_LOG/locale"
 printf '%s\0' "$@" >"$FAKE_LOG/$(date +%s%N)-$RANDOM.scp"
+if [ -n "${FAKE_SPAN:-}" ]; then
+  begin=$(date +%s%N)
+  sleep "$FAKE_SPAN"
+  echo "$begin $(date +%s%N)" >>"$FAKE_LOG/upload-spans"
+fi
 "#;
 
 const FAKE_CURL: &str = r#"#!/bin/bash
@@ -366,6 +380,62 @@ fn the_script_calls_each_host_through_one_shell_per_phase() {
             words(&[&["prepare", "install"], &["start"], &["stop"]]),
             "{app}: one shell for each phase that calls it"
         );
+    }
+}
+
+/// The most spans (`BEGIN END` lines, nanoseconds) of `file` that overlap at one moment.
+fn most_at_once(file: &Path) -> usize {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let mut edges: Vec<(u128, i32)> = Vec::new();
+    for line in text.lines() {
+        let (b, e) = line.split_once(' ').unwrap();
+        edges.push((b.parse().unwrap(), 1));
+        edges.push((e.parse().unwrap(), -1));
+    }
+    // Ends before begins at the same instant: touching spans do not overlap.
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap()
+}
+
+#[test]
+fn max_parallel_bounds_the_scripts_uploads_and_starts() {
+    // Three app hosts whose uploads and starts each take 0.3 s: all at once by default, at most
+    // two at a time with `max_parallel: 2`.
+    let text = std::fs::read_to_string(root().join("examples/sokdak.yaml"))
+        .unwrap()
+        .replace(
+            "  - host: ${WAS_2_PRIVATE_IP}\n",
+            "  - host: ${WAS_2_PRIVATE_IP}\n  - host: 10.9.0.13\n",
+        );
+    assert!(text.contains("10.9.0.13"), "the example's servers changed");
+    for (extra, want) in [("", 3), ("max_parallel: 2\n", 2)] {
+        let dir = TempDir::new("limit");
+        let mut cmd = script_command(
+            &dir,
+            &format!("{text}{extra}"),
+            "backend/sokdak/build/libs/sokdak-1.0.jar",
+        );
+        let out = cmd
+            .env("FAKE_LIVE", "blue")
+            .env("FAKE_SPAN", "0.3")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let log = dir.path().join("log");
+        for what in ["upload-spans", "start-spans"] {
+            let spans = std::fs::read_to_string(log.join(what)).unwrap_or_default();
+            assert_eq!(spans.lines().count(), 3, "{what}: {spans}");
+            assert_eq!(
+                most_at_once(&log.join(what)),
+                want,
+                "{what} with {extra:?}: {spans}"
+            );
+        }
     }
 }
 

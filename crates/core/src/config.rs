@@ -56,6 +56,8 @@ pub struct Config {
     pub jenkins: Jenkins,
     /// The deploy lock.
     pub lock: Lock,
+    /// At most this many app hosts upload or start at once (None: all of them).
+    pub max_parallel: Option<usize>,
 }
 
 /// The deploy lock on the proxy.
@@ -319,6 +321,7 @@ mod raw {
         pub jenkins: Jenkins,
         #[serde(default)]
         pub lock: Lock,
+        pub max_parallel: Option<u64>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -1093,6 +1096,15 @@ fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
     };
 
     let drain = r.drain.as_ref().map_or(Duration::ZERO, |d| d.0);
+    let max_parallel =
+        match r.max_parallel {
+            Some(0) => return Err(c.fail(
+                "max_parallel",
+                "must be at least 1 (leave it out to upload to and start every app host at once)",
+            )),
+            Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            None => None,
+        };
     let j = r.jenkins;
     let branch = j.branch.unwrap_or_else(|| "main".into());
     c.name("jenkins.branch", &branch, &['/'])?;
@@ -1189,6 +1201,7 @@ fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
         slack,
         jenkins,
         lock,
+        max_parallel,
     })
 }
 

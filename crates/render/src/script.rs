@@ -88,6 +88,8 @@ struct HostFnView {
     lines: Vec<String>,
     /// Whether its step calls the host (a shell is opened on it first: `bg_shell_open`).
     shell: bool,
+    /// At most this many hosts at once (`max_parallel`); 0: all.
+    limit: usize,
 }
 
 /// What `abort` undoes after a failure in one phase: an arm of its `case`.
@@ -175,6 +177,7 @@ fn each_host_fn(
         first_step,
         lines: shared_lines(what, &servers, &lines).map_err(differs)?,
         shell: phase.steps.iter().all(|s| s.calls_host().is_some()),
+        limit: phase.limit.unwrap_or(0),
     })
 }
 
@@ -512,25 +515,24 @@ pub fn script(plan: &Plan, source: &str) -> Result<String, Error> {
         retire_phase_names: names(&retire),
         run_alternatives: run_alternatives.join(" | "),
         beat_call: {
-            // The plan's renewal, its lease (the last argument) given by `bg_renew_lock SECS`.
-            let c = &plan.heartbeat.call;
-            let mut line = format!("bg_remote {} {}", plan.heartbeat.host, c.func.name());
-            let rest = c.args.split_last().map_or(&c.args[..], |(_, r)| r);
-            for a in rest {
+            // The plan's renewal with the lease `bg_renew_lock SECS` is given.
+            let c = plan
+                .heartbeat
+                .call_with_lease(Word(vec![bluegreen_core::word::Part::Var(Var::Env(
+                    "BG_LEASE".into(),
+                ))]));
+            let mut line = format!(
+                "local BG_LEASE=$1\n  bg_remote {} {}",
+                plan.heartbeat.host,
+                c.func.name()
+            );
+            for a in &c.args {
                 line.push(' ');
                 line.push_str(&a.to_bash());
             }
-            line.push_str(" \"$1\"");
             line
         },
-        beat_lease: plan
-            .heartbeat
-            .call
-            .args
-            .last()
-            .and_then(Word::as_literal)
-            .unwrap_or_default()
-            .to_string(),
+        beat_lease: plan.heartbeat.lease_secs.to_string(),
         beat_every: secs(plan.heartbeat.every_ms),
         slot_cases: slot_cases(),
         wording_fns: crate::wording::functions()?,

@@ -138,6 +138,7 @@ impl<'a> Builder<'a> {
         Phase {
             kind: PhaseKind::Prepare,
             parallel: false,
+            limit: None,
             steps,
             on_failure: vec![self.unlock()],
         }
@@ -220,9 +221,11 @@ impl<'a> Builder<'a> {
             .servers
             .iter()
             .map(|h| {
+                let host_url = url_from(&Word::lit("127.0.0.1"));
                 Step::Health(HealthStep {
                     host: h.id.clone(),
                     url: url_from(&h.app_address),
+                    host_url: host_url.clone(),
                     status: hc.status,
                     body: hc.body.clone(),
                     interval_ms: millis(hc.interval),
@@ -231,7 +234,7 @@ impl<'a> Builder<'a> {
                     successes: hc.successes,
                     from: hc.from,
                     probe: calls::Probe {
-                        url: url_from(&Word::lit("127.0.0.1")),
+                        url: host_url,
                         status: hc.status,
                         body: hc.body.as_deref().map(Word::lit),
                         timeout_secs: secs_ceil(hc.timeout),
@@ -266,6 +269,7 @@ impl<'a> Builder<'a> {
         Phase {
             kind: PhaseKind::Switch,
             parallel: false,
+            limit: None,
             steps: vec![intent, switch],
             on_failure: self.at_switch(),
         }
@@ -277,6 +281,7 @@ impl<'a> Builder<'a> {
         self.c.jenkins.gate.map(|_| Phase {
             kind: PhaseKind::Promote,
             parallel: false,
+            limit: None,
             steps: vec![],
             on_failure: self.at_switch(),
         })
@@ -295,6 +300,7 @@ impl<'a> Builder<'a> {
         Phase {
             kind: PhaseKind::Drain,
             parallel: false,
+            limit: None,
             // The state file is written once the switch is final: after the post-switch check and,
             // in Jenkins, after the promotion gate, so a switch undone never reaches it.
             steps: vec![
@@ -325,6 +331,7 @@ impl<'a> Builder<'a> {
         Phase {
             kind: PhaseKind::Retire,
             parallel: true,
+            limit: None,
             steps,
             on_failure: self.after_switch(),
         }
@@ -335,6 +342,7 @@ impl<'a> Builder<'a> {
         Phase {
             kind: PhaseKind::Retire,
             parallel: true,
+            limit: None,
             steps: self.stops(RuntimeVar::TargetSlot, RuntimeVar::TargetPort, When::Always),
             on_failure: vec![self.unlock()],
         }
@@ -357,6 +365,7 @@ impl<'a> Builder<'a> {
         Phase {
             kind: PhaseKind::Finish,
             parallel: false,
+            limit: None,
             steps,
             // Whatever else failed (the audit line: a full disk), the lock is released.
             on_failure: vec![self.unlock()],
@@ -370,6 +379,12 @@ impl<'a> Builder<'a> {
         Phase {
             kind,
             parallel: true,
+            // Uploads and starts are what a runner with little bandwidth (or a fleet booting on
+            // shared hardware) may want to take in turns.
+            limit: match kind {
+                PhaseKind::Upload | PhaseKind::Start => self.c.max_parallel,
+                _ => None,
+            },
             steps,
             on_failure: self.before_switch(),
         }
@@ -564,12 +579,9 @@ impl<'a> Builder<'a> {
             phases,
             heartbeat: Heartbeat {
                 host: PROXY_ID.into(),
-                call: calls::Beat {
-                    state_dir: self.state_dir.clone(),
-                    token: rt(RuntimeVar::RunToken),
-                    lease_secs: secs_ceil(c.lock.stale_after),
-                }
-                .into(),
+                state_dir: self.state_dir.clone(),
+                token: rt(RuntimeVar::RunToken),
+                lease_secs: secs_ceil(c.lock.stale_after),
                 every_ms: millis(c.lock.stale_after) / 4,
             },
             env,

@@ -147,10 +147,31 @@ pub struct SshPlan {
 pub struct Heartbeat {
     /// Host id (the proxy).
     pub host: String,
-    /// The renewal.
-    pub call: RemoteCall,
+    /// The proxy's state directory, which holds the lock.
+    pub state_dir: Word,
+    /// The run's token.
+    pub token: Word,
+    /// For how long each renewal makes the lock hold, in seconds (`lock.stale_after`).
+    pub lease_secs: u64,
     /// Time between renewals, in milliseconds.
     pub every_ms: u64,
+}
+
+impl Heartbeat {
+    /// The renewal, with the plan's lease.
+    pub fn call(&self) -> RemoteCall {
+        self.call_with_lease(Word::lit(self.lease_secs.to_string()))
+    }
+
+    /// The renewal with another lease (seconds, or a word that is a number at run time).
+    pub fn call_with_lease(&self, lease: Word) -> RemoteCall {
+        crate::remote::calls::Beat {
+            state_dir: self.state_dir.clone(),
+            token: self.token.clone(),
+            lease,
+        }
+        .into()
+    }
 }
 
 /// An environment variable the plan refers to.
@@ -225,6 +246,9 @@ pub struct Phase {
     pub kind: PhaseKind,
     /// Whether its steps run at once (one per host).
     pub parallel: bool,
+    /// With `parallel`: at most this many of its steps at once (`max_parallel`); None: all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
     /// The steps.
     pub steps: Vec<Step>,
     /// What to run, best effort, when this phase fails.
@@ -310,8 +334,10 @@ pub struct CopyStep {
 pub struct HealthStep {
     /// Host id.
     pub host: String,
-    /// The URL probed.
+    /// The URL probed from the runner.
     pub url: Word,
+    /// The URL probed from the host itself (`from: host`: the app's port on 127.0.0.1).
+    pub host_url: Word,
     /// Expected status.
     pub status: u16,
     /// Text the body must contain.
@@ -583,10 +609,12 @@ impl fmt::Display for Plan {
                 "\n{}. {}{}",
                 i + 1,
                 phase.kind.name(),
-                if phase.parallel && phase.steps.len() > 1 {
-                    " (hosts in parallel)"
-                } else {
-                    ""
+                match phase.limit {
+                    _ if !phase.parallel || phase.steps.len() < 2 => String::new(),
+                    Some(n) if n < phase.steps.len() => {
+                        format!(" (hosts in parallel, at most {n} at once)")
+                    }
+                    _ => " (hosts in parallel)".to_string(),
                 }
             )?;
             for step in &phase.steps {

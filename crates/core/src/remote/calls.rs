@@ -59,16 +59,14 @@ pub struct Beat {
     pub state_dir: Word,
     /// The run's token.
     pub token: Word,
-    /// For how long the lock holds from now, in seconds.
-    pub lease_secs: u64,
+    /// For how long the lock holds from now, in seconds (a number, or a word that is one at run
+    /// time: the rendered script's `bg_renew_lock SECS`).
+    pub lease: Word,
 }
 
 impl From<Beat> for RemoteCall {
     fn from(a: Beat) -> RemoteCall {
-        RemoteCall::new(
-            RemoteFn::Beat,
-            vec![a.state_dir, a.token, number(a.lease_secs)],
-        )
+        RemoteCall::new(RemoteFn::Beat, vec![a.state_dir, a.token, a.lease])
     }
 }
 

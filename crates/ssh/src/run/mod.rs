@@ -206,7 +206,7 @@ impl Ctx<'_> {
             }
             let rt = self.rt();
             let Ok(line) = hb
-                .call
+                .call()
                 .call_line(|v| lookup(v, &self.env, &rt, "heartbeat"))
             else {
                 continue;
@@ -235,7 +235,7 @@ impl Ctx<'_> {
             let result = if flag(&opts.interrupt) {
                 Err(ctx.interrupted(phase.kind))
             } else {
-                ctx.run_steps(phase.kind, &steps, phase.parallel, false, out)
+                ctx.run_steps(phase.kind, &steps, phase.parallel, phase.limit, false, out)
             };
             phases.push((phase.kind, t.elapsed()));
             if let Err(e) = result {
@@ -258,7 +258,7 @@ impl Ctx<'_> {
                             format!("{} failed: {}", phase.kind.name(), names.join(", ")),
                         ),
                     );
-                    let _ = ctx.run_steps(phase.kind, &cleanup, false, true, out);
+                    let _ = ctx.run_steps(phase.kind, &cleanup, false, None, true, out);
                 }
                 let rt = ctx.rt();
                 if !matches!(e, Error::Refused { .. }) {
@@ -432,16 +432,23 @@ impl Ctx<'_> {
         })
     }
 
-    /// Runs `steps`, all at once or one after another. On failure of a step, the others of a
-    /// parallel group are told to stop; sequentially, nothing further runs unless `cleanup`.
+    /// Runs `steps`, all at once (at most `limit` at a time) or one after another. On failure of
+    /// a step, the others of a parallel group are told to stop; sequentially, nothing further runs
+    /// unless `cleanup`.
     fn run_steps(
         &self,
         phase: PhaseKind,
         steps: &[&Step],
         parallel: bool,
+        limit: Option<usize>,
         cleanup: bool,
         out: &mut dyn FnMut(&Event),
     ) -> Result<(), Error> {
+        // Free places for steps of a limited group: a step waits for one, and gives it back.
+        let places = (
+            Mutex::new(limit.unwrap_or(usize::MAX).max(1)),
+            Condvar::new(),
+        );
         let groups: Vec<Vec<&Step>> = if parallel {
             vec![steps.to_vec()]
         } else {
@@ -460,7 +467,18 @@ impl Ctx<'_> {
                         abort: abort.clone(),
                     };
                     let step: &Step = step;
+                    let places = &places;
                     scope.spawn(move || {
+                        let (free, freed) = places;
+                        {
+                            let free = free
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            let mut free = freed
+                                .wait_while(free, |n| *n == 0)
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            *free -= 1;
+                        }
                         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                             self.run_step(step, &em)
                         }))
@@ -471,6 +489,10 @@ impl Ctx<'_> {
                                 message: "internal error (panic)".into(),
                             })
                         });
+                        *free
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+                        freed.notify_one();
                         let _ = em.tx.send(Msg::Done(r));
                     });
                 }

@@ -252,11 +252,13 @@ impl Ctx<'_> {
     /// a row, or fails at the deadline or as soon as the instance has died.
     pub(super) fn health(&self, h: &HealthStep, em: &Em) -> Result<Done, Error> {
         let rt = self.rt();
-        let url = match (h.from, h.probe.args.first()) {
-            (ProbeFrom::Host, Some(w)) => {
-                format!("{} on {}", resolve(w, &self.env, &rt, "health")?, h.host)
-            }
-            _ => resolve(&h.url, &self.env, &rt, "health")?,
+        let url = match h.from {
+            ProbeFrom::Host => format!(
+                "{} on {}",
+                resolve(&h.host_url, &self.env, &rt, "health")?,
+                h.host
+            ),
+            ProbeFrom::Runner => resolve(&h.url, &self.env, &rt, "health")?,
         };
         let deadline = Duration::from_millis(h.deadline_ms);
         let interval = Duration::from_millis(h.interval_ms.max(10));
