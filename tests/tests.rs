@@ -12,6 +12,7 @@
 //! - `real_hosts`: hosts as production has them: upstream files written by people, apps that change
 //!   directory, symlinked deploy dirs, recycled pids, instances that die booting, a cut link mid-call,
 //!   `~/` paths and defaults, 32 app hosts (testbed).
+//! - `newcomer`: `init`, shell completions, the man page.
 //! - `hostile`: values with quotes, `$()`, backticks, newlines ... are rejected or rendered inert.
 //!
 //! Tests that need an outside tool (shellcheck, groovy, bash) fail, never skip, when it is missing:
@@ -28,6 +29,7 @@ mod faults;
 mod host_keys;
 mod hostile;
 mod jenkins;
+mod newcomer;
 mod operations;
 mod real_hosts;
 mod render;

@@ -70,6 +70,31 @@ enum Command {
         #[command(subcommand)]
         command: LockCommand,
     },
+    /// Write a commented starter config (to the --config path) that `check` accepts.
+    Init {
+        /// The app's name.
+        #[arg(long, default_value = "myapp")]
+        app: String,
+        /// The nginx host.
+        #[arg(long, default_value = "proxy.example.internal")]
+        proxy: String,
+        /// An app host (repeat for each; default: one placeholder host).
+        #[arg(long = "server", value_name = "HOST")]
+        servers: Vec<String>,
+        /// The SSH user on every host.
+        #[arg(long, default_value = "deploy")]
+        user: String,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a shell completion script (e.g. `bluegreen completions bash > /etc/bash_completion.d/bluegreen`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `bluegreen man > bluegreen.1`.
+    Man,
     /// The last events of the audit log (deploys, rollbacks, retires, lock breaks).
     History {
         /// Print JSON lines.
@@ -226,8 +251,53 @@ fn run(cli: Cli) -> Result<(), Failure> {
             command: LockCommand::Release { force },
         } => exec::lock_release(&cli.config, force)?,
         Command::History { json, count } => exec::history(&cli.config, json, count)?,
+        Command::Init {
+            app,
+            proxy,
+            servers,
+            user,
+            force,
+        } => {
+            let servers = if servers.is_empty() {
+                vec!["app1.example.internal".to_string()]
+            } else {
+                servers
+            };
+            let starter = init::Starter {
+                app: &app,
+                proxy: &proxy,
+                servers: &servers,
+                user: &user,
+            };
+            init::init(&cli.config, &starter, force)?;
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "bluegreen", &mut text);
+            print_all(&text, "the completion script")?;
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let mut text = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut text)
+                .map_err(|e| Failure::Run(format!("cannot make the man page: {e}")))?;
+            print_all(&text, "the man page")?;
+        }
     }
     Ok(())
+}
+
+/// Writes `text` to standard output; a reader that stops early (`| head`) is not an error.
+fn print_all(text: &[u8], what: &str) -> Result<(), Failure> {
+    use std::io::Write as _;
+    match std::io::stdout().write_all(text) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::Run(format!("cannot write {what}: {e}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(unix)]
@@ -243,6 +313,7 @@ fn make_executable(_: &Path) -> Result<(), Failure> {
 }
 
 mod exec;
+mod init;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
