@@ -103,14 +103,16 @@ bg_port_busy() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# bg_run SUDO CMD...: runs CMD, under `sudo -n` when SUDO is `yes`.
+# bg_run SUDO CMD...: runs CMD, under `sudo -n` when SUDO is `yes`, without the descriptors of the
+# lock's and the switch's flocks (8, 9): a reload command that starts a daemon (nginx when it was
+# not running, say) must not leave it holding them, and every later switch waiting for it.
 bg_run() {
   local sudo=$1
   shift
   if [ "$sudo" = yes ]; then
-    sudo -n -- "$@"
+    sudo -n -- "$@" 8>&- 9>&-
   else
-    "$@"
+    "$@" 8>&- 9>&-
   fi
 }
 
@@ -1130,7 +1132,7 @@ bg_remote() {
   {
     printf '%s\n' "$BG_LIB"
     printf '%s\n' "$line"
-  } | bg_ssh "$id" "bash -c 'eval \"\$(head -c 35498)\" && { IFS= read -r -d \"\" c || true; eval \"\$c\"; }'"
+  } | bg_ssh "$id" "bash -c 'eval \"\$(head -c 35738)\" && { IFS= read -r -d \"\" c || true; eval \"\$c\"; }'"
 }
 
 # bg_shell_open HOST: opens a shell on HOST that serves this phase's calls to it one after another,
@@ -1145,7 +1147,7 @@ bg_shell_open() {
   BG_SHELL_ERR[$id]=$base.err
   rm -f -- "$base.in" "$base.out"
   mkfifo -m 600 -- "$base.in" "$base.out"
-  bg_ssh "$id" "bash -c 'eval \"\$(head -c 35498)\" && bg_serve'" <"$base.in" >"$base.out" 2>"$base.err" &
+  bg_ssh "$id" "bash -c 'eval \"\$(head -c 35738)\" && bg_serve'" <"$base.in" >"$base.out" 2>"$base.err" &
   exec {fd}>"$base.in"
   BG_SHELL_IN[$id]=$fd
   exec {fd}<"$base.out"

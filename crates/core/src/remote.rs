@@ -471,6 +471,21 @@ mod tests {
     }
 
     #[test]
+    fn commands_the_library_runs_never_hold_its_flocks() {
+        // A reload command that leaves a daemon behind: the daemon holds neither the switch's
+        // flock (fd 9) nor the lock's (fd 8), so the next switch need not wait for it.
+        let (status, out, err) = run_library(
+            "exec 9>>\"$DIR/switch.lock\"; flock 9
+             bg_run no bash -c 'sleep 4.321 >/dev/null 2>&1 &'
+             exec 9>&-
+             if flock -n \"$DIR/switch.lock\" true; then echo free; else echo held; fi
+             pkill -f '^sleep 4.321$' || true",
+        );
+        assert_eq!(status, Some(0), "{err}");
+        assert_eq!(out, "free\n", "{err}");
+    }
+
+    #[test]
     fn naps_start_no_process() {
         // bg_nap waits with bash's own `read -t`: a polling loop runs no program per wait (with
         // no PATH, a `sleep` would not be found).

@@ -68,14 +68,16 @@ bg_port_busy() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# bg_run SUDO CMD...: runs CMD, under `sudo -n` when SUDO is `yes`.
+# bg_run SUDO CMD...: runs CMD, under `sudo -n` when SUDO is `yes`, without the descriptors of the
+# lock's and the switch's flocks (8, 9): a reload command that starts a daemon (nginx when it was
+# not running, say) must not leave it holding them, and every later switch waiting for it.
 bg_run() {
   local sudo=$1
   shift
   if [ "$sudo" = yes ]; then
-    sudo -n -- "$@"
+    sudo -n -- "$@" 8>&- 9>&-
   else
-    "$@"
+    "$@" 8>&- 9>&-
   fi
 }
 
