@@ -150,6 +150,47 @@ fn shared_library_step_binds_the_key_and_refuses_bad_arguments() {
     }
 }
 
+#[test]
+fn shared_library_step_names_a_missing_cli_and_how_to_install_it() {
+    let dir = TempDir::new("lib-nobin");
+    let k = dir.write("key", "not a key\n");
+    let cred = format!("back-key={}", k.display());
+    let jf = dir.write(
+        "Jenkinsfile",
+        "@Library('bluegreen') _\npipeline { agent any\n stages { stage('D') { steps { bluegreen(credentialsId: 'back-key', bin: 'no-such-bluegreen') } } } }\n",
+    );
+    let lib = root().join("jenkins");
+    let ws = dir.path().display().to_string();
+    let (code, json, err) = harness(
+        &jf,
+        &[
+            "--run",
+            "--workspace",
+            &ws,
+            "--library",
+            lib.to_str().unwrap(),
+            "--cred",
+            &cred,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let json = json.unwrap();
+    assert_eq!(json["result"], "FAILURE", "{err}");
+    assert_eq!(json["sh"][0]["exitCode"], 127, "{}", json["sh"]);
+    for want in [
+        "bluegreen: 'no-such-bluegreen' is not on this agent",
+        "cargo install --locked --path .",
+        "libssl-dev",
+        "bin: '/opt/bluegreen/bin/bluegreen'",
+    ] {
+        assert!(
+            err.contains(want),
+            "{want:?} not in the step's output:\n{err}"
+        );
+    }
+    assert!(!err.contains("command not found"), "{err}");
+}
+
 /// Runs a Jenkinsfile for real with the harness, in `wd`, with the testbed key bound as `cred_id`.
 fn run_jenkins(tb: &Testbed, wd: &Workdir, jenkinsfile: &std::path::Path, extra: &[&str]) -> Value {
     let cred = format!("testbed-key={}", tb.var("SSH_KEY"));

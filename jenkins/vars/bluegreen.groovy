@@ -38,6 +38,16 @@ def call(Map args = [:]) {
         withCredentials(bindings) {
             sh '''#!/bin/bash
 set -euo pipefail
+if ! command -v "$BG_BIN" >/dev/null 2>&1; then
+  {
+    echo "bluegreen: '$BG_BIN' is not on this agent (PATH=$PATH)."
+    echo "  Install the CLI on the agent from a clone of the bluegreen repository:"
+    echo "    apt-get install gcc make pkg-config libssl-dev   # what building it needs (Debian)"
+    echo "    cargo install --locked --path .                  # puts bluegreen in ~/.cargo/bin"
+    echo "  or pass the binary's path to the step: bluegreen(..., bin: '/opt/bluegreen/bin/bluegreen')"
+  } >&2
+  exit 127
+fi
 args=(-c "$BG_CONFIG" "$BG_COMMAND")
 if [ "$BG_COMMAND" = exec ] && [ -n "$BG_LOCK_WAIT" ]; then
   args+=(--lock-wait "$BG_LOCK_WAIT")
