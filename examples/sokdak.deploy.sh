@@ -435,7 +435,7 @@ bg_stop() {
   done
 }
 
-# start SLOT_DIR SLOT PORT HOST JAR_NAME SIGNAL GRACE_SECS COMMAND LIVE_PORT: starts the slot's
+# start SLOT_DIR SLOT PORT HOST JAR_NAME SIGNAL GRACE_SECS COMMAND LIVE_PORT [NAME VALUE]...: starts the slot's
 # instance detached, after stopping an instance still running in that slot (one retained from an
 # earlier deploy). Never on LIVE_PORT, the port the proxy's upstream named when the deploy read it.
 # COMMAND is shell text that refers to "$BG_JAR", "$BG_PORT", "$BG_SLOT", "$BG_HOST" and "$BG_DIR".
@@ -458,14 +458,29 @@ bg_start() {
   bg_utc now
   printf '\n--- %s starting %s on port %s\n' "$now" "$slot" "$port" >>"$dir/app.log"
   rm -f -- "$dir/app.exit"
+  # The app's environment (NAME VALUE pairs after the nine arguments): a file only the deploy user
+  # reads, which the instance's shell sources; values never go on a command line.
+  shift "$(($# < 9 ? $# : 9))"
+  if [ "$#" -gt 0 ]; then
+    (
+      umask 077
+      while [ "$#" -ge 2 ]; do
+        printf 'export %s=%q\n' "$1" "$2"
+        shift 2
+      done >"$dir/app.env.tmp"
+    )
+    mv -f -- "$dir/app.env.tmp" "$dir/app.env"
+  else
+    rm -f -- "$dir/app.env"
+  fi
   # The instance inherits no descriptor of this shell's but its standard ones.
   if [ -n "${BG_SLEEP_FD:-}" ] && [ "$BG_SLEEP_FD" != none ]; then
     exec {BG_SLEEP_FD}>&-
     BG_SLEEP_FD=""
   fi
   # shellcheck disable=SC2016
-  setsid bash -c 'bash -c "$1"; echo "$?" >"$2"' "bluegreen-$slot" "$command" "$dir/app.exit" \
-    </dev/null >>"$dir/app.log" 2>&1 &
+  setsid bash -c 'if [ -f "$3" ]; then . "$3"; fi; bash -c "$1"; echo "$?" >"$2"' "bluegreen-$slot" \
+    "$command" "$dir/app.exit" "$dir/app.env" </dev/null >>"$dir/app.log" 2>&1 &
   pid=$!
   start=$(bg_proc_start "$pid") || start=""
   printf '%s %s\n' "$pid" "$start" >"$dir/app.pid.tmp"
@@ -701,7 +716,7 @@ bg_reconcile() {
   fi
 }
 
-# revive SLOT_DIR SLOT PORT HOST JAR_NAME SIGNAL GRACE_SECS COMMAND LIVE_PORT RELEASE: for a rollback, makes
+# revive SLOT_DIR SLOT PORT HOST JAR_NAME SIGNAL GRACE_SECS COMMAND LIVE_PORT RELEASE [NAME VALUE]...: for a rollback, makes
 # sure the slot's instance of RELEASE runs: kept as it is when still running (retained), restarted
 # from the jar kept in its directory otherwise. Refuses when the slot holds another release (a later
 # deploy into it failed or was rejected): that is nothing safe to go back to.
@@ -716,7 +731,7 @@ bg_revive() {
     return 0
   fi
   [ -f "$dir/$jar" ] || bg_die "no release kept in $dir: nothing to roll back to"
-  bg_start "${@:1:9}"
+  bg_start "${@:1:9}" "${@:11}"
 }
 
 # release STATE_DIR: prints the release that was live before the last switch (from the state file).
@@ -1015,6 +1030,11 @@ bg_check_var() {
         problem="contains a newline or NUL"
       fi
       ;;
+    secret)
+      if false; then
+        problem="contains NUL"
+      fi
+      ;;
     *) bg_fail "unknown check $3" ;;
   esac
   if [ -n "$problem" ]; then
@@ -1132,7 +1152,7 @@ bg_remote() {
   {
     printf '%s\n' "$BG_LIB"
     printf '%s\n' "$line"
-  } | bg_ssh "$id" "bash -c 'eval \"\$(head -c 35738)\" && { IFS= read -r -d \"\" c || true; eval \"\$c\"; }'"
+  } | bg_ssh "$id" "bash -c 'eval \"\$(head -c 36301)\" && { IFS= read -r -d \"\" c || true; eval \"\$c\"; }'"
 }
 
 # bg_shell_open HOST: opens a shell on HOST that serves this phase's calls to it one after another,
@@ -1147,7 +1167,7 @@ bg_shell_open() {
   BG_SHELL_ERR[$id]=$base.err
   rm -f -- "$base.in" "$base.out"
   mkfifo -m 600 -- "$base.in" "$base.out"
-  bg_ssh "$id" "bash -c 'eval \"\$(head -c 35738)\" && bg_serve'" <"$base.in" >"$base.out" 2>"$base.err" &
+  bg_ssh "$id" "bash -c 'eval \"\$(head -c 36301)\" && bg_serve'" <"$base.in" >"$base.out" 2>"$base.err" &
   exec {fd}>"$base.in"
   BG_SHELL_IN[$id]=$fd
   exec {fd}<"$base.out"

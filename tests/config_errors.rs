@@ -42,7 +42,7 @@ fn base_configs_are_valid() {
 fn unknown_key_suggests_the_right_one() {
     check(
         &format!("{BASE}helth:\n  path: /x\n"),
-        "error: bluegreen.yaml:9:1: unknown field `helth`, expected one of `app`, `artifact`, `ssh`, `proxy`, `servers`, `slots`, `deploy_dir`, `start`, `health`, `drain`, `stop`, `retain`, `slack`, `jenkins`, `lock`, `max_parallel`\n  hint: did you mean `health`?\n",
+        "error: bluegreen.yaml:9:1: unknown field `helth`, expected one of `app`, `artifact`, `ssh`, `proxy`, `servers`, `slots`, `deploy_dir`, `start`, `health`, `drain`, `stop`, `retain`, `slack`, `jenkins`, `lock`, `max_parallel`, `env`, `secrets`\n  hint: did you mean `health`?\n",
     );
 }
 
@@ -402,4 +402,24 @@ max_parallel: 2
         "{text}"
     );
     assert!(text.contains("4. verify (hosts in parallel)\n"), "{text}");
+}
+
+#[test]
+fn env_and_secret_names() {
+    check(
+        &format!("{BASE}env:\n  BG_PORT: \"1\"\n"),
+        "error: bluegreen.yaml: env.BG_PORT: `BG_PORT`: names starting with BG_ are bluegreen's own\n  hint: the start command reads $BG_JAR, $BG_PORT, $BG_SLOT, $BG_HOST and $BG_DIR\n",
+    );
+    check(
+        &format!("{BASE}env:\n  MODE: a\nsecrets:\n  - MODE\n"),
+        "error: bluegreen.yaml: secrets[0]: `MODE` is given twice (env and secrets share one namespace)\n",
+    );
+    check(
+        &format!("{BASE}secrets:\n  - 1PASSWORD\n"),
+        "error: bluegreen.yaml: secrets[0]: `1PASSWORD` is not a variable name (letters, digits, `_`; not a digit first)\n",
+    );
+    check(
+        &format!("{BASE}secrets:\n  - {{ name: DB, credential: \"a b\" }}\n"),
+        "error: bluegreen.yaml: secrets[0].credential: `a b` may contain only letters, digits, `.`, `_`, `-`, and must not start with `-` or `.`\n",
+    );
 }

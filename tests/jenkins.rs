@@ -315,3 +315,49 @@ fn shared_library_deploys_with_the_cli_on_the_testbed() {
     assert_eq!(json["result"], "SUCCESS");
     assert_eq!(tb.state()["live"], "blue");
 }
+
+#[test]
+fn secrets_are_bound_from_string_credentials() {
+    // The app's secrets: each a Jenkins string credential bound to the variable the script reads,
+    // in every stage that runs the script; the credential's value is in no step's text.
+    let dir = TempDir::new("jf-secrets");
+    let text = std::fs::read_to_string(root().join("examples/sokdak.yaml")).unwrap()
+        + "secrets:\n  - DB_PASSWORD\n  - { name: API_KEY, credential: shop-api-key }\n";
+    dir.write("bluegreen.yaml", &text);
+    let out =
+        crate::util::bluegreen_in(dir.path(), &["render", "jenkinsfile", "-o", "Jenkinsfile"]);
+    assert!(out.status.success(), "{}", crate::util::stderr(&out));
+    let key = dir.write("key", "not a real key\n");
+    let db = dir.write("db", "db-pass-value-1234\n");
+    let api = dir.write("api", "api-key-value-5678\n");
+    let creds = [
+        format!("back-key={}", key.display()),
+        format!("known-hosts={}", key.display()),
+        format!("DB_PASSWORD={}", db.display()),
+        format!("shop-api-key={}", api.display()),
+    ];
+    let mut args = vec![
+        "--env",
+        "BRANCH_NAME=main",
+        "--env",
+        "BUILD_TAG=jenkins-job-7",
+    ];
+    for c in &creds {
+        args.extend(["--cred", c.as_str()]);
+    }
+    let (code, json, err) = harness(&dir.path().join("Jenkinsfile"), &args);
+    assert_eq!(code, 0, "{err}");
+    let json = json.unwrap();
+    assert_eq!(json["result"], "SUCCESS", "{err}");
+    let bindings = json["credentialBindings"].as_array().unwrap();
+    for (id, var) in [("DB_PASSWORD", "DB_PASSWORD"), ("shop-api-key", "API_KEY")] {
+        let found: Vec<&Value> = bindings.iter().filter(|b| b["id"] == id).collect();
+        assert!(!found.is_empty(), "{id} is never bound: {bindings:?}");
+        for b in found {
+            assert_eq!(b["type"], "string", "{b}");
+            assert_eq!(b["variables"]["variable"], var, "{b}");
+        }
+    }
+    let all = json.to_string();
+    assert!(!all.contains("db-pass-value-1234") && !all.contains("api-key-value-5678"));
+}

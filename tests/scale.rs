@@ -23,7 +23,7 @@ const BLUE: u16 = 8080;
 const GREEN: u16 = 8081;
 
 /// The light app's artifacts `light-v1.pl` ... `light-v4.pl`, built once per test run.
-fn light_apps() -> &'static Path {
+pub(crate) fn light_apps() -> &'static Path {
     static DIR: OnceLock<TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         crate::util::require("perl", "perl");

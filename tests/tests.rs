@@ -1,5 +1,6 @@
 //! Integration tests of the `bluegreen` binary, one test binary for the whole suite.
 //!
+//! - `app_env`: the app's `env:` and `secrets:` reach it and a secret nothing else (testbed).
 //! - `config_errors`: bad configs, each with its exact message and exit code 2.
 //! - `crash`: the runner (exec, the script) SIGKILLed at every step of a deploy and a rollback; the
 //!   next run converges (testbed).
@@ -21,6 +22,7 @@
 // Helpers outside #[test] functions panic on purpose: a panic is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod app_env;
 mod config_errors;
 mod crash;
 mod docs;

@@ -58,6 +58,25 @@ pub struct Config {
     pub lock: Lock,
     /// At most this many app hosts upload or start at once (None: all of them).
     pub max_parallel: Option<usize>,
+    /// The app's environment (`env:`): names and plain values, in name order.
+    pub app_env: Vec<(String, String)>,
+    /// Secrets the app gets in its environment (`secrets:`), read from the runner's environment.
+    pub secrets: Vec<Secret>,
+}
+
+/// A secret the app gets in its environment: the runner's environment variable of that name (bound
+/// from a Jenkins string credential in the Jenkinsfile). Its value is sent to the app hosts only,
+/// into a file of the slot's readable by the deploy user alone; never on a command line, never in
+/// output, the plan, logs, Slack or the audit log.
+#[derive(Debug, Clone, Serialize)]
+pub struct Secret {
+    /// The variable's name, in the runner's environment and in the app's.
+    pub name: String,
+    /// The Jenkins string credential bound to it (default: the name).
+    pub credential_id: String,
+    /// `${NAME}`: the value, read at run time.
+    #[serde(skip)]
+    pub value: Word,
 }
 
 /// The deploy lock on the proxy.
@@ -322,6 +341,22 @@ mod raw {
         #[serde(default)]
         pub lock: Lock,
         pub max_parallel: Option<u64>,
+        pub env: Option<BTreeMap<String, String>>,
+        pub secrets: Option<Vec<Secret>>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(untagged)]
+    pub enum Secret {
+        Name(String),
+        Full(FullSecret),
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct FullSecret {
+        pub name: String,
+        pub credential: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -470,6 +505,9 @@ impl Config {
             out.push((format!("servers[{i}].address"), &s.address));
             out.push((format!("servers[{i}].user"), &s.user));
         }
+        for (i, sec) in self.secrets.iter().enumerate() {
+            out.push((format!("secrets[{i}]"), &sec.value));
+        }
         out.retain(|(_, w)| w.has_vars());
         out
     }
@@ -582,11 +620,28 @@ impl ValueRule {
         message: "contains a newline or NUL",
     };
 
+    /// A secret's value: anything (a shell variable cannot hold NUL), so that no message ever
+    /// has to show it.
+    pub const SECRET: ValueRule = ValueRule {
+        name: "secret",
+        chars: Chars::Not("\0"),
+        empty: None,
+        message: "contains NUL",
+    };
+
     /// Every rule.
-    pub const ALL: [ValueRule; 3] = [ValueRule::HOST, ValueRule::USER, ValueRule::TEXT];
+    pub const ALL: [ValueRule; 4] = [
+        ValueRule::HOST,
+        ValueRule::USER,
+        ValueRule::TEXT,
+        ValueRule::SECRET,
+    ];
 
     /// The rule for a value used in config field `field` (`servers[1].address`, `ssh.user`, ...).
     pub fn for_field(field: &str) -> ValueRule {
+        if field.starts_with("secrets[") {
+            return ValueRule::SECRET;
+        }
         match field.rsplit('.').next().unwrap_or_default() {
             "host" | "address" => ValueRule::HOST,
             "user" => ValueRule::USER,
@@ -653,6 +708,33 @@ struct Check<'a> {
 }
 
 impl Check<'_> {
+    /// A name in the app's environment (`env:` or `secrets:`): a variable name, not one of
+    /// bluegreen's own (`BG_...`, which the start command reads), not given twice.
+    fn app_env_name(&self, field: &str, name: &str, taken: &[String]) -> Result<(), Error> {
+        if !is_var_name(name) {
+            return Err(self.fail(
+                field,
+                format!(
+                    "`{name}` is not a variable name (letters, digits, `_`; not a digit first)"
+                ),
+            ));
+        }
+        if name.starts_with("BG_") {
+            return Err(self.fail_hint(
+                field,
+                format!("`{name}`: names starting with BG_ are bluegreen's own"),
+                "the start command reads $BG_JAR, $BG_PORT, $BG_SLOT, $BG_HOST and $BG_DIR",
+            ));
+        }
+        if taken.iter().any(|t| t == name) {
+            return Err(self.fail(
+                field,
+                format!("`{name}` is given twice (env and secrets share one namespace)"),
+            ));
+        }
+        Ok(())
+    }
+
     fn fail(&self, field: impl Into<String>, message: impl Into<String>) -> Error {
         Error::Invalid {
             file: self.file.to_string(),
@@ -1096,6 +1178,35 @@ fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
     };
 
     let drain = r.drain.as_ref().map_or(Duration::ZERO, |d| d.0);
+    let mut names: Vec<String> = Vec::new();
+    let mut app_env = Vec::new();
+    for (name, value) in r.env.unwrap_or_default() {
+        let field = format!("env.{name}");
+        c.app_env_name(&field, &name, &names)?;
+        if value.contains('\0') {
+            return Err(c.fail(field, "contains a NUL byte"));
+        }
+        names.push(name.clone());
+        app_env.push((name, value));
+    }
+    let mut secrets = Vec::new();
+    for (i, raw_secret) in r.secrets.unwrap_or_default().into_iter().enumerate() {
+        let (name, credential) = match raw_secret {
+            raw::Secret::Name(n) => (n, None),
+            raw::Secret::Full(f) => (f.name, f.credential),
+        };
+        let field = format!("secrets[{i}]");
+        c.app_env_name(&field, &name, &names)?;
+        let credential_id = credential.unwrap_or_else(|| name.clone());
+        c.name(&format!("{field}.credential"), &credential_id, &[])?;
+        names.push(name.clone());
+        secrets.push(Secret {
+            value: Word::parse_env(&format!("${{{name}}}"))
+                .map_err(|_| c.fail(field.clone(), "is not a variable name"))?,
+            name,
+            credential_id,
+        });
+    }
     let max_parallel =
         match r.max_parallel {
             Some(0) => return Err(c.fail(
@@ -1202,6 +1313,8 @@ fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
         jenkins,
         lock,
         max_parallel,
+        app_env,
+        secrets,
     })
 }
 

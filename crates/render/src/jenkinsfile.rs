@@ -117,6 +117,15 @@ pub fn jenkinsfile(plan: &Plan, source: &str) -> Result<String, Error> {
             groovy_str(k)
         );
     }
+    // The app's secrets: Jenkins string credentials, in the variables the script reads them from.
+    for s in &plan.secrets {
+        let _ = write!(
+            credentials,
+            ", string(credentialsId: {}, variable: {})",
+            groovy_str(&s.credential_id),
+            groovy_str(&s.name)
+        );
+    }
     let setup_parts = setup_parts(&script, SETUP_PART_MAX)?
         .iter()
         .map(|p| groovy_escape(p))

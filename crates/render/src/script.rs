@@ -432,6 +432,12 @@ fn rule_cases() -> String {
                 .collect::<Vec<_>>()
                 .join(" || "),
         };
+        // A rule no shell value can break (a secret's: only NUL, which bash cannot hold).
+        let test = if test.is_empty() {
+            "false".to_string()
+        } else {
+            test
+        };
         let mut branch = "if";
         if let Some(empty) = rule.empty {
             let _ = writeln!(out, "      if [ -z \"$value\" ]; then");

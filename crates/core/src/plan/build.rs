@@ -188,6 +188,18 @@ impl<'a> Builder<'a> {
                     grace_secs: secs_ceil(self.c.stop.grace),
                     command: Word::lit(&command),
                     live_port: rt(RuntimeVar::LivePort),
+                    env: self
+                        .c
+                        .app_env
+                        .iter()
+                        .map(|(n, v)| (n.clone(), Word::lit(v)))
+                        .chain(
+                            self.c
+                                .secrets
+                                .iter()
+                                .map(|s| (s.name.clone(), s.value.clone())),
+                        )
+                        .collect(),
                 };
                 let call = match self.action {
                     Action::Rollback => calls::Revive {
@@ -585,6 +597,7 @@ impl<'a> Builder<'a> {
                 every_ms: millis(c.lock.stale_after) / 4,
             },
             env,
+            secrets: c.secrets.clone(),
             slack: c.slack.clone(),
             jenkins: c.jenkins.clone(),
             start_template: c.start_template.clone(),

@@ -94,6 +94,9 @@ pub struct Plan {
     /// Environment variables the plan needs at run time, once per field that uses each, in the
     /// order `Config::env_refs` lists them (a value is checked by the rule of each field using it).
     pub env: Vec<EnvRef>,
+    /// The secrets the app gets in its environment (their names and Jenkins credentials; the
+    /// values are read from the runner's environment at run time and never shown).
+    pub secrets: Vec<crate::config::Secret>,
     /// Slack notifications, if configured.
     pub slack: Option<Slack>,
     /// Jenkins options for the rendered pipeline.

@@ -269,12 +269,23 @@ pub struct Start {
     pub command: Word,
     /// The port the proxy sent traffic to when the run began: never started on.
     pub live_port: Word,
+    /// The app's environment, name and value (a secret's value is a `${NAME}` of the runner's
+    /// environment): written to the slot's `app.env` (mode 0600), which the instance's shell reads.
+    pub env: Vec<(String, Word)>,
 }
 
 impl Start {
-    /// The arguments, in the library's order (`revive` takes the same ones first).
-    fn args(self) -> Vec<Word> {
-        vec![
+    /// The environment's arguments, after the others: NAME, VALUE, NAME, VALUE ...
+    fn env_args(env: Vec<(String, Word)>) -> Vec<Word> {
+        env.into_iter()
+            .flat_map(|(name, value)| [Word::lit(name), value])
+            .collect()
+    }
+
+    /// The arguments before the environment, in the library's order (`revive` takes the same ones
+    /// first), and the environment.
+    fn args(self) -> (Vec<Word>, Vec<(String, Word)>) {
+        let fixed = vec![
             self.dir,
             self.slot,
             self.port,
@@ -284,7 +295,8 @@ impl Start {
             number(self.grace_secs),
             self.command,
             self.live_port,
-        ]
+        ];
+        (fixed, self.env)
     }
 
     /// How long the call may wait on purpose: for an instance still running in the slot to stop.
@@ -296,7 +308,9 @@ impl Start {
 impl From<Start> for RemoteCall {
     fn from(a: Start) -> RemoteCall {
         let wait = a.wait_secs();
-        RemoteCall::new(RemoteFn::Start, a.args()).waiting(wait)
+        let (mut args, env) = a.args();
+        args.extend(Start::env_args(env));
+        RemoteCall::new(RemoteFn::Start, args).waiting(wait)
     }
 }
 
@@ -449,8 +463,9 @@ pub struct Revive {
 impl From<Revive> for RemoteCall {
     fn from(a: Revive) -> RemoteCall {
         let wait = a.start.wait_secs();
-        let mut args = a.start.args();
+        let (mut args, env) = a.start.args();
         args.push(a.release);
+        args.extend(Start::env_args(env));
         RemoteCall::new(RemoteFn::Revive, args).waiting(wait)
     }
 }
@@ -652,6 +667,7 @@ mod tests {
             grace_secs: 5,
             command: Word::lit("java -jar \"${BG_JAR}\""),
             live_port: Word::lit("8081"),
+            env: vec![("MODE".into(), Word::lit("prod"))],
         };
         let started = RemoteCall::from(start.clone());
         let revived = RemoteCall::from(Revive {
@@ -659,9 +675,13 @@ mod tests {
             release: Word::lit("abc"),
         });
         assert_eq!(revived.func, RemoteFn::Revive);
+        // start's nine, the release, then the environment's names and values.
+        assert_eq!(started.args.len(), 11);
         assert_eq!(revived.args.len(), started.args.len() + 1);
-        assert_eq!(revived.args[..started.args.len()], started.args[..]);
-        assert_eq!(revived.args.last(), Some(&Word::lit("abc")));
+        assert_eq!(revived.args[..9], started.args[..9]);
+        assert_eq!(revived.args[9], Word::lit("abc"));
+        assert_eq!(revived.args[10..], started.args[9..]);
+        assert_eq!(started.args[9..], [Word::lit("MODE"), Word::lit("prod")]);
         assert_eq!(revived.wait_secs, started.wait_secs);
         assert_eq!(started.wait_secs, 5 + PORT_FREE_WAIT_SECS);
     }

@@ -17,7 +17,7 @@ use crate::runtime::{
 };
 use crate::{short, ExecOptions, Summary};
 use bluegreen_core::plan::{Action, When};
-use bluegreen_core::{PhaseKind, Plan, Step};
+use bluegreen_core::{PhaseKind, Plan, Step, Var};
 use notify::notify_failure;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -570,7 +570,15 @@ impl Ctx<'_> {
                 _ => step.remote().map(|s| &s.call),
             };
             if let Some(c) = call {
-                started.command = c.call_line(|v| lookup(v, &self.env, &rt, name)).ok();
+                // A secret's value never shows: the command line says `***` for it.
+                started.command = c
+                    .call_line(|v| match v {
+                        Var::Env(n) if self.plan.secrets.iter().any(|s| &s.name == n) => {
+                            Ok("***".to_string())
+                        }
+                        _ => lookup(v, &self.env, &rt, name),
+                    })
+                    .ok();
             }
         }
         em.send(started);
