@@ -132,4 +132,12 @@ fn env_and_secrets_reach_the_app_and_nothing_else() {
     assert_eq!(instance_env(&tb, "blue", SECRET_NAME), secret);
     assert_eq!(tb.version_via_proxy(), "v1");
     assert_nowhere_on_hosts(&tb, &secret);
+
+    // A retire starts nothing and needs no secret (a cron job running it need not hold them).
+    let r = Cmd::bluegreen(dir, &["retire"]).run();
+    assert!(
+        !r.out().contains(SECRET_NAME),
+        "retire asked for the secret:\n{}",
+        r.out()
+    );
 }

@@ -58,6 +58,10 @@ fn load(config_path: &Path, action: Action) -> Result<Config, Failure> {
     if action != Action::Deploy {
         config.artifact = Word::lit("");
     }
+    // Only what starts an instance needs the app's secrets (not a retire, status, the lock, ...).
+    if !matches!(action, Action::Deploy | Action::Rollback) {
+        config.secrets.clear();
+    }
     config.check_env(&|name| std::env::var(name).ok())?;
     Ok(config)
 }

@@ -565,7 +565,14 @@ impl<'a> Builder<'a> {
         let c = self.c;
         let known_hosts = home_path(&c.ssh.known_hosts);
         let identity_file = c.ssh.identity_file.as_ref().map(home_path);
-        let env = env_refs(c, &known_hosts, identity_file.as_ref());
+        let mut env = env_refs(c, &known_hosts, identity_file.as_ref());
+        // A retire starts nothing: it needs no secret (a cron job running it need not hold them).
+        let secrets = if self.action == Action::Retire {
+            env.retain(|e| !e.field.starts_with("secrets["));
+            Vec::new()
+        } else {
+            c.secrets.clone()
+        };
         Plan {
             action: self.action,
             app: c.app.clone(),
@@ -597,7 +604,7 @@ impl<'a> Builder<'a> {
                 every_ms: millis(c.lock.stale_after) / 4,
             },
             env,
-            secrets: c.secrets.clone(),
+            secrets,
             slack: c.slack.clone(),
             jenkins: c.jenkins.clone(),
             start_template: c.start_template.clone(),
