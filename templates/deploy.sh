@@ -457,36 +457,36 @@ bg_each() {
     "$fn" "$id" &
     running[$!]=$id
   done
-  while [ "${#running[@]}" -gt 0 ]; do
-    bg_each_reap || failed=1
+  for id in "${!running[@]}"; do
+    if ! wait "$id"; then
+      bg_log "${fn}_${running[$id]} failed"
+      failed=1
+    fi
   done
   return "$failed"
 }
 
-# bg_each_reap: waits for one of bg_each's hosts (in its `running`, pid to host id) to end; fails,
-# logging it, if that host failed.
+# bg_each_reap: waits until one of bg_each's hosts (in its `running`, pid to host id) has ended and
+# takes it out; fails, logging it, if that host failed. (It polls: `wait -n` does not see a job
+# that bash has already reaped.)
 bg_each_reap() {
-  local done_pid="" status=0 pid rc=0
-  wait -n -p done_pid "${!running[@]}" || status=$?
-  if [ -z "$done_pid" ]; then
-    # `wait -n` named none of them (none is a job of this shell any more): each by its pid.
+  local pid status
+  while :; do
     for pid in "${!running[@]}"; do
-      status=0
-      wait "$pid" || status=$?
-      if [ "$status" -ne 0 ]; then
-        bg_log "${fn}_${running[$pid]} failed"
-        rc=1
+      if ! kill -0 "$pid" 2>/dev/null; then
+        status=0
+        wait "$pid" || status=$?
+        id=${running[$pid]}
+        unset "running[$pid]"
+        if [ "$status" -ne 0 ]; then
+          bg_log "${fn}_$id failed"
+          return 1
+        fi
+        return 0
       fi
-      unset "running[$pid]"
     done
-    return "$rc"
-  fi
-  id=${running[$done_pid]}
-  unset "running[$done_pid]"
-  if [ "$status" -ne 0 ]; then
-    bg_log "${fn}_$id failed"
-    return 1
-  fi
+    sleep 0.02
+  done
 }
 
 # Picks the target slot from the live one.

@@ -810,6 +810,7 @@ fn the_script_numbers_each_hosts_steps_as_the_plan_does() {
          bg_at() {{ echo \"$1 ${{id:--}}\"; }}\n\
          bg_on() {{ :; }}; bg_remote() {{ echo none; }}; bg_health() {{ :; }}; bg_upload() {{ :; }}\n\
          bg_check_space() {{ :; }}; bg_check_url() {{ :; }}; bg_notify() {{ :; }}; bg_log() {{ :; }}\n\
+         bg_shell_open() {{ :; }}\n\
          sleep() {{ :; }}\n\
          BG_LIVE_SLOT=green BG_LIVE_PORT=8081 BG_TARGET_SLOT=blue BG_TARGET_PORT=8080 BG_RELEASE=r\n\
          BG_DEPLOYER=d BG_RUN_TOKEN=t\n"
