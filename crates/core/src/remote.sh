@@ -435,7 +435,7 @@ bg_start() {
       done >"$dir/app.env.tmp"
     )
     mv -f -- "$dir/app.env.tmp" "$dir/app.env"
-  else
+  elif [ -e "$dir/app.env" ]; then
     rm -f -- "$dir/app.env"
   fi
   # The instance inherits no descriptor of this shell's but its standard ones.
