@@ -98,9 +98,10 @@ bg_napped() {
   printf '%d.%d' $((BG_NAPPED / 1000)) $((BG_NAPPED % 1000 / 100))
 }
 
-# True when something listens on 127.0.0.1:PORT.
+# True when something listens on 127.0.0.1:PORT: a connection opened and closed around a builtin,
+# with no subshell (start polls this on every host at once while the apps boot).
 bg_port_busy() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+  { true <>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null
 }
 
 # bg_run SUDO CMD...: runs CMD, under `sudo -n` when SUDO is `yes`, without the descriptors of the
@@ -1152,7 +1153,7 @@ bg_remote() {
   {
     printf '%s\n' "$BG_LIB"
     printf '%s\n' "$line"
-  } | bg_ssh "$id" "bash -c 'eval \"\$(head -c 36329)\" && { IFS= read -r -d \"\" c || true; eval \"\$c\"; }'"
+  } | bg_ssh "$id" "bash -c 'eval \"\$(head -c 36461)\" && { IFS= read -r -d \"\" c || true; eval \"\$c\"; }'"
 }
 
 # bg_shell_open HOST: opens a shell on HOST that serves this phase's calls to it one after another,
@@ -1167,7 +1168,7 @@ bg_shell_open() {
   BG_SHELL_ERR[$id]=$base.err
   rm -f -- "$base.in" "$base.out"
   mkfifo -m 600 -- "$base.in" "$base.out"
-  bg_ssh "$id" "bash -c 'eval \"\$(head -c 36329)\" && bg_serve'" <"$base.in" >"$base.out" 2>"$base.err" &
+  bg_ssh "$id" "bash -c 'eval \"\$(head -c 36461)\" && bg_serve'" <"$base.in" >"$base.out" 2>"$base.err" &
   exec {fd}>"$base.in"
   BG_SHELL_IN[$id]=$fd
   exec {fd}<"$base.out"

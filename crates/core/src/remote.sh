@@ -63,9 +63,10 @@ bg_napped() {
   printf '%d.%d' $((BG_NAPPED / 1000)) $((BG_NAPPED % 1000 / 100))
 }
 
-# True when something listens on 127.0.0.1:PORT.
+# True when something listens on 127.0.0.1:PORT: a connection opened and closed around a builtin,
+# with no subshell (start polls this on every host at once while the apps boot).
 bg_port_busy() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+  { true <>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null
 }
 
 # bg_run SUDO CMD...: runs CMD, under `sudo -n` when SUDO is `yes`, without the descriptors of the
