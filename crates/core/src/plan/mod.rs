@@ -96,6 +96,7 @@ pub struct Plan {
     pub env: Vec<EnvRef>,
     /// The secrets the app gets in its environment (their names and Jenkins credentials; the
     /// values are read from the runner's environment at run time and never shown).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<crate::config::Secret>,
     /// Slack notifications, if configured.
     pub slack: Option<Slack>,
