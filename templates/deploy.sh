@@ -522,6 +522,50 @@ bg_connect_all() {
   bg_log "connected to ${#BG_HOSTS[@]} hosts"
 }
 
+# The secrets' names: their values never show in what a hook prints (bg_mask).
+BG_SECRET_NAMES=({{ secret_names }})
+
+# Copies standard input to standard output with every secret's value as ***.
+bg_mask() {
+  local line name
+  while IFS= read -r line || [ -n "$line" ]; do
+    for name in "${BG_SECRET_NAMES[@]}"; do
+      [ -z "${!name:-}" ] || line=${line//"${!name}"/***}
+    done
+    printf '%s\n' "$line"
+  done
+}
+
+# bg_hook_on HOST DIR TIMEOUT COMMAND [NAME VALUE]...: runs a hook on HOST (the library's `hook`),
+# its output prefixed by the host, secrets masked.
+bg_hook_on() {
+  local id=$1
+  shift
+  bg_remote "$id" hook "$@" 2>&1 | bg_mask | sed -u "s/^/[$id] /" >&2
+}
+
+# bg_hook_here ID DIR TIMEOUT COMMAND [NAME VALUE]...: runs a hook on this machine with the library's
+# own `hook`, as a host runs one (the environment exported, not passed as arguments; no other BG_
+# variable), its output prefixed by ID (the app host whose instance it is about, or `runner`),
+# secrets masked.
+bg_hook_here() {
+  local id=$1
+  shift
+  (
+    dir=$1 timeout=$2 command=$3
+    shift 3
+    # A hook's BG_ variables are the plan's, none of the script's own (BG_RUN_ID ...).
+    for name in $(compgen -A export BG_); do
+      export -n "${name?}"
+    done
+    while [ "$#" -ge 2 ]; do
+      export "$1=$2"
+      shift 2
+    done
+    bash -c "$BG_LIB"$'\nbg_main hook "$@"' bluegreen-hook "$dir" "$timeout" "$command"
+  ) 2>&1 | bg_mask | sed -u "s/^/[$id] /" >&2
+}
+
 bg_notify() {
   local outcome=$1 url={{ webhook_ref }}
   if [ -z "$url" ] || [ -n "${BG_SKIP_NOTIFY:-}" ]; then

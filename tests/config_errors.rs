@@ -42,7 +42,7 @@ fn base_configs_are_valid() {
 fn unknown_key_suggests_the_right_one() {
     check(
         &format!("{BASE}helth:\n  path: /x\n"),
-        "error: bluegreen.yaml:9:1: unknown field `helth`, expected one of `app`, `artifact`, `ssh`, `proxy`, `servers`, `slots`, `deploy_dir`, `start`, `health`, `drain`, `stop`, `retain`, `slack`, `jenkins`, `lock`, `max_parallel`, `env`, `secrets`\n  hint: did you mean `health`?\n",
+        "error: bluegreen.yaml:9:1: unknown field `helth`, expected one of `app`, `artifact`, `ssh`, `proxy`, `servers`, `slots`, `deploy_dir`, `start`, `health`, `drain`, `stop`, `retain`, `slack`, `jenkins`, `lock`, `max_parallel`, `env`, `secrets`, `hooks`\n  hint: did you mean `health`?\n",
     );
 }
 
@@ -66,7 +66,7 @@ fn a_lock_lease_too_short_to_renew() {
 fn a_pipeline_timeout_shorter_than_the_deploys_own_waits() {
     check(
         &format!("{BASE}health:\n  deadline: 5m\nstop:\n  grace: 2m\njenkins:\n  timeout: 8m\n"),
-        "error: bluegreen.yaml: jenkins.timeout: 8m does not leave room for a deploy's own waits: health.deadline 5m + drain 0s + stop.grace 2m + the switch's settle 2m = 9m\n  hint: raise jenkins.timeout, or lower health.deadline or stop.grace\n",
+        "error: bluegreen.yaml: jenkins.timeout: 8m does not leave room for a deploy's own waits: health.deadline 5m + drain 0s + stop.grace 2m + the switch's settle 2m = 9m\n  hint: raise jenkins.timeout, or lower health.deadline, stop.grace or a hook's timeout\n",
     );
 }
 
@@ -421,5 +421,66 @@ fn env_and_secret_names() {
     check(
         &format!("{BASE}secrets:\n  - {{ name: DB, credential: \"a b\" }}\n"),
         "error: bluegreen.yaml: secrets[0].credential: `a b` may contain only letters, digits, `.`, `_`, `-`, and must not start with `-` or `.`\n",
+    );
+}
+
+#[test]
+fn hooks_that_cannot_run_where_they_are_put() {
+    // pre_switch runs against every new instance: never once on one host.
+    check(
+        &format!("{BASE}hooks:\n  pre_switch: {{ run: ./smoke, on: proxy }}\n"),
+        "error: bluegreen.yaml: hooks.pre_switch.on: pre_switch runs against every new instance: on the runner, or on every app host\n  hint: use `on: runner` (the default) or `on: servers`\n",
+    );
+    // pre_deploy runs once.
+    check(
+        &format!("{BASE}hooks:\n  pre_deploy: {{ run: ./migrate, on: servers }}\n"),
+        "error: bluegreen.yaml: hooks.pre_deploy.on: pre_deploy runs once, not on every app host\n  hint: use `runner` (the default), `proxy`, or one app server's host\n",
+    );
+    // A host that is not an app server's.
+    check(
+        &format!("{BASE}hooks:\n  pre_deploy: {{ run: ./migrate, on: 10.0.0.99 }}\n"),
+        "error: bluegreen.yaml: hooks.pre_deploy.on: `10.0.0.99` is neither `runner`, `proxy`, `servers` nor the host of an app server\n  hint: name one of servers[].host as written there\n",
+    );
+    check(
+        &format!("{BASE}hooks:\n  post_switch: {{ run: '  ' }}\n"),
+        "error: bluegreen.yaml: hooks.post_switch.run: is empty\n",
+    );
+    check(
+        &format!("{BASE}hooks:\n  on_failure: {{ run: ./tell, timeout: 0s }}\n"),
+        "error: bluegreen.yaml: hooks.on_failure.timeout: must be greater than 0\n",
+    );
+    let out = {
+        let dir = TempDir::new("cfg");
+        dir.write(
+            "bluegreen.yaml",
+            &format!("{BASE}hooks:\n  pre_sitch: ./smoke\n"),
+        );
+        bluegreen_in(dir.path(), &["check"])
+    };
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("unknown field `pre_sitch`, expected one of `pre_deploy`, `pre_switch`, `post_switch`, `on_failure`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn hook_timeouts_count_against_the_pipeline_timeout() {
+    check(
+        &format!("{BASE}hooks:\n  pre_deploy: {{ run: ./migrate, timeout: 27m }}\n"),
+        "error: bluegreen.yaml: jenkins.timeout: 30m does not leave room for a deploy's own waits: health.deadline 2m + drain 0s + stop.grace 30s + the switch's settle 30s + the hooks' timeouts 27m = 30m\n  hint: raise jenkins.timeout, or lower health.deadline, stop.grace or a hook's timeout\n",
+    );
+}
+
+#[test]
+fn a_gate_before_the_switch_needs_a_gate() {
+    check(
+        &format!("{BASE}jenkins:\n  gate_at: before_switch\n"),
+        "error: bluegreen.yaml: jenkins.gate_at: is set, but there is no gate\n  hint: add `jenkins.gate: 15m` (how long the gate waits for a person)\n",
+    );
+    check(
+        &format!("{BASE}jenkins:\n  gate: 15m\n  gate_at: later\n"),
+        "error: bluegreen.yaml: jenkins.gate_at: `later` is not a place for the gate\n  hint: use `before_switch` (people look at the new instances on their idle ports, then proceed to switch) or `after_switch` (the default: the new version serves traffic while people decide)\n",
     );
 }

@@ -862,3 +862,101 @@ fn the_script_numbers_each_hosts_steps_as_the_plan_does() {
     assert_eq!(got, expected);
     assert!(expected.contains(&"5 app3".to_string()), "{expected:?}");
 }
+
+#[test]
+fn hooks_and_a_gate_before_the_switch_render_as_their_own_stages() {
+    // single-host.yaml with every hook and the gate moved before the switch: the script passes
+    // shellcheck, the Jenkinsfile compiles under Groovy 2.4 and evaluates with one stage per
+    // phase, the gate waiting before the switch with words that say so.
+    let text = std::fs::read_to_string(root().join("examples/single-host.yaml")).unwrap();
+    let text = text.replace(
+        "  gate: 20m      # after the switch, a person keeps the new version or rolls back",
+        "  gate: 20m
+  gate_at: before_switch
+hooks:
+  pre_deploy:
+    run: ./migrate.sh --to \"$BG_RELEASE\"
+    on: app.internal.example
+    timeout: 10m
+  pre_switch: curl -fsS \"$BG_URL/healthz\"
+  post_switch:
+    run: 'echo \"live: $BG_TARGET_SLOT\"'
+    on: proxy
+  on_failure: echo \"failed in $BG_FAILED_PHASE\" >>failures",
+    );
+    assert!(
+        text.contains("gate_at"),
+        "single-host.yaml changed: update this test"
+    );
+    let dir = TempDir::new("hooks-render");
+    let cfg = dir.write("bluegreen.yaml", &text);
+    let cfg = cfg.to_str().unwrap();
+    let script = dir.path().join("deploy.sh");
+    let jf = dir.path().join("Jenkinsfile");
+    for (what, out) in [("script", &script), ("jenkinsfile", &jf)] {
+        let r = bluegreen(&["-c", cfg, "render", what, "-o", out.to_str().unwrap()]);
+        assert!(r.status.success(), "{}", stderr(&r));
+    }
+    shellcheck(&script);
+    let parsed = groovy_parse(&dir, &jf);
+    assert!(
+        parsed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    let key = dir.write("id", "not a real key\n");
+    let cred = format!("billing-deploy-key={}", key.display());
+    let (code, json, err) = harness(
+        &jf,
+        &["--env", "BRANCH_NAME=release", "--cred", cred.as_str()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let json = json.unwrap();
+    let names: Vec<String> = stage_statuses(&json).into_iter().map(|(n, _)| n).collect();
+    let deploy: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .skip_while(|n| *n != "Prepare")
+        .take_while(|n| *n != "Rollback")
+        .collect();
+    assert_eq!(
+        deploy,
+        [
+            "Prepare",
+            "Pre-deploy",
+            "Upload",
+            "Start",
+            "Verify",
+            "Pre-switch",
+            "Promote",
+            "Switch",
+            "Post-switch",
+            "Drain",
+            "Retire",
+            "Finish"
+        ]
+    );
+    let input = json["input"].as_array().unwrap();
+    assert_eq!(input[0]["stage"], "Promote");
+    let message = input[0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Switch billing to the new version?"),
+        "{message}"
+    );
+    // Each hook stage runs its phase of the script.
+    let sh: Vec<&Value> = json["sh"].as_array().unwrap().iter().collect();
+    for (stage, phase) in [
+        ("Pre-deploy", "pre_deploy"),
+        ("Pre-switch", "pre_switch"),
+        ("Post-switch", "post_switch"),
+    ] {
+        assert!(
+            sh.iter().any(|s| s["stage"] == stage
+                && s["script"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("deploy.sh run deploy {phase}"))),
+            "{stage} does not run {phase}"
+        );
+    }
+}

@@ -9,6 +9,7 @@
 //! - `e2e`: deploys on the testbed (`testbed`) under load, with each backend.
 //! - `script_calls`: the rendered script sends the same remote calls as `exec`.
 //! - `operations`: rollback, retire, status and drift, lock commands, history, Slack (testbed).
+//! - `hooks`: pre_deploy, pre_switch, post_switch and on_failure hooks, by exec and the script (testbed).
 //! - `host_keys`: host keys as OpenSSH checks them, against a real sshd with several key types (testbed).
 //! - `real_hosts`: hosts as production has them: upstream files written by people, apps that change
 //!   directory, symlinked deploy dirs, recycled pids, instances that die booting, a cut link mid-call,
@@ -28,6 +29,7 @@ mod crash;
 mod docs;
 mod e2e;
 mod faults;
+mod hooks;
 mod host_keys;
 mod hostile;
 mod jenkins;

@@ -62,6 +62,108 @@ pub struct Config {
     pub app_env: Vec<(String, String)>,
     /// Secrets the app gets in its environment (`secrets:`), read from the runner's environment.
     pub secrets: Vec<Secret>,
+    /// Commands run at fixed points of a deploy and a rollback (`hooks:`).
+    pub hooks: Hooks,
+}
+
+/// The default time a hook may take before it is stopped.
+pub const HOOK_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// The points of a run a hook can be attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookKind {
+    /// Once, after the lock is taken and the live slot read, before anything is uploaded or
+    /// started (migrations). Deploys only.
+    PreDeploy,
+    /// Against every new instance, on its idle port, before the switch (a smoke test): a failure
+    /// stops the new instances and leaves traffic where it was.
+    PreSwitch,
+    /// Once traffic is on the new slot, before the switch is recorded as final: a failure switches
+    /// traffic back.
+    PostSwitch,
+    /// After the undo of a failure in any phase after the first (a notification).
+    OnFailure,
+}
+
+impl HookKind {
+    /// Every kind, in the order a run reaches them.
+    pub const ALL: [HookKind; 4] = [
+        HookKind::PreDeploy,
+        HookKind::PreSwitch,
+        HookKind::PostSwitch,
+        HookKind::OnFailure,
+    ];
+
+    /// Its key under `hooks:`, and `$BG_HOOK`'s value.
+    pub fn name(self) -> &'static str {
+        match self {
+            HookKind::PreDeploy => "pre_deploy",
+            HookKind::PreSwitch => "pre_switch",
+            HookKind::PostSwitch => "post_switch",
+            HookKind::OnFailure => "on_failure",
+        }
+    }
+}
+
+/// Where a hook runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookOn {
+    /// The machine running bluegreen (the Jenkins agent), in its working directory.
+    Runner,
+    /// The nginx host.
+    Proxy,
+    /// Every app host, at once.
+    Servers,
+    /// One app host: its index in `servers`.
+    Server(usize),
+}
+
+/// One hook: a bash command, where it runs, and for how long at most.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hook {
+    /// Bash text, run by `bash -c` with the run's facts in `BG_...` variables.
+    pub run: String,
+    /// Where it runs.
+    pub on: HookOn,
+    /// After this long it is stopped (SIGTERM, then SIGKILL 5 s later) and counts as failed.
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+}
+
+/// The hooks of a config, by kind.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Hooks {
+    /// `hooks.pre_deploy`.
+    pub pre_deploy: Option<Hook>,
+    /// `hooks.pre_switch`.
+    pub pre_switch: Option<Hook>,
+    /// `hooks.post_switch`.
+    pub post_switch: Option<Hook>,
+    /// `hooks.on_failure`.
+    pub on_failure: Option<Hook>,
+}
+
+impl Hooks {
+    /// The hook of `kind`, if configured.
+    pub fn get(&self, kind: HookKind) -> Option<&Hook> {
+        match kind {
+            HookKind::PreDeploy => self.pre_deploy.as_ref(),
+            HookKind::PreSwitch => self.pre_switch.as_ref(),
+            HookKind::PostSwitch => self.post_switch.as_ref(),
+            HookKind::OnFailure => self.on_failure.as_ref(),
+        }
+    }
+
+    fn slot(&mut self, kind: HookKind) -> &mut Option<Hook> {
+        match kind {
+            HookKind::PreDeploy => &mut self.pre_deploy,
+            HookKind::PreSwitch => &mut self.pre_switch,
+            HookKind::PostSwitch => &mut self.post_switch,
+            HookKind::OnFailure => &mut self.on_failure,
+        }
+    }
 }
 
 /// A secret the app gets in its environment: the runner's environment variable of that name (bound
@@ -255,6 +357,10 @@ pub struct Jenkins {
     /// Promotion gate, in minutes: after the switch, wait this long for a person to keep the new
     /// version (the old slot is stopped) or reject it (traffic goes back). None: no gate.
     pub gate: Option<u64>,
+    /// Whether the gate waits before the switch instead (`gate_at: before_switch`): the new
+    /// instances run on their idle ports for people to look at; proceeding switches, rejecting
+    /// stops them.
+    pub gate_before_switch: bool,
 }
 
 mod humantime_serde_compat {
@@ -343,6 +449,32 @@ mod raw {
         pub max_parallel: Option<u64>,
         pub env: Option<BTreeMap<String, String>>,
         pub secrets: Option<Vec<Secret>>,
+        #[serde(default)]
+        pub hooks: Hooks,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Hooks {
+        pub pre_deploy: Option<Hook>,
+        pub pre_switch: Option<Hook>,
+        pub post_switch: Option<Hook>,
+        pub on_failure: Option<Hook>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(untagged)]
+    pub enum Hook {
+        Command(String),
+        Full(FullHook),
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct FullHook {
+        pub run: String,
+        pub on: Option<String>,
+        pub timeout: Option<Dur>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -457,6 +589,7 @@ mod raw {
         pub tools: BTreeMap<String, String>,
         pub timeout: Option<Dur>,
         pub gate: Option<Dur>,
+        pub gate_at: Option<String>,
     }
 }
 
@@ -1230,6 +1363,24 @@ fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
         c.name(&format!("jenkins.tools.{kind}"), &name, &[])?;
         tools.push((kind, name));
     }
+    let gate_before_switch = match j.gate_at.as_deref() {
+        None | Some("after_switch") => false,
+        Some("before_switch") if j.gate.is_none() => {
+            return Err(c.fail_hint(
+                "jenkins.gate_at",
+                "is set, but there is no gate",
+                "add `jenkins.gate: 15m` (how long the gate waits for a person)",
+            ))
+        }
+        Some("before_switch") => true,
+        Some(other) => {
+            return Err(c.fail_hint(
+                "jenkins.gate_at",
+                format!("`{other}` is not a place for the gate"),
+                "use `before_switch` (people look at the new instances on their idle ports, then proceed to switch) or `after_switch` (the default: the new version serves traffic while people decide)",
+            ))
+        }
+    };
     let jenkins = Jenkins {
         branch,
         build: j.build,
@@ -1249,6 +1400,7 @@ fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
             Some(d) => Some(d.0.as_secs().div_ceil(60)),
             None => None,
         },
+        gate_before_switch,
     };
     if jenkins.timeout.as_secs() < 60 {
         return Err(c.fail("jenkins.timeout", "must be at least 1m"));
@@ -1263,15 +1415,29 @@ fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
             "the running deploy renews the lock every quarter of it",
         ));
     }
+    let hooks = validate_hooks(&c, r.hooks, &r.servers)?;
     // What one deploy may spend waiting on purpose must fit in the pipeline's timeout, or Jenkins
-    // cuts it off in the middle: the health deadline, the drain, the old slot's grace, and the
-    // switch's wait for nginx's old workers (as long as the grace).
-    let waits = health.deadline + drain + stop.grace * 2;
+    // cuts it off in the middle: the health deadline, the drain, the old slot's grace, the
+    // switch's wait for nginx's old workers (as long as the grace), and the hooks' timeouts.
+    let hook_time: Duration = HookKind::ALL
+        .iter()
+        .filter_map(|k| hooks.get(*k))
+        .map(|h| h.timeout)
+        .sum();
+    let waits = health.deadline + drain + stop.grace * 2 + hook_time;
     if waits >= jenkins.timeout {
+        let hooks_part = if hook_time.is_zero() {
+            String::new()
+        } else {
+            format!(
+                " + the hooks' timeouts {}",
+                humantime::format_duration(hook_time)
+            )
+        };
         return Err(c.fail_hint(
             "jenkins.timeout",
             format!(
-                "{} does not leave room for a deploy's own waits: health.deadline {} + drain {} + stop.grace {} + the switch's settle {} = {}",
+                "{} does not leave room for a deploy's own waits: health.deadline {} + drain {} + stop.grace {} + the switch's settle {}{hooks_part} = {}",
                 humantime::format_duration(jenkins.timeout),
                 humantime::format_duration(health.deadline),
                 humantime::format_duration(drain),
@@ -1279,7 +1445,7 @@ fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
                 humantime::format_duration(stop.grace),
                 humantime::format_duration(waits),
             ),
-            "raise jenkins.timeout, or lower health.deadline or stop.grace",
+            "raise jenkins.timeout, or lower health.deadline, stop.grace or a hook's timeout",
         ));
     }
     if let Some(gate) = jenkins.gate {
@@ -1315,7 +1481,69 @@ fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
         max_parallel,
         app_env,
         secrets,
+        hooks,
     })
+}
+
+/// The `hooks:` section: each hook's command, where it runs and its timeout.
+fn validate_hooks(c: &Check<'_>, r: raw::Hooks, servers: &[raw::Server]) -> Result<Hooks, Error> {
+    let mut hooks = Hooks::default();
+    let given = [
+        (HookKind::PreDeploy, r.pre_deploy),
+        (HookKind::PreSwitch, r.pre_switch),
+        (HookKind::PostSwitch, r.post_switch),
+        (HookKind::OnFailure, r.on_failure),
+    ];
+    for (kind, raw_hook) in given {
+        let Some(raw_hook) = raw_hook else { continue };
+        let field = format!("hooks.{}", kind.name());
+        let (run, on, timeout) = match raw_hook {
+            raw::Hook::Command(run) => (run, None, None),
+            raw::Hook::Full(f) => (f.run, f.on, f.timeout),
+        };
+        if run.trim().is_empty() {
+            return Err(c.fail(format!("{field}.run"), "is empty"));
+        }
+        if run.contains('\0') {
+            return Err(c.fail(format!("{field}.run"), "contains a NUL byte"));
+        }
+        let on = match on.as_deref() {
+            None | Some("runner") => HookOn::Runner,
+            Some("proxy") => HookOn::Proxy,
+            Some("servers") => HookOn::Servers,
+            Some(host) => match servers.iter().position(|s| s.host == host) {
+                Some(i) => HookOn::Server(i),
+                None => {
+                    return Err(c.fail_hint(
+                        format!("{field}.on"),
+                        format!("`{host}` is neither `runner`, `proxy`, `servers` nor the host of an app server"),
+                        "name one of servers[].host as written there",
+                    ))
+                }
+            },
+        };
+        match (kind, on) {
+            (HookKind::PreSwitch, HookOn::Proxy | HookOn::Server(_)) => return Err(c.fail_hint(
+                format!("{field}.on"),
+                "pre_switch runs against every new instance: on the runner, or on every app host",
+                "use `on: runner` (the default) or `on: servers`",
+            )),
+            (HookKind::PreDeploy | HookKind::OnFailure, HookOn::Servers) => {
+                return Err(c.fail_hint(
+                    format!("{field}.on"),
+                    format!("{} runs once, not on every app host", kind.name()),
+                    "use `runner` (the default), `proxy`, or one app server's host",
+                ))
+            }
+            _ => {}
+        }
+        let timeout = c.positive(
+            &format!("{field}.timeout"),
+            timeout.map_or(HOOK_TIMEOUT, |d| d.0),
+        )?;
+        *hooks.slot(kind) = Some(Hook { run, on, timeout });
+    }
+    Ok(hooks)
 }
 
 /// An absolute path written the one way: `//` and `/./` collapsed, no trailing `/` (the root is

@@ -184,6 +184,8 @@ remote_functions! {
     HostStatus = "hoststatus",
     /// Print the proxy's upstream slot, state file and lock.
     ProxyStatus = "proxystatus",
+    /// Run a hook's command.
+    Hook = "hook",
     /// Remove the deploy lock whoever holds it.
     BreakLock = "breaklock",
 }
@@ -497,5 +499,54 @@ mod tests {
         assert_eq!(status, Some(0), "{err}");
         assert!(out.starts_with("napped 55 fd "), "{out}");
         assert!(!out.contains("fd none"), "{out}");
+    }
+
+    #[test]
+    fn hooks_run_in_their_directory_with_their_environment() {
+        let (status, out, err) = run_library(
+            "bg_main hook \"$DIR\" 5 'echo \"$BG_HOOK in $PWD: $SECRET\"; ls app.jar' BG_HOOK pre_switch SECRET 'a b\"c'",
+        );
+        assert_eq!(status, Some(0), "{err}");
+        let dir_line = out.lines().next().unwrap();
+        assert!(dir_line.starts_with("pre_switch in /"), "{out}");
+        assert!(dir_line.ends_with(": a b\"c"), "{out}");
+        assert!(out.contains("\napp.jar\n"), "{out}");
+        assert!(out.ends_with("hook ok\n"), "{out}");
+        // A directory that does not exist: the home directory.
+        let (status, out, _) =
+            run_library("HOME=\"$DIR\" bg_main hook /nonexistent/dir 5 'ls app.jar'");
+        assert_eq!(status, Some(0), "{out}");
+    }
+
+    #[test]
+    fn a_failing_hook_says_how_it_ended() {
+        let (status, out, err) =
+            run_library("bg_main hook \"$DIR\" 5 'echo migrating; echo oops >&2; exit 3'");
+        assert_eq!(status, Some(1));
+        assert_eq!(
+            out, "migrating\noops\n",
+            "errors go with the output, in order"
+        );
+        assert_eq!(err, "bluegreen: hook exited with status 3\n");
+    }
+
+    #[test]
+    fn a_hook_past_its_timeout_is_stopped_with_its_children() {
+        // The hook starts a child that would outlive it; at the timeout both are stopped.
+        let t = std::time::Instant::now();
+        let (status, out, err) = run_library(
+            "(bg_main hook \"$DIR\" 1 'sleep 7.654 & echo $! >\"$DIR/child\"; wait') || true
+             # Gone, or a zombie no one has reaped yet (the killed process is an orphan).
+             state=$(ps -o stat= -p \"$(cat \"$DIR/child\")\" || true)
+             case $state in '' | Z*) echo child gone ;; *) echo \"child alive: $state\" ;; esac",
+        );
+        assert_eq!(status, Some(0), "{err}");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(err, "bluegreen: hook timed out after 1s (it was stopped)\n");
+        assert!(out.ends_with("child gone\n"), "{out}");
     }
 }

@@ -500,6 +500,28 @@ bg_probe() {
   fi
 }
 
+# hook DIR TIMEOUT_SECS COMMAND [NAME VALUE]...: runs a hook's COMMAND (bash text) in DIR (the home
+# directory when DIR does not exist), with each NAME=VALUE in its environment, its output and errors
+# on standard output. After TIMEOUT_SECS its processes get SIGTERM, and SIGKILL 5 s later. The same
+# function runs a hook on the runner (bash runs this library there, the environment already in its
+# own), so a hook runs one way wherever it runs.
+bg_hook() {
+  local dir=$1 timeout=$2 command=$3 status=0
+  shift 3
+  while [ "$#" -ge 2 ]; do
+    export "$1=$2"
+    shift 2
+  done
+  cd -- "$dir" 2>/dev/null || cd
+  timeout -k 5 "$timeout" bash -c "$command" </dev/null 2>&1 8>&- 9>&- || status=$?
+  case $status in
+    0) echo "hook ok" ;;
+    124) bg_die "hook timed out after ${timeout}s (it was stopped)" ;;
+    137) bg_die "hook was killed (SIGKILL: it did not stop within 5s of its ${timeout}s timeout, or something else killed it)" ;;
+    *) bg_die "hook exited with status $status" ;;
+  esac
+}
+
 # bg_put FILE TEXT SUDO: replaces FILE by TEXT atomically (a temporary file of a name no other run
 # uses, beside it, renamed over it).
 bg_put() {

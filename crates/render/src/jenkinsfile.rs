@@ -46,6 +46,10 @@ struct JenkinsView {
     setup_parts: Vec<String>,
     stages: Vec<StageView>,
     gate_message: String,
+    /// What a rejection undoes, for the comment beside the gate.
+    gate_undo: &'static str,
+    /// The gate's proceed button.
+    gate_ok: String,
     abort_script: String,
     slack: Option<SlackView>,
 }
@@ -164,10 +168,27 @@ pub fn jenkinsfile(plan: &Plan, source: &str) -> Result<String, Error> {
         credentials,
         setup_parts,
         stages,
-        gate_message: groovy_str(&format!(
-            "Keep {} on the new version? Abort puts traffic back on the old slot.",
-            plan.app
-        )),
+        gate_message: groovy_str(&if plan.jenkins.gate_before_switch {
+            format!(
+                "Switch {} to the new version? It runs on every host's idle port; Abort stops it and leaves traffic where it is.",
+                plan.app
+            )
+        } else {
+            format!(
+                "Keep {} on the new version? Abort puts traffic back on the old slot.",
+                plan.app
+            )
+        }),
+        gate_undo: if plan.jenkins.gate_before_switch {
+            "it stops the new instances, traffic never moved"
+        } else {
+            "it switches traffic back and stops the new instances"
+        },
+        gate_ok: groovy_str(if plan.jenkins.gate_before_switch {
+            "Switch"
+        } else {
+            "Keep it"
+        }),
         abort_script,
         slack: plan.slack.as_ref().map(|s| SlackView {
             channel: groovy_str(&s.channel),

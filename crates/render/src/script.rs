@@ -53,6 +53,8 @@ struct ScriptView {
     beat_every: String,
     /// The run's words (core's), as bash functions.
     wording_fns: String,
+    /// The secrets' names, for `bg_mask`.
+    secret_names: String,
 }
 
 /// A phase's function, `bg_ACTION_phase_PHASE`.
@@ -542,6 +544,12 @@ pub fn script(plan: &Plan, source: &str) -> Result<String, Error> {
         beat_every: secs(plan.heartbeat.every_ms),
         slot_cases: slot_cases(),
         wording_fns: crate::wording::functions()?,
+        secret_names: plan
+            .secrets
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
     };
     let mut out = view.render().map_err(|source| Error::Template {
         what: "the deploy script",

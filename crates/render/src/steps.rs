@@ -265,6 +265,15 @@ pub(crate) fn step_lines(step: &Step, lists: Lists<'_>) -> Vec<Line> {
             )),
         )],
         Step::Notify(_) => vec![Line::text("bg_notify succeeded")],
+        Step::Hook(h) => vec![match &h.on {
+            // On a host: the library's `hook`, like any call.
+            Some(_) => Line::text("bg_hook_on ").host().args(&h.call.args, None),
+            // On the runner: the same function, run here by bash.
+            None if h.about.is_some() => {
+                Line::text("bg_hook_here ").host().args(&h.call.args, None)
+            }
+            None => Line::text("bg_hook_here runner").args(&h.call.args, None),
+        }],
     }
 }
 
@@ -281,6 +290,11 @@ pub(crate) fn undo_lines(step: &Step, lists: Lists<'_>) -> Vec<Line> {
                 .t("] left running: the switch back could not be confirmed, so the new slot may still serve traffic\"; else ")
                 .then(line)
                 .t(" || undo_failed=1; fi"),
+            // The on_failure hook is told of the failure; its own failure undoes nothing less.
+            Step::Hook(h) => line.t(&format!(
+                " || bg_log \"the {} hook failed (see above); the undo goes on\"",
+                h.hook.name()
+            )),
             _ => line.t(" || undo_failed=1"),
         })
         .collect()

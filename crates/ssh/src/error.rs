@@ -142,6 +142,19 @@ pub enum Error {
         stderr: String,
     },
 
+    /// A hook failed, or took longer than its timeout.
+    #[error("{host}: the {hook} hook {why}{}", output_suffix(output))]
+    Hook {
+        /// Where it ran: a host id, or `runner`.
+        host: String,
+        /// Which hook (`pre_switch`, ...).
+        hook: String,
+        /// How it ended: `exited with status 3`, `timed out after 300s (it was stopped)`.
+        why: String,
+        /// The last lines of its output, secrets masked.
+        output: String,
+    },
+
     /// The live slot read from the proxy made no sense.
     #[error("{host}: detect printed `{output}`, expected blue, green or none")]
     Detect {
@@ -279,6 +292,7 @@ impl Error {
             | Error::Auth { host, .. }
             | Error::Ssh { host, .. }
             | Error::Remote { host, .. }
+            | Error::Hook { host, .. }
             | Error::Detect { host, .. }
             | Error::Health { host, .. }
             | Error::Died { host, .. }
@@ -289,6 +303,17 @@ impl Error {
             | Error::LockFresh { host, .. } => Some(host),
             _ => None,
         }
+    }
+}
+
+fn output_suffix(output: &str) -> String {
+    if output.trim().is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; the last lines of its output:\n{}",
+            indent(output.trim_end())
+        )
     }
 }
 

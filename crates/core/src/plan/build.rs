@@ -2,11 +2,11 @@
 //! retire plans, which differ only in which phases they have and in what a few steps say.
 
 use super::{
-    start_command, Action, CopyStep, DrainStep, EnvRef, HealthStep, Heartbeat, Host, NotifyStep,
-    Phase, PhaseKind, Plan, RemoteStep, RetainStep, SshPlan, Step, SwitchStep, When,
+    start_command, Action, CopyStep, DrainStep, EnvRef, HealthStep, Heartbeat, HookStep, Host,
+    NotifyStep, Phase, PhaseKind, Plan, RemoteStep, RetainStep, SshPlan, Step, SwitchStep, When,
     CHECK_INTERVAL_MS, CHECK_TRIES, PROXY_ID,
 };
-use crate::config::Config;
+use crate::config::{Config, Hook, HookKind, HookOn};
 use crate::remote::{calls, RemoteCall};
 use crate::word::{Part, RuntimeVar, Var, Word};
 use std::sync::Arc;
@@ -16,9 +16,21 @@ use std::time::Duration;
 /// person), drain, retire the old slot.
 pub(super) fn deploy(config: &Config) -> Plan {
     let b = Builder::new(config, Action::Deploy);
-    let mut phases = vec![b.prepare(), b.upload(), b.start(), b.verify(), b.switch()];
-    phases.extend(b.promote());
+    let gate_before = config.jenkins.gate_before_switch;
+    let mut phases = vec![b.prepare()];
+    phases.extend(b.hook_phase(HookKind::PreDeploy));
+    phases.extend([b.upload(), b.start(), b.verify()]);
+    phases.extend(b.hook_phase(HookKind::PreSwitch));
+    if gate_before {
+        phases.extend(b.promote());
+    }
+    phases.push(b.switch());
+    phases.extend(b.hook_phase(HookKind::PostSwitch));
+    if !gate_before {
+        phases.extend(b.promote());
+    }
     phases.extend([b.drain(), b.retire_old(), b.finish()]);
+    let phases = b.with_failure_hook(phases);
     b.plan(phases)
 }
 
@@ -40,19 +52,16 @@ pub(super) fn proxy_status_call(config: &Config) -> RemoteCall {
     .into()
 }
 
-/// The rollback plan: the deploy's phases without the upload (the slot keeps its release) and
-/// without the gate.
+/// The rollback plan: the deploy's phases without the upload (the slot keeps its release), the
+/// gate and the `pre_deploy` hook (nothing new is deployed).
 pub(super) fn rollback(config: &Config) -> Plan {
     let b = Builder::new(config, Action::Rollback);
-    let phases = vec![
-        b.prepare(),
-        b.start(),
-        b.verify(),
-        b.switch(),
-        b.drain(),
-        b.retire_old(),
-        b.finish(),
-    ];
+    let mut phases = vec![b.prepare(), b.start(), b.verify()];
+    phases.extend(b.hook_phase(HookKind::PreSwitch));
+    phases.push(b.switch());
+    phases.extend(b.hook_phase(HookKind::PostSwitch));
+    phases.extend([b.drain(), b.retire_old(), b.finish()]);
+    let phases = b.with_failure_hook(phases);
     b.plan(phases)
 }
 
@@ -188,18 +197,7 @@ impl<'a> Builder<'a> {
                     grace_secs: secs_ceil(self.c.stop.grace),
                     command: Word::lit(&command),
                     live_port: rt(RuntimeVar::LivePort),
-                    env: self
-                        .c
-                        .app_env
-                        .iter()
-                        .map(|(n, v)| (n.clone(), Word::lit(v)))
-                        .chain(
-                            self.c
-                                .secrets
-                                .iter()
-                                .map(|s| (s.name.clone(), s.value.clone())),
-                        )
-                        .collect(),
+                    env: self.app_env(),
                 };
                 let call = match self.action {
                     Action::Rollback => calls::Revive {
@@ -288,15 +286,73 @@ impl<'a> Builder<'a> {
     }
 
     /// With `jenkins.gate`, Jenkins' promotion gate. The gate itself is Jenkins' `input`: the phase
-    /// has no steps, only what a rejection undoes (the same as a failed switch).
+    /// has no steps, only what a rejection undoes: the same as a failed switch after the switch,
+    /// the same as a failed health check before it.
     fn promote(&self) -> Option<Phase> {
         self.c.jenkins.gate.map(|_| Phase {
             kind: PhaseKind::Promote,
             parallel: false,
             limit: None,
             steps: vec![],
-            on_failure: self.at_switch(),
+            on_failure: if self.c.jenkins.gate_before_switch {
+                self.before_switch()
+            } else {
+                self.at_switch()
+            },
         })
+    }
+
+    /// The phase of a configured `pre_deploy`, `pre_switch` or `post_switch` hook: once, or on
+    /// every app host (and `pre_switch` on the runner once for each app host's new instance).
+    /// What its failure undoes is what a failure at that point undoes.
+    fn hook_phase(&self, kind: HookKind) -> Option<Phase> {
+        let hook = self.c.hooks.get(kind)?;
+        let (phase, on_failure) = match kind {
+            HookKind::PreDeploy => (
+                PhaseKind::PreDeploy,
+                vec![self.audit("failed"), self.unlock()],
+            ),
+            HookKind::PreSwitch => (PhaseKind::PreSwitch, self.before_switch()),
+            HookKind::PostSwitch => (PhaseKind::PostSwitch, self.at_switch()),
+            HookKind::OnFailure => return None,
+        };
+        let each = matches!(
+            (kind, hook.on),
+            (_, HookOn::Servers) | (HookKind::PreSwitch, HookOn::Runner)
+        );
+        let steps: Vec<Step> = if each {
+            self.servers
+                .iter()
+                .map(|h| {
+                    let on = (hook.on == HookOn::Servers).then_some(h);
+                    self.hook_step(kind, hook, on.map(|h| h.id.as_str()), Some(h), None)
+                })
+                .collect()
+        } else {
+            let (on, about) = self.hook_place(hook.on);
+            vec![self.hook_step(kind, hook, on, about, None)]
+        };
+        Some(Phase {
+            kind: phase,
+            parallel: each,
+            limit: None,
+            steps,
+            on_failure,
+        })
+    }
+
+    /// With an `on_failure` hook: the phases, each but the first (which takes the lock and reads
+    /// the live slot: before it, nothing was changed) running the hook after its undo.
+    fn with_failure_hook(&self, mut phases: Vec<Phase>) -> Vec<Phase> {
+        let Some(hook) = self.c.hooks.on_failure.as_ref() else {
+            return phases;
+        };
+        let (on, about) = self.hook_place(hook.on);
+        for phase in phases.iter_mut().skip(1) {
+            let step = self.hook_step(HookKind::OnFailure, hook, on, about, Some(phase.kind));
+            phase.on_failure.push(step);
+        }
+        phases
     }
 
     /// Record the switch in the state file, then let the old slot finish its requests.
@@ -422,6 +478,101 @@ impl<'a> Builder<'a> {
     }
 
     // Steps.
+
+    /// Where a hook that runs once runs: the host id (None: the runner), and the app host it
+    /// concerns, if it runs on one.
+    fn hook_place(&self, on: HookOn) -> (Option<&str>, Option<&Host>) {
+        match on {
+            HookOn::Runner | HookOn::Servers => (None, None),
+            HookOn::Proxy => (Some(PROXY_ID), None),
+            HookOn::Server(i) => {
+                let h = &self.servers[i];
+                (Some(h.id.as_str()), Some(h))
+            }
+        }
+    }
+
+    /// A hook, run on `on` (None: the runner), against `instance`'s new instance if given, after
+    /// a failure in `failed` for `on_failure`. Its environment is the run's facts, then the app's.
+    fn hook_step(
+        &self,
+        kind: HookKind,
+        hook: &Hook,
+        on: Option<&str>,
+        instance: Option<&Host>,
+        failed: Option<PhaseKind>,
+    ) -> Step {
+        let c = self.c;
+        let mut env: Vec<(String, Word)> = vec![
+            ("BG_HOOK".into(), Word::lit(kind.name())),
+            ("BG_APP".into(), Word::lit(&c.app)),
+            ("BG_ACTION".into(), Word::lit(self.action.name())),
+        ];
+        for v in [
+            RuntimeVar::Release,
+            RuntimeVar::TargetSlot,
+            RuntimeVar::TargetPort,
+            RuntimeVar::LiveSlot,
+            RuntimeVar::LivePort,
+            RuntimeVar::Deployer,
+        ] {
+            env.push((v.shell_name().into(), rt(v)));
+        }
+        if let Some(h) = instance {
+            env.push(("BG_HOST".into(), h.app_address.clone()));
+            env.push((
+                "BG_URL".into(),
+                Word::lit("http://")
+                    .then(&h.app_address)
+                    .then_lit(":")
+                    .then_runtime(RuntimeVar::TargetPort),
+            ));
+        }
+        if let Some(p) = failed {
+            env.push(("BG_FAILED_PHASE".into(), Word::lit(p.name())));
+        }
+        env.extend(self.app_env());
+        let timeout_secs = secs_ceil(hook.timeout);
+        let dir = match on {
+            None => Word::lit("."),
+            Some(PROXY_ID) => Word::default(),
+            Some(_) => Word::lit(&c.deploy_dir),
+        };
+        Step::Hook(HookStep {
+            hook: kind,
+            on: on.map(str::to_string),
+            about: if on.is_none() {
+                instance.map(|h| h.id.clone())
+            } else {
+                None
+            },
+            command: hook.run.clone(),
+            timeout_secs,
+            call: calls::Hook {
+                dir,
+                timeout_secs,
+                command: Word::lit(&hook.run),
+                env: env.clone(),
+            }
+            .into(),
+            env,
+        })
+    }
+
+    /// The app's environment: `env:`, then the secrets (each the `${NAME}` of the runner's).
+    fn app_env(&self) -> Vec<(String, Word)> {
+        self.c
+            .app_env
+            .iter()
+            .map(|(n, v)| (n.clone(), Word::lit(v)))
+            .chain(
+                self.c
+                    .secrets
+                    .iter()
+                    .map(|s| (s.name.clone(), s.value.clone())),
+            )
+            .collect()
+    }
 
     fn on_proxy(&self, call: impl Into<RemoteCall>) -> RemoteStep {
         RemoteStep {

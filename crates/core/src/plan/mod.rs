@@ -5,7 +5,7 @@
 //! backend resolves them when it runs. How a plan is computed from the config is in `build.rs`: one
 //! builder per phase, shared by the deploy, rollback and retire plans.
 
-use crate::config::{Config, HostKeyPolicy, ProbeFrom, Slack, Slots, StartPart};
+use crate::config::{Config, HookKind, HostKeyPolicy, ProbeFrom, Slack, Slots, StartPart};
 use crate::remote::RemoteCall;
 use crate::word::Word;
 use serde::Serialize;
@@ -193,15 +193,22 @@ pub struct EnvRef {
 pub enum PhaseKind {
     /// Take the lock, read the live slot.
     Prepare,
+    /// The `pre_deploy` hook (migrations), once, before anything is uploaded.
+    PreDeploy,
     /// Copy the artifact to every host's idle slot.
     Upload,
     /// Start the new instances.
     Start,
     /// Wait until every new instance is healthy.
     Verify,
+    /// The `pre_switch` hook against every new instance, on its idle port (a smoke test).
+    PreSwitch,
     /// One switch of the proxy.
     Switch,
-    /// Jenkins' promotion gate: a person keeps the new version or rejects it (traffic goes back).
+    /// The `post_switch` hook, once traffic is on the new slot (a failure switches it back).
+    PostSwitch,
+    /// Jenkins' promotion gate: a person keeps the new version or rejects it (traffic goes back),
+    /// after the switch, or (`jenkins.gate_at: before_switch`) before it.
     Promote,
     /// Let the old slot finish in-flight requests.
     Drain,
@@ -216,10 +223,13 @@ impl PhaseKind {
     pub fn name(self) -> &'static str {
         match self {
             PhaseKind::Prepare => "prepare",
+            PhaseKind::PreDeploy => "pre_deploy",
             PhaseKind::Upload => "upload",
             PhaseKind::Start => "start",
             PhaseKind::Verify => "verify",
+            PhaseKind::PreSwitch => "pre_switch",
             PhaseKind::Switch => "switch",
+            PhaseKind::PostSwitch => "post_switch",
             PhaseKind::Promote => "promote",
             PhaseKind::Drain => "drain",
             PhaseKind::Retire => "retire",
@@ -231,10 +241,13 @@ impl PhaseKind {
     pub fn title(self) -> &'static str {
         match self {
             PhaseKind::Prepare => "Prepare",
+            PhaseKind::PreDeploy => "Pre-deploy",
             PhaseKind::Upload => "Upload",
             PhaseKind::Start => "Start",
             PhaseKind::Verify => "Verify",
+            PhaseKind::PreSwitch => "Pre-switch",
             PhaseKind::Switch => "Switch",
+            PhaseKind::PostSwitch => "Post-switch",
             PhaseKind::Promote => "Promote",
             PhaseKind::Drain => "Drain",
             PhaseKind::Retire => "Retire",
@@ -305,6 +318,8 @@ pub enum Step {
     Unlock(RemoteStep),
     /// Send a notification.
     Notify(NotifyStep),
+    /// Run a hook: on the runner or on a host.
+    Hook(HookStep),
 }
 
 /// A step that is one remote call.
@@ -405,6 +420,36 @@ pub struct RetainStep {
     pub seconds: u64,
 }
 
+/// A hook of the config, run by the library's `hook` (on a host, or by bash on the runner).
+#[derive(Debug, Clone, Serialize)]
+pub struct HookStep {
+    /// Which hook.
+    pub hook: HookKind,
+    /// The host it runs on; None: on the runner.
+    pub on: Option<String>,
+    /// The app host whose new instance it is run against, when it runs on the runner for each
+    /// (`pre_switch`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub about: Option<String>,
+    /// The command, as the config writes it.
+    pub command: String,
+    /// How long it may take, in seconds.
+    pub timeout_secs: u64,
+    /// What it gets in its environment: the run's facts (`BG_...`), then the app's `env:` and
+    /// secrets (a secret as the `${NAME}` of the runner's environment).
+    pub env: Vec<(String, Word)>,
+    /// The `hook` call that runs it: its directory, timeout, command, then the environment as
+    /// NAME VALUE pairs. On the runner, the directory is the working directory (`.`).
+    pub call: RemoteCall,
+}
+
+impl HookStep {
+    /// Where it runs, for messages: its host, or `runner`.
+    pub fn place(&self) -> &str {
+        self.on.as_deref().unwrap_or("runner")
+    }
+}
+
 /// A notification.
 #[derive(Debug, Clone, Serialize)]
 pub struct NotifyStep {
@@ -442,6 +487,7 @@ impl Step {
             Step::Health(s) => Some(&s.host),
             Step::Switch(s) => Some(&s.host),
             Step::Retain(s) => Some(&s.host),
+            Step::Hook(h) => h.on.as_deref().or(h.about.as_deref()),
             _ => None,
         }
     }
@@ -454,6 +500,7 @@ impl Step {
         match self {
             Step::Health(h) if h.from == ProbeFrom::Runner => None,
             Step::Retain(_) => None,
+            Step::Hook(h) => h.on.as_deref(),
             _ => self.host(),
         }
     }
@@ -477,6 +524,7 @@ impl Step {
             Step::Retain(_) => "retain",
             Step::Unlock(_) => "unlock",
             Step::Notify(_) => "notify",
+            Step::Hook(h) => h.hook.name(),
         }
     }
 }
@@ -711,6 +759,23 @@ pub fn describe(step: &Step) -> String {
         Step::Notify(n) => format!(
             "notify Slack {} (webhook from ${})",
             n.channel, n.webhook_env
+        ),
+        Step::Hook(h) => format!(
+            "{} hook on {}{}: `{}` (at most {}s; {})",
+            h.hook.name(),
+            h.place(),
+            h.about
+                .as_ref()
+                .map(|a| format!(" against {a}'s new instance"))
+                .unwrap_or_default(),
+            h.command,
+            h.timeout_secs,
+            h.env
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .filter(|n| n.starts_with("BG_"))
+                .collect::<Vec<_>>()
+                .join(" ")
         ),
     }
 }
@@ -985,5 +1050,184 @@ mod tests {
             start_command(&parts),
             "java -jar \"${BG_JAR}\" --server.port=\"${BG_PORT}\""
         );
+    }
+
+    const HOOKED: &str = "app: shop
+artifact: x.jar
+proxy: { host: 10.0.0.5, upstream_file: /etc/n.conf }
+servers: [ { host: 10.0.0.11 }, { host: 10.0.0.12, address: 192.168.0.12 } ]
+deploy_dir: /srv/shop
+env: { MODE: blue-green }
+secrets: [ DB_PASSWORD ]
+hooks:
+  pre_deploy: { run: ./migrate.sh, on: 10.0.0.12, timeout: 10m }
+  pre_switch: curl -fsS \"$BG_URL/smoke\"
+  post_switch: { run: ./tell, on: servers }
+  on_failure: ./page-someone
+";
+
+    fn kinds(plan: &Plan) -> Vec<&'static str> {
+        plan.phases.iter().map(|p| p.kind.name()).collect()
+    }
+
+    fn hooks_of(phase: &Phase) -> Vec<&HookStep> {
+        phase
+            .steps
+            .iter()
+            .chain(&phase.on_failure)
+            .filter_map(|s| match s {
+                Step::Hook(h) => Some(h),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hooks_are_phases_where_a_run_reaches_them() {
+        let c = Config::parse(HOOKED, "t.yaml").unwrap();
+        let plan = Plan::new(&c);
+        assert_eq!(
+            kinds(&plan),
+            [
+                "prepare",
+                "pre_deploy",
+                "upload",
+                "start",
+                "verify",
+                "pre_switch",
+                "switch",
+                "post_switch",
+                "drain",
+                "retire",
+                "finish"
+            ]
+        );
+        // A rollback deploys nothing new: no pre_deploy.
+        assert_eq!(
+            kinds(&Plan::rollback(&c)),
+            [
+                "prepare",
+                "start",
+                "verify",
+                "pre_switch",
+                "switch",
+                "post_switch",
+                "drain",
+                "retire",
+                "finish"
+            ]
+        );
+        // A retire has no hook at all.
+        assert!(Plan::retire(&c)
+            .phases
+            .iter()
+            .all(|p| hooks_of(p).is_empty()));
+        let phase = |name: &str| plan.phases.iter().find(|p| p.kind.name() == name).unwrap();
+
+        // pre_deploy: once, on the named app host, in the deploy directory; undone by the audit
+        // line and the unlock (nothing was uploaded or started).
+        let pre = hooks_of(phase("pre_deploy"));
+        assert_eq!(pre[0].on.as_deref(), Some("app2"));
+        assert_eq!(pre[0].call.func, crate::remote::RemoteFn::Hook);
+        assert_eq!(pre[0].call.args[0], Word::lit("/srv/shop"));
+        assert_eq!(pre[0].call.args[1], Word::lit("600"));
+        assert_eq!(pre[0].call.wait_secs, 605);
+        let undo: Vec<&str> = phase("pre_deploy")
+            .on_failure
+            .iter()
+            .map(Step::name)
+            .collect();
+        assert_eq!(undo, ["audit", "unlock", "on_failure"]);
+
+        // pre_switch on the runner: once per new instance, in parallel, each with its URL.
+        let ps = phase("pre_switch");
+        assert!(ps.parallel);
+        let steps: Vec<&HookStep> = ps
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::Hook(h) => h,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(steps.len(), 2);
+        assert!(steps.iter().all(|h| h.on.is_none()));
+        assert_eq!(steps[1].about.as_deref(), Some("app2"));
+        assert_eq!(ps.steps[1].host(), Some("app2"));
+        assert_eq!(ps.steps[1].calls_host(), None);
+        let url = &steps[1].env.iter().find(|(n, _)| n == "BG_URL").unwrap().1;
+        assert_eq!(url.to_string(), "http://192.168.0.12:${BG_TARGET_PORT}");
+        let undo: Vec<&str> = ps.on_failure.iter().map(Step::name).collect();
+        assert_eq!(undo, ["stop", "stop", "audit", "unlock", "on_failure"]);
+
+        // post_switch on every app host: a failure switches traffic back first.
+        let post = phase("post_switch");
+        assert!(post.parallel);
+        assert_eq!(post.steps[0].calls_host(), Some("app1"));
+        assert_eq!(post.on_failure[0].name(), "switch");
+
+        // on_failure: after every phase's undo but the first's, told which phase failed.
+        assert!(hooks_of(phase("prepare")).is_empty());
+        for p in &plan.phases[1..] {
+            let Some(Step::Hook(h)) = p.on_failure.last() else {
+                panic!("{} has no on_failure hook", p.kind.name())
+            };
+            assert_eq!(h.hook, HookKind::OnFailure);
+            assert!(h
+                .env
+                .contains(&("BG_FAILED_PHASE".into(), Word::lit(p.kind.name()))));
+        }
+
+        // Every hook gets the run's facts, then the app's environment; a secret by reference.
+        let env: Vec<&str> = pre[0].env.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            env,
+            [
+                "BG_HOOK",
+                "BG_APP",
+                "BG_ACTION",
+                "BG_RELEASE",
+                "BG_TARGET_SLOT",
+                "BG_TARGET_PORT",
+                "BG_LIVE_SLOT",
+                "BG_LIVE_PORT",
+                "BG_DEPLOYER",
+                "BG_HOST",
+                "BG_URL",
+                "MODE",
+                "DB_PASSWORD"
+            ]
+        );
+        assert_eq!(pre[0].env[12].1.to_string(), "${DB_PASSWORD}");
+        // The plan's JSON names the secret, never a value (it has none to show).
+        assert!(plan.to_json().contains("\"DB_PASSWORD\""));
+    }
+
+    #[test]
+    fn a_gate_before_the_switch_undoes_as_a_failed_health_check() {
+        let yaml = "app: shop
+artifact: x.jar
+proxy: { host: 10.0.0.5, upstream_file: /etc/n.conf }
+servers: [ { host: 10.0.0.11 } ]
+deploy_dir: /srv/shop
+jenkins: { gate: 15m, gate_at: before_switch }
+";
+        let plan = Plan::new(&Config::parse(yaml, "t.yaml").unwrap());
+        assert_eq!(
+            kinds(&plan),
+            [
+                "prepare", "upload", "start", "verify", "promote", "switch", "drain", "retire",
+                "finish"
+            ]
+        );
+        let promote = &plan.phases[4];
+        let undo: Vec<&str> = promote.on_failure.iter().map(Step::name).collect();
+        assert_eq!(undo, ["stop", "audit", "unlock"]);
+        // After the switch (the default), a rejection switches back first.
+        let plan = Plan::new(
+            &Config::parse(&yaml.replace(", gate_at: before_switch", ""), "t.yaml").unwrap(),
+        );
+        assert_eq!(kinds(&plan)[5], "promote");
+        assert_eq!(plan.phases[5].on_failure[0].name(), "switch");
     }
 }

@@ -702,3 +702,35 @@ mod tests {
         assert_eq!(probe(Some(Word::lit("UP"))).args[2], Word::lit("UP"));
     }
 }
+
+/// `hook`: runs a hook's command with `bash -c`, in a directory, for at most a while, with its
+/// environment. Sent to a host like any call; on the runner, bash runs the library's `hook`
+/// there with the environment in its own (see [`Hook::FIXED_ARGS`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    /// Where it runs (the home directory when this does not exist).
+    pub dir: Word,
+    /// How long it may take, in seconds; then SIGTERM, and SIGKILL [`HOOK_KILL_SECS`] later.
+    pub timeout_secs: u64,
+    /// The command, bash text.
+    pub command: Word,
+    /// Its environment, name and value.
+    pub env: Vec<(String, Word)>,
+}
+
+/// How long a hook has after its SIGTERM at its timeout, before SIGKILL.
+pub const HOOK_KILL_SECS: u64 = 5;
+
+impl Hook {
+    /// The arguments before the environment's NAME VALUE pairs.
+    pub const FIXED_ARGS: usize = 3;
+}
+
+impl From<Hook> for RemoteCall {
+    fn from(a: Hook) -> RemoteCall {
+        let wait = a.timeout_secs + HOOK_KILL_SECS;
+        let mut args = vec![a.dir, number(a.timeout_secs), a.command];
+        args.extend(Start::env_args(a.env));
+        RemoteCall::new(RemoteFn::Hook, args).waiting(wait)
+    }
+}

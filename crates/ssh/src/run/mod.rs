@@ -2,6 +2,7 @@
 //! another), clean-up on failure, interruption, and the lock's heartbeat. What each kind of step
 //! does is in [`steps`]; the Slack texts of success and failure are in [`notify`].
 
+mod hook;
 mod notify;
 mod steps;
 
@@ -372,11 +373,17 @@ impl Ctx<'_> {
         let rt = self.rt();
         let outcome = match kind {
             PhaseKind::Prepare => "nothing was changed; the lock is released".to_string(),
-            PhaseKind::Upload | PhaseKind::Start | PhaseKind::Verify => {
+            PhaseKind::PreDeploy => {
+                "nothing was uploaded or started; the lock is released".to_string()
+            }
+            PhaseKind::Upload
+            | PhaseKind::Start
+            | PhaseKind::Verify
+            | PhaseKind::PreSwitch => {
                 "the new instances are stopped, the lock is released, traffic was not touched"
                     .to_string()
             }
-            PhaseKind::Switch | PhaseKind::Promote => {
+            PhaseKind::Switch | PhaseKind::PostSwitch | PhaseKind::Promote => {
                 "the upstream is switched back where it had moved, the new instances are stopped, the lock is released"
                     .to_string()
             }
@@ -567,6 +574,7 @@ impl Ctx<'_> {
         if self.opts.verbose {
             let call = match step {
                 Step::Switch(s) => Some(&s.call),
+                Step::Hook(h) => Some(&h.call),
                 _ => step.remote().map(|s| &s.call),
             };
             if let Some(c) = call {
@@ -604,6 +612,7 @@ impl Ctx<'_> {
             Step::Drain(d) => self.drain(d, em),
             Step::Retain(r) => Ok(self.retain(r)),
             Step::Notify(n) => Ok(self.notify_success(n)),
+            Step::Hook(h) => self.hook(h, em),
         };
         match result {
             Ok(done) => {

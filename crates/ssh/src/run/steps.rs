@@ -46,7 +46,7 @@ impl Ctx<'_> {
 
     /// One remote call, whatever its exit status. With `show` and verbose on, the call line is
     /// reported first.
-    fn call_raw(
+    pub(super) fn call_raw(
         &self,
         host: &str,
         step: &str,
