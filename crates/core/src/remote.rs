@@ -511,7 +511,7 @@ mod tests {
         assert!(dir_line.starts_with("pre_switch in /"), "{out}");
         assert!(dir_line.ends_with(": a b\"c"), "{out}");
         assert!(out.contains("\napp.jar\n"), "{out}");
-        assert!(out.ends_with("hook ok\n"), "{out}");
+        assert!(out.ends_with(&format!("{}\n", calls::HOOK_DONE)), "{out}");
         // A directory that does not exist: the home directory.
         let (status, out, _) =
             run_library("HOME=\"$DIR\" bg_main hook /nonexistent/dir 5 'ls app.jar'");

@@ -143,7 +143,7 @@ pub enum Error {
     },
 
     /// A hook failed, or took longer than its timeout.
-    #[error("{host}: the {hook} hook {why}{}", output_suffix(output))]
+    #[error("{host}: the {hook} hook {why}{}", last_lines_suffix("output", output))]
     Hook {
         /// Where it ran: a host id, or `runner`.
         host: String,
@@ -190,7 +190,7 @@ pub enum Error {
     },
 
     /// A new instance exited while it was being health-checked.
-    #[error("{host}: {}{}", died(what, after), log_suffix(log))]
+    #[error("{host}: {}{}", died(what, after), last_lines_suffix("log", log))]
     Died {
         /// Host id.
         host: String,
@@ -306,22 +306,15 @@ impl Error {
     }
 }
 
-fn output_suffix(output: &str) -> String {
-    if output.trim().is_empty() {
+/// `; the last lines of its WHAT:` and `text` indented, or nothing when `text` is blank.
+fn last_lines_suffix(what: &str, text: &str) -> String {
+    if text.trim().is_empty() {
         String::new()
     } else {
         format!(
-            "; the last lines of its output:\n{}",
-            indent(output.trim_end())
+            "; the last lines of its {what}:\n{}",
+            indent(text.trim_end())
         )
-    }
-}
-
-fn log_suffix(log: &str) -> String {
-    if log.trim().is_empty() {
-        String::new()
-    } else {
-        format!("; the last lines of its log:\n{}", indent(log.trim_end()))
     }
 }
 

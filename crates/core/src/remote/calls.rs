@@ -718,6 +718,9 @@ pub struct Hook {
     pub env: Vec<(String, Word)>,
 }
 
+/// The line `hook` prints last when the hook succeeded (not part of the hook's own output).
+pub const HOOK_DONE: &str = "hook ok";
+
 /// How long a hook has after its SIGTERM at its timeout, before SIGKILL.
 pub const HOOK_KILL_SECS: u64 = 5;
 

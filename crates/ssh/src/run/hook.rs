@@ -31,7 +31,7 @@ impl Ctx<'_> {
             Some(on) => {
                 let out = self.call_raw(on, name, &h.call, em, false)?;
                 for line in out.stdout.lines() {
-                    if line != "hook ok" {
+                    if line != calls::HOOK_DONE {
                         show(line);
                     }
                 }
@@ -44,7 +44,7 @@ impl Ctx<'_> {
         }
         let why = last_line(&stderr);
         let why = why.strip_prefix("bluegreen: hook ").unwrap_or(&why);
-        let output: Vec<&str> = stdout.lines().filter(|l| *l != "hook ok").collect();
+        let output: Vec<&str> = stdout.lines().filter(|l| *l != calls::HOOK_DONE).collect();
         Err(Error::Hook {
             host: host.to_string(),
             hook: name.to_string(),
@@ -107,7 +107,7 @@ impl Ctx<'_> {
         if let Some(out) = child.stdout.take() {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
-                if line != "hook ok" {
+                if line != calls::HOOK_DONE {
                     show(&line);
                 }
                 stdout.push_str(&line);
