@@ -372,12 +372,134 @@ bg_proc_start() {
   printf '%s\n' "${20}"
 }
 
+# With `supervisor: systemd` a slot's instance is the unit named in SLOT_DIR/app.unit (an instance
+# of the template bluegreen-APP@.service): true, with BG_UNIT set, when the slot has one.
+bg_unit_of() {
+  BG_UNIT=""
+  [ -f "$1/app.unit" ] && IFS= read -r BG_UNIT <"$1/app.unit" && [ -n "$BG_UNIT" ]
+}
+
+# bg_unit_show UNIT: sets BG_MAINPID (0: no process), BG_ACTIVE (active, activating, failed,
+# inactive...), BG_RESTARTS (how often systemd restarted it since it was started) and BG_STATUS (the
+# main process's last exit status) from `systemctl show`.
+bg_unit_show() {
+  local line
+  BG_MAINPID=0 BG_ACTIVE=unknown BG_RESTARTS=0 BG_STATUS="" BG_ENABLED=""
+  while IFS= read -r line; do
+    case $line in
+      MainPID=*) BG_MAINPID=${line#*=} ;;
+      ActiveState=*) BG_ACTIVE=${line#*=} ;;
+      NRestarts=*) BG_RESTARTS=${line#*=} ;;
+      ExecMainStatus=*) BG_STATUS=${line#*=} ;;
+      UnitFileState=*) BG_ENABLED=${line#*=} ;;
+    esac
+  done < <(systemctl show -p MainPID -p ActiveState -p NRestarts -p ExecMainStatus -p UnitFileState -- "$1" 2>/dev/null)
+  case $BG_MAINPID in '' | *[!0-9]*) BG_MAINPID=0 ;; esac
+  case $BG_RESTARTS in '' | *[!0-9]*) BG_RESTARTS=0 ;; esac
+}
+
+# bg_systemctl ARGS...: systemctl as root: itself when this is root, through `sudo -n` otherwise
+# (choosing `supervisor: systemd` is what grants the deploy user that).
+bg_systemctl() {
+  bg_run "$(bg_sudo_unless_root)" systemctl "$@"
+}
+
+bg_sudo_unless_root() {
+  if [ "$(id -u)" = 0 ]; then echo no; else echo yes; fi
+}
+
+# unit_text APP BASE SIGNAL GRACE_SECS USER: the template unit bluegreen-APP@.service, one instance per
+# slot (%i: blue or green), its files in BASE/%i.
+bg_unit_text() {
+  local app=$1 base=$2 signal=${3#SIG} grace=$4 user=$5
+  cat <<UNIT
+# Managed by bluegreen for $app: one instance per slot (bluegreen-$app@blue, bluegreen-$app@green).
+# bluegreen rewrites this file when the config changes; edits are lost.
+[Unit]
+Description=$app, %i slot (bluegreen)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+User=$user
+WorkingDirectory=$base/%i
+EnvironmentFile=-$base/%i/app.env
+ExecStart=/bin/bash $base/%i/app.sh
+StandardInput=null
+StandardOutput=append:$base/%i/app.log
+StandardError=inherit
+KillSignal=SIG$signal
+TimeoutStopSec=$grace
+SuccessExitStatus=143
+Restart=on-failure
+RestartSec=1
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+}
+
+# unit_install APP BASE SIGNAL GRACE_SECS: writes /etc/systemd/system/bluegreen-APP@.service when it
+# is missing or differs, then reloads systemd; sets BG_UNIT_FILE.
+bg_unit_install() {
+  local app=$1 base=$2 text sudo
+  case $base in
+    /*) ;;
+    *) bg_die "the deploy directory '$base' is not an absolute path" ;;
+  esac
+  case $base in
+    *[!A-Za-z0-9/._+-]*) bg_die "the deploy directory '$base' has characters a systemd unit cannot hold as they are (supervisor: systemd allows letters, digits and / . _ + -)" ;;
+  esac
+  command -v systemctl >/dev/null 2>&1 || bg_die "supervisor: systemd, but this host has no systemctl"
+  [ -d /run/systemd/system ] || bg_die "supervisor: systemd, but systemd is not this host's init (no /run/systemd/system)"
+  sudo=$(bg_sudo_unless_root)
+  BG_UNIT_FILE=/etc/systemd/system/bluegreen-$app@.service
+  text=$(bg_unit_text "$app" "$base" "$3" "$4" "$(id -un)")
+  if [ "$(cat -- "$BG_UNIT_FILE" 2>/dev/null || true)" != "$text" ]; then
+    bg_put "$BG_UNIT_FILE" "$text"$'\n' "$sudo" || bg_die "could not write $BG_UNIT_FILE (sudo -n tee: does the deploy user have sudo?)"
+    bg_run "$sudo" chmod 644 -- "$BG_UNIT_FILE"
+    bg_systemctl daemon-reload || bg_die "systemctl daemon-reload failed"
+    echo "installed $BG_UNIT_FILE"
+  fi
+}
+
+# env_file FILE [NAME VALUE]...: the app's environment as a file only the deploy user reads, in the
+# one syntax both systemd's EnvironmentFile= and bash (`set -a; . FILE`) read the same way: NAME="VALUE"
+# with \ " $ ` escaped. Without NAME VALUE pairs, FILE is removed.
+bg_env_file() {
+  local file=$1 v
+  shift
+  if [ "$#" -eq 0 ]; then
+    rm -f -- "$file"
+    return 0
+  fi
+  (
+    umask 077
+    while [ "$#" -ge 2 ]; do
+      v=${2//\\/\\\\}
+      v=${v//\"/\\\"}
+      v=${v//\$/\\\$}
+      v=${v//\`/\\\`}
+      printf '%s="%s"\n' "$1" "$v"
+      shift 2
+    done >"$file.tmp"
+  )
+  mv -f -- "$file.tmp" "$file"
+}
+
 # The pid of the instance recorded in SLOT_DIR/app.pid (`PID START_TIME`), if it still runs: the
 # process with that pid and start time, or, once that process is gone, any process left in its
 # session (the kernel never gives a live session's id to a new process). So a recycled pid is never
 # taken for the instance, and an app that changes its working directory still is.
 bg_slot_pid() {
   local dir=$1 pid="" start="" now
+  if bg_unit_of "$dir"; then
+    bg_unit_show "$BG_UNIT"
+    [ "$BG_MAINPID" != 0 ] || return 1
+    echo "$BG_MAINPID"
+    return 0
+  fi
   [ -f "$dir/app.pid" ] || return 1
   read -r pid start _ <"$dir/app.pid" || [ -n "$pid" ] || return 1
   case "$pid" in '' | *[!0-9]*) return 1 ;; esac
@@ -402,7 +524,20 @@ bg_slot_pid() {
 # SIGNAL, up to GRACE_SECS, then SIGKILL; then waits until PORT is free.
 bg_stop() {
   local dir=$1 port=$2 signal=$3 grace=$4 pid
-  if ! pid=$(bg_slot_pid "$dir"); then
+  if bg_unit_of "$dir"; then
+    # systemd stops it as the unit says (the same signal and grace, then SIGKILL), and it no longer
+    # starts at boot. Whether it runs or not (a crashed instance may be waiting to be restarted),
+    # the unit is stopped.
+    bg_unit_show "$BG_UNIT"
+    pid=$BG_MAINPID
+    bg_systemctl disable --now --quiet -- "$BG_UNIT" || bg_die "systemctl could not stop $BG_UNIT"
+    rm -f -- "$dir/app.unit"
+    if [ "$pid" != 0 ]; then
+      echo "stopped $BG_UNIT (pid $pid) and disabled it"
+    else
+      echo "stopped $BG_UNIT (no process was running) and disabled it"
+    fi
+  elif ! pid=$(bg_slot_pid "$dir"); then
     # The process the file names is gone, or a live process with its pid is provably another.
     rm -f -- "$dir/app.pid"
     # Nothing of ours to wait for: whatever holds the port is not ours to stop.
@@ -436,17 +571,21 @@ bg_stop() {
   done
 }
 
-# start SLOT_DIR SLOT PORT HOST JAR_NAME SIGNAL GRACE_SECS COMMAND LIVE_PORT [NAME VALUE]...: starts the slot's
-# instance detached, after stopping an instance still running in that slot (one retained from an
-# earlier deploy). Never on LIVE_PORT, the port the proxy's upstream named when the deploy read it.
-# COMMAND is shell text that refers to "$BG_JAR", "$BG_PORT", "$BG_SLOT", "$BG_HOST" and "$BG_DIR".
-# The instance runs under a small shell that records its exit status in SLOT_DIR/app.exit.
+# start SLOT_DIR SLOT PORT HOST JAR_NAME SIGNAL GRACE_SECS COMMAND LIVE_PORT SUPERVISOR APP [NAME VALUE]...:
+# starts the slot's instance detached, after stopping an instance still running in that slot (one
+# retained from an earlier deploy). Never on LIVE_PORT, the port the proxy's upstream named when the
+# deploy read it. COMMAND is shell text that refers to "$BG_JAR", "$BG_PORT", "$BG_SLOT", "$BG_HOST"
+# and "$BG_DIR". SUPERVISOR `none`: the instance runs under a small shell that records its exit
+# status in SLOT_DIR/app.exit. SUPERVISOR `systemd`: it runs as bluegreen-APP@SLOT.service (see
+# bg_unit_text), enabled once it listens.
 bg_start() {
-  local dir=$1 slot=$2 port=$3 host=$4 jar=$5 signal=$6 grace=$7 command=$8 live_port=${9:-} pid start now
+  local dir=$1 slot=$2 port=$3 host=$4 jar=$5 signal=$6 grace=$7 command=$8 live_port=${9:-} \
+    supervisor=${10:-none} app=${11:-} pid start now
   if [ -n "$live_port" ] && [ "$port" = "$live_port" ]; then
     bg_die "not starting $slot on port $port: the proxy's upstream sends traffic to that port"
   fi
-  if bg_slot_pid "$dir" >/dev/null; then
+  # A unit counts even when no process runs: one that systemd is about to restart.
+  if bg_unit_of "$dir" || bg_slot_pid "$dir" >/dev/null; then
     echo "slot $slot is still occupied: stopping it first"
     bg_stop "$dir" "$port" "$signal" "$grace"
   fi
@@ -459,20 +598,13 @@ bg_start() {
   bg_utc now
   printf '\n--- %s starting %s on port %s\n' "$now" "$slot" "$port" >>"$dir/app.log"
   rm -f -- "$dir/app.exit"
-  # The app's environment (NAME VALUE pairs after the nine arguments): a file only the deploy user
-  # reads, which the instance's shell sources; values never go on a command line.
-  shift "$(($# < 9 ? $# : 9))"
-  if [ "$#" -gt 0 ]; then
-    (
-      umask 077
-      while [ "$#" -ge 2 ]; do
-        printf 'export %s=%q\n' "$1" "$2"
-        shift 2
-      done >"$dir/app.env.tmp"
-    )
-    mv -f -- "$dir/app.env.tmp" "$dir/app.env"
-  elif [ -e "$dir/app.env" ]; then
-    rm -f -- "$dir/app.env"
+  # The app's environment (NAME VALUE pairs after the eleven arguments): a file only the deploy user
+  # reads, which systemd or the instance's shell reads; values never go on a command line.
+  shift "$(($# < 11 ? $# : 11))"
+  bg_env_file "$dir/app.env" "$@"
+  if [ "$supervisor" = systemd ]; then
+    bg_start_unit "$dir" "$slot" "$port" "$signal" "$grace" "$command" "$app"
+    return
   fi
   # The instance inherits no descriptor of this shell's but its standard ones.
   if [ -n "${BG_SLEEP_FD:-}" ] && [ "$BG_SLEEP_FD" != none ]; then
@@ -480,7 +612,7 @@ bg_start() {
     BG_SLEEP_FD=""
   fi
   # shellcheck disable=SC2016
-  setsid bash -c 'if [ -f "$3" ]; then . "$3"; fi; bash -c "$1"; echo "$?" >"$2"' "bluegreen-$slot" \
+  setsid bash -c 'if [ -f "$3" ]; then set -a && . "$3" && set +a; fi; bash -c "$1"; echo "$?" >"$2"' "bluegreen-$slot" \
     "$command" "$dir/app.exit" "$dir/app.env" </dev/null >>"$dir/app.log" 2>&1 &
   pid=$!
   start=$(bg_proc_start "$pid") || start=""
@@ -501,10 +633,51 @@ bg_start() {
   echo "started $slot on port $port as pid $pid"
 }
 
-# Fails saying that the slot's instance has exited WHEN, with its exit status and its log's last lines.
+# The systemd half of bg_start (in the slot's directory, its environment file written): the
+# template unit installed or brought up to date, SLOT_DIR/app.sh (what the unit runs: the start
+# command with the BG_ variables), then the unit started and, once it listens, enabled.
+bg_start_unit() {
+  local dir=$1 slot=$2 port=$3 command=$6 app=$7 unit
+  bg_unit_install "$app" "${PWD%/*}" "$4" "$5"
+  [ "${PWD##*/}" = "$slot" ] || bg_die "the $slot slot's directory $PWD is not named $slot (supervisor: systemd names the unit's directory after the slot)"
+  unit=bluegreen-$app@$slot.service
+  (
+    umask 077
+    printf '# Written by bluegreen: what %s runs.\n' "$unit"
+    printf 'export BG_JAR=%q BG_PORT=%q BG_SLOT=%q BG_HOST=%q BG_DIR=%q\n' "$BG_JAR" "$BG_PORT" "$BG_SLOT" "$BG_HOST" "$BG_DIR"
+    printf 'cd -- %q\n' "$PWD"
+    printf 'exec bash -c %q\n' "$command"
+  ) >"$dir/app.sh.tmp"
+  mv -f -- "$dir/app.sh.tmp" "$dir/app.sh"
+  printf '%s\n' "$unit" >"$dir/app.unit"
+  bg_systemctl reset-failed -- "$unit" 2>/dev/null || true
+  bg_systemctl start -- "$unit" || bg_exited "$dir" "$slot" "as soon as systemd started it"
+  BG_NAPPED=0
+  while ! bg_port_busy "$port"; do
+    bg_unit_show "$unit"
+    if [ "$BG_RESTARTS" -gt 0 ] || [ "$BG_ACTIVE" = failed ] || [ "$BG_ACTIVE" = inactive ]; then
+      bg_exited "$dir" "$slot" "right after it started"
+    fi
+    [ "$BG_NAPPED" -ge "$BG_START_WAIT_MS" ] && break
+    bg_nap
+  done
+  bg_systemctl enable --quiet -- "$unit" || bg_die "systemctl could not enable $unit"
+  bg_unit_show "$unit"
+  echo "started $slot on port $port as pid $BG_MAINPID ($unit, enabled)"
+}
+
+# Fails saying that the slot's instance has exited WHEN, with its exit status and its log's last
+# lines. A systemd unit is stopped and disabled first, so that systemd does not start it again.
 bg_exited() {
   local dir=$1 code
-  code=$(cat -- "$dir/app.exit" 2>/dev/null || true)
+  if bg_unit_of "$dir"; then
+    bg_unit_show "$BG_UNIT"
+    code=$BG_STATUS
+    bg_systemctl disable --now --quiet -- "$BG_UNIT" 2>/dev/null || true
+    rm -f -- "$dir/app.unit"
+  else
+    code=$(cat -- "$dir/app.exit" 2>/dev/null || true)
+  fi
   rm -f -- "$dir/app.pid"
   tail -n 10 -- "$dir/app.log" >&2 || true
   bg_die "the $2 instance exited $3 with status ${code:-unknown} (log: $dir/app.log)"
@@ -514,6 +687,12 @@ bg_exited() {
 # instance is no longer running (a new instance that died while it was health-checked).
 bg_alive() {
   local pid
+  if bg_unit_of "$1"; then
+    bg_unit_show "$BG_UNIT"
+    if [ "$BG_RESTARTS" -gt 0 ]; then
+      bg_exited "$1" "$2" "while it was health-checked (systemd had restarted it: $BG_RESTARTS restarts)"
+    fi
+  fi
   if pid=$(bg_slot_pid "$1"); then
     echo "alive $pid"
   else
@@ -739,12 +918,12 @@ bg_reconcile() {
   fi
 }
 
-# revive SLOT_DIR SLOT PORT HOST JAR_NAME SIGNAL GRACE_SECS COMMAND LIVE_PORT RELEASE [NAME VALUE]...: for a rollback, makes
+# revive SLOT_DIR SLOT PORT HOST JAR_NAME SIGNAL GRACE_SECS COMMAND LIVE_PORT SUPERVISOR APP RELEASE [NAME VALUE]...: for a rollback, makes
 # sure the slot's instance of RELEASE runs: kept as it is when still running (retained), restarted
 # from the jar kept in its directory otherwise. Refuses when the slot holds another release (a later
 # deploy into it failed or was rejected): that is nothing safe to go back to.
 bg_revive() {
-  local dir=$1 slot=$2 jar=$5 want=${10} have="" pid
+  local dir=$1 slot=$2 jar=$5 want=${12} have="" pid
   [ -f "$dir/release" ] && have=$(cat -- "$dir/release")
   if [ "$have" != "$want" ]; then
     bg_die "the $slot slot holds release '${have:-none}', not the previous release '$want' (a later deploy into it failed or was rejected): nothing safe to roll back to"
@@ -754,7 +933,7 @@ bg_revive() {
     return 0
   fi
   [ -f "$dir/$jar" ] || bg_die "no release kept in $dir: nothing to roll back to"
-  bg_start "${@:1:9}" "${@:11}"
+  bg_start "${@:1:11}" "${@:13}"
 }
 
 # release STATE_DIR: prints the release that was live before the last switch (from the state file).
@@ -815,6 +994,10 @@ bg_hoststatus() {
     fi
     if bg_port_busy "$port"; then printf '%s.port_open=yes\n' "$slot"; else printf '%s.port_open=no\n' "$slot"; fi
     printf '%s.release=%s\n' "$slot" "$(cat -- "$dir/release" 2>/dev/null || true)"
+    if bg_unit_of "$dir"; then
+      bg_unit_show "$BG_UNIT"
+      printf '%s.unit=%s\n%s.unit_enabled=%s\n%s.restarts=%s\n' "$slot" "$BG_UNIT" "$slot" "$BG_ENABLED" "$slot" "$BG_RESTARTS"
+    fi
   done
 }
 
@@ -1170,7 +1353,7 @@ bg_remote() {
   {
     printf '%s\n' "$BG_LIB"
     printf '%s\n' "$line"
-  } | bg_ssh "$id" "bash -c 'eval \"\$(head -c 37470)\" && { IFS= read -r -d \"\" c || true; eval \"\$c\"; }'"
+  } | bg_ssh "$id" "bash -c 'eval \"\$(head -c 45010)\" && { IFS= read -r -d \"\" c || true; eval \"\$c\"; }'"
 }
 
 # bg_shell_open HOST: opens a shell on HOST that serves this phase's calls to it one after another,
@@ -1185,7 +1368,7 @@ bg_shell_open() {
   BG_SHELL_ERR[$id]=$base.err
   rm -f -- "$base.in" "$base.out"
   mkfifo -m 600 -- "$base.in" "$base.out"
-  bg_ssh "$id" "bash -c 'eval \"\$(head -c 37470)\" && bg_serve'" <"$base.in" >"$base.out" 2>"$base.err" &
+  bg_ssh "$id" "bash -c 'eval \"\$(head -c 45010)\" && bg_serve'" <"$base.in" >"$base.out" 2>"$base.err" &
   exec {fd}>"$base.in"
   BG_SHELL_IN[$id]=$fd
   exec {fd}<"$base.out"
@@ -1657,7 +1840,7 @@ bg_deploy_start() {
   local id=$1
   bg_at $((4 + BG_INDEX[$id]))
   bg_shell_open "$id"
-  bg_on "$id" start "/srv/billing/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "127.0.0.1" "billing.jar" "TERM" "30" "java -jar \"\${BG_JAR}\" --port=\"\${BG_PORT}\"" "${BG_LIVE_PORT}"
+  bg_on "$id" start "/srv/billing/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "127.0.0.1" "billing.jar" "TERM" "30" "java -jar \"\${BG_JAR}\" --port=\"\${BG_PORT}\"" "${BG_LIVE_PORT}" "none" "billing"
 }
 
 bg_deploy_phase_start() {
@@ -1732,7 +1915,7 @@ bg_rollback_start() {
   local id=$1
   bg_at $((4 + BG_INDEX[$id]))
   bg_shell_open "$id"
-  bg_on "$id" revive "/srv/billing/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "127.0.0.1" "billing.jar" "TERM" "30" "java -jar \"\${BG_JAR}\" --port=\"\${BG_PORT}\"" "${BG_LIVE_PORT}" "${BG_RELEASE}"
+  bg_on "$id" revive "/srv/billing/${BG_TARGET_SLOT}" "${BG_TARGET_SLOT}" "${BG_TARGET_PORT}" "127.0.0.1" "billing.jar" "TERM" "30" "java -jar \"\${BG_JAR}\" --port=\"\${BG_PORT}\"" "${BG_LIVE_PORT}" "none" "billing" "${BG_RELEASE}"
 }
 
 bg_rollback_phase_start() {

@@ -42,7 +42,7 @@ fn base_configs_are_valid() {
 fn unknown_key_suggests_the_right_one() {
     check(
         &format!("{BASE}helth:\n  path: /x\n"),
-        "error: bluegreen.yaml:9:1: unknown field `helth`, expected one of `app`, `artifact`, `ssh`, `proxy`, `servers`, `slots`, `deploy_dir`, `start`, `health`, `drain`, `stop`, `retain`, `slack`, `jenkins`, `lock`, `max_parallel`, `env`, `secrets`, `hooks`\n  hint: did you mean `health`?\n",
+        "error: bluegreen.yaml:9:1: unknown field `helth`, expected one of `app`, `artifact`, `ssh`, `proxy`, `servers`, `slots`, `deploy_dir`, `start`, `health`, `drain`, `stop`, `retain`, `slack`, `jenkins`, `lock`, `max_parallel`, `env`, `secrets`, `hooks`, `supervisor`\n  hint: did you mean `health`?\n",
     );
 }
 
@@ -482,5 +482,13 @@ fn a_gate_before_the_switch_needs_a_gate() {
     check(
         &format!("{BASE}jenkins:\n  gate: 15m\n  gate_at: later\n"),
         "error: bluegreen.yaml: jenkins.gate_at: `later` is not a place for the gate\n  hint: use `before_switch` (people look at the new instances on their idle ports, then proceed to switch) or `after_switch` (the default: the new version serves traffic while people decide)\n",
+    );
+}
+
+#[test]
+fn a_supervisor_bluegreen_does_not_know_is_refused() {
+    check(
+        &format!("{BASE}supervisor: runit\n"),
+        "error: bluegreen.yaml: supervisor: `runit` is not a supervisor bluegreen knows\n  hint: use `systemd` (a unit per slot: restarted when it fails, the live slot started at boot) or `none` (the default: started detached, nothing restarts it)\n",
     );
 }

@@ -10,6 +10,7 @@ packages=(
   libssl-dev pkg-config gcc libc6-dev make             # ssh2 builds libssh2 (C) and links OpenSSL
   passwd mount hostname                                # the testbed's useradd, mount, hostname
   groff-base                                           # nroff reads the generated man page
+  debootstrap debian-archive-keyring gpgv systemd-container  # the systemd test host (tests/systemd)
 )
 if [ "$(id -u)" -ne 0 ]; then
   echo "tests/deps.sh: run as root (it installs Debian packages: ${packages[*]})" >&2

@@ -14,6 +14,8 @@
 //! - `real_hosts`: hosts as production has them: upstream files written by people, apps that change
 //!   directory, symlinked deploy dirs, recycled pids, instances that die booting, a cut link mid-call,
 //!   `~/` paths and defaults, 32 app hosts (testbed).
+//! - `supervisor`: `supervisor: systemd` on a host that runs systemd as its init: units per slot,
+//!   enabled and disabled, a killed instance restarted, the live slot back after a reboot (testbed).
 //! - `newcomer`: `init`, shell completions, the man page.
 //! - `hostile`: values with quotes, `$()`, backticks, newlines ... are rejected or rendered inert.
 //!
@@ -39,5 +41,6 @@ mod real_hosts;
 mod render;
 mod scale;
 mod script_calls;
+mod supervisor;
 mod testbed;
 mod util;

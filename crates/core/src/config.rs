@@ -64,6 +64,31 @@ pub struct Config {
     pub secrets: Vec<Secret>,
     /// Commands run at fixed points of a deploy and a rollback (`hooks:`).
     pub hooks: Hooks,
+    /// What keeps the instances running between deploys (`supervisor:`).
+    pub supervisor: Supervisor,
+}
+
+/// What runs a slot's instance (`supervisor:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Supervisor {
+    /// bluegreen starts it detached and keeps its pid: nothing restarts it if it dies, and it does
+    /// not come back after the host restarts.
+    #[default]
+    None,
+    /// A systemd unit per slot (the template `bluegreen-<app>@.service`): restarted when it
+    /// fails, the live slot started at boot.
+    Systemd,
+}
+
+impl Supervisor {
+    /// Its value in the config, and what the remote library's `start` is told.
+    pub fn name(self) -> &'static str {
+        match self {
+            Supervisor::None => "none",
+            Supervisor::Systemd => "systemd",
+        }
+    }
 }
 
 /// The default time a hook may take before it is stopped.
@@ -451,6 +476,7 @@ mod raw {
         pub secrets: Option<Vec<Secret>>,
         #[serde(default)]
         pub hooks: Hooks,
+        pub supervisor: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -1349,6 +1375,17 @@ fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
             Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
             None => None,
         };
+    let supervisor = match r.supervisor.as_deref() {
+        None | Some("none") => Supervisor::None,
+        Some("systemd") => Supervisor::Systemd,
+        Some(other) => {
+            return Err(c.fail_hint(
+                "supervisor",
+                format!("`{other}` is not a supervisor bluegreen knows"),
+                "use `systemd` (a unit per slot: restarted when it fails, the live slot started at boot) or `none` (the default: started detached, nothing restarts it)",
+            ))
+        }
+    };
     let j = r.jenkins;
     let branch = j.branch.unwrap_or_else(|| "main".into());
     c.name("jenkins.branch", &branch, &['/'])?;
@@ -1482,6 +1519,7 @@ fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
         app_env,
         secrets,
         hooks,
+        supervisor,
     })
 }
 

@@ -197,6 +197,8 @@ impl<'a> Builder<'a> {
                     grace_secs: secs_ceil(self.c.stop.grace),
                     command: Word::lit(&command),
                     live_port: rt(RuntimeVar::LivePort),
+                    supervisor: Word::lit(self.c.supervisor.name()),
+                    app: Word::lit(&self.c.app),
                     env: self.app_env(),
                 };
                 let call = match self.action {

@@ -269,6 +269,10 @@ pub struct Start {
     pub command: Word,
     /// The port the proxy sent traffic to when the run began: never started on.
     pub live_port: Word,
+    /// What runs the instance: `none` or `systemd`.
+    pub supervisor: Word,
+    /// The app's name (the systemd unit is `bluegreen-<app>@<slot>.service`).
+    pub app: Word,
     /// The app's environment, name and value (a secret's value is a `${NAME}` of the runner's
     /// environment): written to the slot's `app.env` (mode 0600), which the instance's shell reads.
     pub env: Vec<(String, Word)>,
@@ -295,6 +299,8 @@ impl Start {
             number(self.grace_secs),
             self.command,
             self.live_port,
+            self.supervisor,
+            self.app,
         ];
         (fixed, self.env)
     }
@@ -667,6 +673,8 @@ mod tests {
             grace_secs: 5,
             command: Word::lit("java -jar \"${BG_JAR}\""),
             live_port: Word::lit("8081"),
+            supervisor: Word::lit("systemd"),
+            app: Word::lit("a"),
             env: vec![("MODE".into(), Word::lit("prod"))],
         };
         let started = RemoteCall::from(start.clone());
@@ -675,13 +683,14 @@ mod tests {
             release: Word::lit("abc"),
         });
         assert_eq!(revived.func, RemoteFn::Revive);
-        // start's nine, the release, then the environment's names and values.
-        assert_eq!(started.args.len(), 11);
+        // start's eleven, the release, then the environment's names and values.
+        assert_eq!(started.args.len(), 13);
         assert_eq!(revived.args.len(), started.args.len() + 1);
-        assert_eq!(revived.args[..9], started.args[..9]);
-        assert_eq!(revived.args[9], Word::lit("abc"));
-        assert_eq!(revived.args[10..], started.args[9..]);
-        assert_eq!(started.args[9..], [Word::lit("MODE"), Word::lit("prod")]);
+        assert_eq!(revived.args[..11], started.args[..11]);
+        assert_eq!(revived.args[11], Word::lit("abc"));
+        assert_eq!(revived.args[12..], started.args[11..]);
+        assert_eq!(started.args[9..11], [Word::lit("systemd"), Word::lit("a")]);
+        assert_eq!(started.args[11..], [Word::lit("MODE"), Word::lit("prod")]);
         assert_eq!(revived.wait_secs, started.wait_secs);
         assert_eq!(started.wait_secs, 5 + PORT_FREE_WAIT_SECS);
     }

@@ -32,6 +32,19 @@ pub struct SlotStatus {
     pub release: String,
     /// The health probe from the runner: None when not probed (nothing running), else its result.
     pub health: Option<Result<(), String>>,
+    /// With `supervisor: systemd`, the slot's unit.
+    pub unit: Option<UnitStatus>,
+}
+
+/// A slot's systemd unit, as `systemctl show` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitStatus {
+    /// `bluegreen-<app>@<slot>.service`.
+    pub name: String,
+    /// `enabled` (started at boot), `disabled`, ...
+    pub enabled: String,
+    /// How often systemd restarted it since it was started.
+    pub restarts: u64,
 }
 
 /// An app host.
@@ -123,6 +136,11 @@ impl StatusReport {
                             "release": s.release,
                             "healthy": s.health.as_ref().map(Result::is_ok),
                             "health": health_words(&s.health),
+                            "unit": s.unit.as_ref().map(|u| json!({
+                                "name": u.name,
+                                "enabled": u.enabled,
+                                "restarts": u.restarts,
+                            })),
                         })
                     })
                     .collect();
@@ -214,6 +232,19 @@ impl fmt::Display for StatusReport {
                     },
                     health_words(&s.health)
                 )?;
+                if let Some(u) = &s.unit {
+                    writeln!(
+                        f,
+                        "         systemd {} {}{}",
+                        u.name,
+                        u.enabled,
+                        match u.restarts {
+                            0 => String::new(),
+                            1 => ", restarted once".into(),
+                            n => format!(", restarted {n} times"),
+                        }
+                    )?;
+                }
             }
         }
         for n in &self.notes {
@@ -333,6 +364,13 @@ pub fn status(config: &Config, opts: &ExecOptions) -> Result<StatusReport, Error
                         port_open: g("port_open") == "yes",
                         release: g("release"),
                         health: None,
+                        unit: Some(g("unit"))
+                            .filter(|u| !u.is_empty())
+                            .map(|name| UnitStatus {
+                                name,
+                                enabled: g("unit_enabled"),
+                                restarts: g("restarts").parse().unwrap_or(0),
+                            }),
                     });
                 }
             }
@@ -457,6 +495,12 @@ fn judge(r: &mut StatusReport, config: &Config) {
                     r.drift.push(format!(
                         "{}: the live slot {} is unhealthy: {m}",
                         h.id, s.slot
+                    ));
+                }
+                if let Some(u) = s.unit.as_ref().filter(|u| u.enabled != "enabled") {
+                    r.drift.push(format!(
+                        "{}: the live slot's unit {} is {}, not enabled: it will not start when the host boots (the next deploy enables it; by hand: sudo systemctl enable {})",
+                        h.id, u.name, if u.enabled.is_empty() { "unknown" } else { &u.enabled }, u.name
                     ));
                 }
                 live_releases.push((h.id.clone(), s.release.clone()));
