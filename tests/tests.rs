@@ -14,6 +14,7 @@
 //! - `real_hosts`: hosts as production has them: upstream files written by people, apps that change
 //!   directory, symlinked deploy dirs, recycled pids, instances that die booting, a cut link mid-call,
 //!   `~/` paths and defaults, 32 app hosts (testbed).
+//! - `releases`: `keep_releases`, `bluegreen releases`, `rollback --to` by sha prefix and by time (testbed).
 //! - `supervisor`: `supervisor: systemd` on a host that runs systemd as its init: units per slot,
 //!   enabled and disabled, a killed instance restarted, the live slot back after a reboot (testbed).
 //! - `newcomer`: `init`, shell completions, the man page.
@@ -38,6 +39,7 @@ mod jenkins;
 mod newcomer;
 mod operations;
 mod real_hosts;
+mod releases;
 mod render;
 mod scale;
 mod script_calls;

@@ -24,6 +24,18 @@ pub(crate) struct RunArgs {
     lock_wait: Option<Duration>,
 }
 
+/// Options of `rollback`.
+#[derive(Args)]
+pub(crate) struct RollbackArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Go back to this release instead of the previous one: a prefix of its sha256 (4 characters
+    /// at least) or the start of the time of its deploy (`bluegreen releases`, `history`), started
+    /// in the idle slot from the release kept on each host.
+    #[arg(long, value_name = "RELEASE")]
+    to: Option<String>,
+}
+
 /// Options of `retire`.
 #[derive(Args)]
 pub(crate) struct RetireArgs {
@@ -66,6 +78,45 @@ fn load(config_path: &Path, action: Action) -> Result<Config, Failure> {
     Ok(config)
 }
 
+/// `rollback [--to RELEASE]`.
+pub(crate) fn rollback(config_path: &Path, args: &RollbackArgs) -> Result<(), Failure> {
+    let Some(to) = &args.to else {
+        return run(config_path, Action::Rollback, &args.run);
+    };
+    let hex = to.len() >= 4 && to.chars().all(|c| c.is_ascii_hexdigit());
+    let time = to.len() >= 4
+        && to.starts_with(|c: char| c.is_ascii_digit())
+        && to.chars().all(|c| c.is_ascii_digit() || "-T:Z".contains(c));
+    if !hex && !time {
+        return Err(Failure::Input(format!(
+            "rollback --to: `{to}` is neither a release (4 or more hex digits of its sha256) nor the start of a deploy time (2026-12-02T13:30)\n  hint: `bluegreen releases` lists the kept releases"
+        )));
+    }
+    let config = load(config_path, Action::Rollback)?;
+    let to = if hex {
+        to.to_ascii_lowercase()
+    } else {
+        to.clone()
+    };
+    execute(
+        &Plan::rollback_to(&config, &to),
+        Action::Rollback,
+        &args.run,
+    )
+}
+
+/// `releases [--json]`.
+pub(crate) fn releases(config_path: &Path, json: bool) -> Result<(), Failure> {
+    let config = load(config_path, Action::Retire)?;
+    let report = ops::releases(&config, &ExecOptions::default())?;
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        println!("{report}");
+    }
+    Ok(())
+}
+
 /// `exec`, `rollback`, `retire`.
 pub(crate) fn run(config_path: &Path, action: Action, args: &RunArgs) -> Result<(), Failure> {
     let config = load(config_path, action)?;
@@ -74,7 +125,11 @@ pub(crate) fn run(config_path: &Path, action: Action, args: &RunArgs) -> Result<
         Action::Rollback => Plan::rollback(&config),
         Action::Retire => Plan::retire(&config),
     };
+    execute(&plan, action, args)
+}
 
+/// Runs a plan, printing its progress; Ctrl-C undoes what it started.
+fn execute(plan: &Plan, action: Action, args: &RunArgs) -> Result<(), Failure> {
     // Ctrl-C sets a flag the backend checks between steps and while polling: before the switch it
     // stops the new instances and leaves traffic where it was. A second Ctrl-C exits at once.
     let interrupt = Arc::new(AtomicBool::new(false));
@@ -95,7 +150,7 @@ pub(crate) fn run(config_path: &Path, action: Action, args: &RunArgs) -> Result<
         lock_wait: args.lock_wait.unwrap_or(Duration::ZERO),
         ..ExecOptions::default()
     };
-    let summary = bluegreen_ssh::run(&plan, &opts, &mut |event| {
+    let summary = bluegreen_ssh::run(plan, &opts, &mut |event| {
         // A line when a step ends; a started line only when it carries the remote command (-v).
         if event.status != Status::Started || event.command.is_some() {
             eprintln!("{event}");

@@ -51,8 +51,14 @@ enum Command {
     /// Run the plan over SSH: deploy the artifact.
     Exec(exec::RunArgs),
     /// Put traffic back on the previous slot: kept running (retained) or restarted from its kept
-    /// release, health-checked, then switched to.
-    Rollback(exec::RunArgs),
+    /// release, health-checked, then switched to. With --to, an older release kept on the hosts.
+    Rollback(exec::RollbackArgs),
+    /// The releases kept on the app hosts (`keep_releases`), newest first, with their last deploy.
+    Releases {
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop the previous slot kept running for the rollback window (`retain`).
     Retire(exec::RetireArgs),
     /// Show the live slot, every slot on every host, the state file and the lock; exit 1 on drift.
@@ -241,7 +247,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Exec(args) => exec::run(&cli.config, Action::Deploy, &args)?,
-        Command::Rollback(args) => exec::run(&cli.config, Action::Rollback, &args)?,
+        Command::Rollback(args) => exec::rollback(&cli.config, &args)?,
+        Command::Releases { json } => exec::releases(&cli.config, json)?,
         Command::Retire(args) => exec::retire(&cli.config, &args)?,
         Command::Status { json, fix } => exec::status(&cli.config, json, fix)?,
         Command::Lock {

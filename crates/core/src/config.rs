@@ -66,6 +66,8 @@ pub struct Config {
     pub hooks: Hooks,
     /// What keeps the instances running between deploys (`supervisor:`).
     pub supervisor: Supervisor,
+    /// How many releases each app host keeps for `rollback --to` (`keep_releases`).
+    pub keep_releases: u64,
 }
 
 /// What runs a slot's instance (`supervisor:`).
@@ -90,6 +92,10 @@ impl Supervisor {
         }
     }
 }
+
+/// How many releases an app host keeps by default (as Capistrano's `keep_releases` and Kamal's
+/// retained containers).
+pub const KEEP_RELEASES: u64 = 5;
 
 /// The default time a hook may take before it is stopped.
 pub const HOOK_TIMEOUT: Duration = Duration::from_secs(5 * 60);
@@ -477,6 +483,7 @@ mod raw {
         #[serde(default)]
         pub hooks: Hooks,
         pub supervisor: Option<String>,
+        pub keep_releases: Option<u64>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -1520,6 +1527,7 @@ fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
         secrets,
         hooks,
         supervisor,
+        keep_releases: r.keep_releases.unwrap_or(KEEP_RELEASES),
     })
 }
 

@@ -180,6 +180,10 @@ remote_functions! {
     Audit = "audit",
     /// Print the last lines of the audit log.
     History = "history",
+    /// List an app host's kept releases.
+    Releases = "releases",
+    /// Stop (or retain) the old slot and keep the live release, once a switch is final.
+    Retire = "retire",
     /// Print both slots' status on an app host.
     HostStatus = "hoststatus",
     /// Print the proxy's upstream slot, state file and lock.

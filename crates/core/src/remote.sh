@@ -325,6 +325,74 @@ bg_install() {
   echo "installed $dir/$jar ($want)"
 }
 
+# keep DEPLOY_DIR FILE SHA256 KEEP: once a switch to release SHA256 is final, DEPLOY_DIR/releases/SHA256
+# becomes FILE (a hard link when it can, a copy otherwise), dated now; then only the KEEP most
+# recently kept releases stay, and any release a slot holds (SLOT_DIR/release), so that
+# `rollback --to` can go back that far. KEEP 0 keeps none.
+bg_keep() {
+  local base=$1 file=$2 sha=$3 keep=$4 dir=$1/releases n=0 f name held kept=0 removed=0
+  mkdir -p -- "$dir"
+  if [ "$keep" -gt 0 ]; then
+    # The slot's artifact may be that very file already (a release restored from here).
+    if ! [ "$file" -ef "$dir/$sha" ]; then
+      ln -f -- "$file" "$dir/$sha.tmp" 2>/dev/null || cp -f -- "$file" "$dir/$sha.tmp"
+      mv -f -- "$dir/$sha.tmp" "$dir/$sha"
+    fi
+    touch -- "$dir/$sha"
+  fi
+  held=" "
+  for f in "$base/blue/release" "$base/green/release"; do
+    if [ -f "$f" ]; then held="$held$(cat -- "$f") "; fi
+  done
+  while IFS= read -r f; do
+    name=${f##*/}
+    case $name in *[!0-9a-f]* | '') continue ;; esac
+    n=$((n + 1))
+    if [ "$n" -le "$keep" ] || [[ $held == *" $name "* ]]; then
+      kept=$((kept + 1))
+    else
+      rm -f -- "$f"
+      removed=$((removed + 1))
+    fi
+  done < <(ls -1t -- "$dir"/* 2>/dev/null || true)
+  echo "releases kept: $kept, removed: $removed"
+}
+
+# retire DEPLOY_DIR OLD_SLOT OLD_PORT SIGNAL GRACE_SECS RETAIN_SECS FILE SHA256 KEEP: once a switch is
+# final, on an app host: the slot that was live (OLD_SLOT; `none` on a first deploy) is stopped,
+# or left running for RETAIN_SECS (the rollback window: the next deploy to it, or `retire`, stops
+# it); then the release now live (FILE) is kept (bg_keep).
+bg_retire() {
+  local base=$1 old=$2 port=$3 signal=$4 grace=$5 retain=$6
+  case $old in
+    blue | green)
+      if [ "$retain" -gt 0 ]; then
+        echo "$old keeps running on port $port for the ${retain}s rollback window (the next deploy to it stops it)"
+      else
+        bg_stop "$base/$old" "$port" "$signal" "$grace"
+      fi
+      ;;
+    *) echo "no slot was live before this deploy" ;;
+  esac
+  bg_keep "$base" "$7" "$8" "$9"
+}
+
+# releases DEPLOY_DIR: one line per kept release, newest first: SHA256, when it was kept (epoch
+# seconds, three decimals) and the slots holding it.
+bg_releases() {
+  local base=$1 f name slots t s
+  for f in $(ls -1t -- "$base/releases" 2>/dev/null || true); do
+    name=${f##*/}
+    case $name in *[!0-9a-f]* | '') continue ;; esac
+    t=$(stat -c %.3Y -- "$base/releases/$name")
+    slots=""
+    for s in blue green; do
+      [ "$(cat -- "$base/$s/release" 2>/dev/null || true)" = "$name" ] && slots="$slots $s"
+    done
+    echo "$name $t${slots}"
+  done
+}
+
 # The start time of process PID (field 22 of /proc/PID/stat, in clock ticks since boot): with the
 # pid, what identifies a process, since pids are reused.
 bg_proc_start() {
@@ -891,7 +959,23 @@ bg_revive() {
   local dir=$1 slot=$2 jar=$5 want=${12} have="" pid
   [ -f "$dir/release" ] && have=$(cat -- "$dir/release")
   if [ "$have" != "$want" ]; then
-    bg_die "the $slot slot holds release '${have:-none}', not the previous release '$want' (a later deploy into it failed or was rejected): nothing safe to roll back to"
+    # Not in the slot (a later deploy into it failed, or an older release was asked for): from
+    # the host's kept releases, when it is there.
+    if [ -f "${dir%/*}/releases/$want" ]; then
+      if bg_unit_of "$dir" || bg_slot_pid "$dir" >/dev/null; then
+        bg_stop "$dir" "$3" "$6" "$7"
+      fi
+      mkdir -p -- "$dir"
+      if ! [ "${dir%/*}/releases/$want" -ef "$dir/$jar" ]; then
+        ln -f -- "${dir%/*}/releases/$want" "$dir/$jar.tmp" 2>/dev/null || cp -f -- "${dir%/*}/releases/$want" "$dir/$jar.tmp"
+        mv -f -- "$dir/$jar.tmp" "$dir/$jar"
+      fi
+      printf '%s\n' "$want" >"$dir/release.tmp"
+      mv -f -- "$dir/release.tmp" "$dir/release"
+      echo "restored release $want from ${dir%/*}/releases into the $slot slot"
+    else
+      bg_die "the $slot slot holds release '${have:-none}', not release '$want', and ${dir%/*}/releases does not keep it: nothing safe to roll back to"
+    fi
   fi
   if pid=$(bg_slot_pid "$dir"); then
     echo "$slot still running as pid $pid"
@@ -901,9 +985,34 @@ bg_revive() {
   bg_start "${@:1:11}" "${@:13}"
 }
 
-# release STATE_DIR: prints the release that was live before the last switch (from the state file).
+# release STATE_DIR [WANT]: prints the release to roll back to. Without WANT: the one that was live
+# before the last switch (from the state file). With WANT: the release of a deploy or rollback the
+# audit log records as a success whose release starts with WANT or whose time does (one release
+# only; not the live one).
 bg_release() {
-  local release=""
+  local release="" want=${2:-} line time rel live="" found=""
+  if [ -n "$want" ]; then
+    [ -f "$1/state" ] && live=$(sed -n 's/^release=//p' "$1/state")
+    [ -f "$1/audit.log" ] || bg_die "no audit log in $1: no release to roll back to"
+    while IFS= read -r line; do
+      case $line in *'"outcome":"success"'*) ;; *) continue ;; esac
+      case $line in *'"event":"deploy"'* | *'"event":"rollback"'*) ;; *) continue ;; esac
+      time=${line#*'"time":"'}
+      time=${time%%'"'*}
+      rel=${line#*'"release":"'}
+      rel=${rel%%'"'*}
+      [ -n "$rel" ] || continue
+      case $rel in "$want"*) ;; *) case $time in "$want"*) ;; *) continue ;; esac ;; esac
+      case " $found " in *" $rel "*) ;; *) found="${found:+$found }$rel" ;; esac
+    done <"$1/audit.log"
+    case $found in
+      '') bg_die "no successful deploy in the audit log has a release or a time starting with '$want' (\`bluegreen releases\` lists them)" ;;
+      *' '*) bg_die "'$want' matches several releases ($found): give more of the time, or the release's sha" ;;
+    esac
+    [ "$found" != "$live" ] || bg_die "release $found is the live one: nothing to roll back to"
+    echo "$found"
+    return 0
+  fi
   [ -f "$1/state" ] && release=$(sed -n 's/^previous_release=//p' "$1/state")
   [ -n "$release" ] || bg_die "no previous release recorded in $1/state: nothing to roll back to"
   echo "$release"

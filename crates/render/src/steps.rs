@@ -201,6 +201,7 @@ pub(crate) fn step_lines(step: &Step, lists: Lists<'_>) -> Vec<Line> {
         | Step::Record(s)
         | Step::Audit(s)
         | Step::Stop(s)
+        | Step::Retire(s)
         | Step::Unlock(s) => vec![guard(s.when, on(&s.call, addrs))],
         Step::Copy(c) => {
             let dest = c.dir.clone().then_lit("/").then_lit(&c.tmp_name);
@@ -257,13 +258,6 @@ pub(crate) fn step_lines(step: &Step, lists: Lists<'_>) -> Vec<Line> {
             Line::text(&format!("bg_log \"draining for {}ms\"", d.millis)),
             Line::text(&format!("sleep {}", secs(d.millis))),
         ],
-        Step::Retain(r) => vec![guard(
-            When::LiveExists,
-            Line::text("bg_log \"[").host_in_text().t(&format!(
-                "] keeping the $BG_LIVE_SLOT slot running for {}s (rollback window)\"",
-                r.seconds
-            )),
-        )],
         Step::Notify(_) => vec![Line::text("bg_notify succeeded")],
         Step::Hook(h) => vec![match &h.on {
             // On a host: the library's `hook`, like any call.

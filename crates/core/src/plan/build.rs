@@ -3,7 +3,7 @@
 
 use super::{
     start_command, Action, CopyStep, DrainStep, EnvRef, HealthStep, Heartbeat, HookStep, Host,
-    NotifyStep, Phase, PhaseKind, Plan, RemoteStep, RetainStep, SshPlan, Step, SwitchStep, When,
+    NotifyStep, Phase, PhaseKind, Plan, RemoteStep, SshPlan, Step, SwitchStep, When,
     CHECK_INTERVAL_MS, CHECK_TRIES, PROXY_ID,
 };
 use crate::config::{Config, Hook, HookKind, HookOn};
@@ -54,8 +54,9 @@ pub(super) fn proxy_status_call(config: &Config) -> RemoteCall {
 
 /// The rollback plan: the deploy's phases without the upload (the slot keeps its release), the
 /// gate and the `pre_deploy` hook (nothing new is deployed).
-pub(super) fn rollback(config: &Config) -> Plan {
-    let b = Builder::new(config, Action::Rollback);
+pub(super) fn rollback(config: &Config, to: Option<&str>) -> Plan {
+    let mut b = Builder::new(config, Action::Rollback);
+    b.rollback_to = to.map(str::to_string);
     let mut phases = vec![b.prepare(), b.start(), b.verify()];
     phases.extend(b.hook_phase(HookKind::PreSwitch));
     phases.push(b.switch());
@@ -108,6 +109,8 @@ struct Builder<'a> {
     servers: Vec<Host>,
     jar_name: String,
     state_dir: Word,
+    /// `rollback --to`: the release asked for (a sha256 prefix or the start of a deploy's time).
+    rollback_to: Option<String>,
 }
 
 impl<'a> Builder<'a> {
@@ -130,6 +133,7 @@ impl<'a> Builder<'a> {
             servers,
             jar_name: format!("{}.jar", c.app),
             state_dir: Word::lit(&c.proxy.state_dir),
+            rollback_to: None,
         }
     }
 
@@ -142,6 +146,7 @@ impl<'a> Builder<'a> {
         if self.action == Action::Rollback {
             steps.push(Step::Inspect(self.on_proxy(calls::Release {
                 state_dir: self.state_dir.clone(),
+                want: Word::lit(self.rollback_to.as_deref().unwrap_or_default()),
             })));
         }
         Phase {
@@ -383,21 +388,35 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// Stop the slot that was live, or keep it running for the rollback window (`retain`).
+    /// On every app host: stop the slot that was live, or keep it running for the rollback window
+    /// (`retain`); then keep the release now live among the host's releases (`rollback --to`).
+    /// Only here, once the switch is final, so a release whose deploy failed is never kept.
     fn retire_old(&self) -> Phase {
-        let steps = if self.c.retain.is_zero() {
-            self.stops(RuntimeVar::LiveSlot, RuntimeVar::LivePort, When::LiveExists)
-        } else {
-            self.servers
-                .iter()
-                .map(|h| {
-                    Step::Retain(RetainStep {
-                        host: h.id.clone(),
-                        seconds: secs_ceil(self.c.retain),
-                    })
+        let steps = self
+            .servers
+            .iter()
+            .map(|h| {
+                Step::Retire(RemoteStep {
+                    host: h.id.clone(),
+                    call: calls::Retire {
+                        deploy_dir: Word::lit(&self.c.deploy_dir),
+                        old_slot: rt(RuntimeVar::LiveSlot),
+                        old_port: rt(RuntimeVar::LivePort),
+                        signal: Word::lit(&self.c.stop.signal),
+                        grace_secs: secs_ceil(self.c.stop.grace),
+                        retain_secs: secs_ceil(self.c.retain),
+                        file: self
+                            .slot_dir(RuntimeVar::TargetSlot)
+                            .then_lit("/")
+                            .then_lit(&self.jar_name),
+                        release: rt(RuntimeVar::Release),
+                        keep: self.c.keep_releases,
+                    }
+                    .into(),
+                    when: When::Always,
                 })
-                .collect()
-        };
+            })
+            .collect();
         Phase {
             kind: PhaseKind::Retire,
             parallel: true,

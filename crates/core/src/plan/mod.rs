@@ -312,8 +312,10 @@ pub enum Step {
     Drain(DrainStep),
     /// Stop an instance.
     Stop(RemoteStep),
-    /// Keep the old slot running for the rollback window.
-    Retain(RetainStep),
+    /// Once a switch is final, on an app host: stop the slot that was live (or keep it running
+    /// for the rollback window), keep the release now live among the host's releases, remove the
+    /// oldest.
+    Retire(RemoteStep),
     /// Release the deploy lock.
     Unlock(RemoteStep),
     /// Send a notification.
@@ -411,15 +413,6 @@ pub struct DrainStep {
     pub millis: u64,
 }
 
-/// The old slot kept for the rollback window.
-#[derive(Debug, Clone, Serialize)]
-pub struct RetainStep {
-    /// Host id.
-    pub host: String,
-    /// For how long, in seconds.
-    pub seconds: u64,
-}
-
 /// A hook of the config, run by the library's `hook` (on a host, or by bash on the runner).
 #[derive(Debug, Clone, Serialize)]
 pub struct HookStep {
@@ -472,6 +465,7 @@ impl Step {
             | Step::Inspect(s)
             | Step::Audit(s)
             | Step::Stop(s)
+            | Step::Retire(s)
             | Step::Unlock(s) => Some(s),
             _ => None,
         }
@@ -486,7 +480,6 @@ impl Step {
             Step::Copy(s) => Some(&s.host),
             Step::Health(s) => Some(&s.host),
             Step::Switch(s) => Some(&s.host),
-            Step::Retain(s) => Some(&s.host),
             Step::Hook(h) => h.on.as_deref().or(h.about.as_deref()),
             _ => None,
         }
@@ -499,7 +492,6 @@ impl Step {
     pub fn calls_host(&self) -> Option<&str> {
         match self {
             Step::Health(h) if h.from == ProbeFrom::Runner => None,
-            Step::Retain(_) => None,
             Step::Hook(h) => h.on.as_deref(),
             _ => self.host(),
         }
@@ -521,7 +513,7 @@ impl Step {
             Step::Audit(_) => "audit",
             Step::Drain(_) => "drain",
             Step::Stop(_) => "stop",
-            Step::Retain(_) => "retain",
+            Step::Retire(_) => "retire",
             Step::Unlock(_) => "unlock",
             Step::Notify(_) => "notify",
             Step::Hook(h) => h.hook.name(),
@@ -541,7 +533,14 @@ impl Plan {
     /// running (retained) or restarted from the release kept in its directory, health-checked, and
     /// switched to; the slot rolled back from is then retired like an old slot after a deploy.
     pub fn rollback(config: &Config) -> Plan {
-        build::rollback(config)
+        build::rollback(config, None)
+    }
+
+    /// The plan of `bluegreen rollback --to RELEASE`: like [`Plan::rollback`], to a release the
+    /// audit log records as deployed successfully (`to`: a sha256 prefix or the start of that
+    /// deploy's time), started from the slot or from the hosts' kept releases.
+    pub fn rollback_to(config: &Config, to: &str) -> Plan {
+        build::rollback(config, Some(to))
     }
 
     /// The plan of `bluegreen retire`: stop the idle slot kept after a switch.
@@ -698,6 +697,7 @@ pub fn describe(step: &Step) -> String {
         | Step::Record(s)
         | Step::Inspect(s)
         | Step::Audit(s)
+        | Step::Retire(s)
         | Step::Unlock(s) => {
             format!("{} on {}: {}", step.name(), s.host, s.call.display())
         }
@@ -752,10 +752,6 @@ pub fn describe(step: &Step) -> String {
                 .unwrap_or_default()
         ),
         Step::Drain(d) => format!("drain: wait {}ms", d.millis),
-        Step::Retain(r) => format!(
-            "retain on {}: keep the old slot running for {}s (rollback window)",
-            r.host, r.seconds
-        ),
         Step::Notify(n) => format!(
             "notify Slack {} (webhook from ${})",
             n.channel, n.webhook_env
@@ -896,17 +892,33 @@ mod tests {
     }
 
     #[test]
-    fn retain_replaces_stop() {
-        let plan = example("single-host.yaml");
-        let retire = plan
-            .phases
-            .iter()
-            .find(|p| p.kind == PhaseKind::Retire)
-            .unwrap();
-        assert!(matches!(
-            retire.steps[0],
-            Step::Retain(RetainStep { seconds: 600, .. })
-        ));
+    fn retain_keeps_the_old_slot_and_every_retire_keeps_the_live_release() {
+        let retire_call = |file: &str| {
+            let plan = example(file);
+            let retire = plan
+                .phases
+                .iter()
+                .find(|p| p.kind == PhaseKind::Retire)
+                .unwrap();
+            assert_eq!(retire.steps.len(), plan.servers.len());
+            let Step::Retire(s) = &retire.steps[0] else {
+                panic!("retire expected")
+            };
+            assert_eq!(s.when, When::Always);
+            s.call.clone()
+        };
+        // single-host.yaml: retain 10m, keep_releases left at its default.
+        let c = retire_call("single-host.yaml");
+        assert_eq!(c.func, RemoteFn::Retire);
+        assert_eq!(c.args[1], Word::runtime(RuntimeVar::LiveSlot));
+        assert_eq!(c.args[5], Word::lit("600"));
+        assert_eq!(c.args[7], Word::runtime(RuntimeVar::Release));
+        assert_eq!(
+            c.args[8],
+            Word::lit(crate::config::KEEP_RELEASES.to_string())
+        );
+        // sokdak.yaml: no retain: the old slot is stopped at once.
+        assert_eq!(retire_call("sokdak.yaml").args[5], Word::lit("0"));
     }
 
     #[test]
@@ -1020,7 +1032,7 @@ mod tests {
         let mut bounds = Vec::new();
         for step in plan.phases.iter().flat_map(|p| &p.steps) {
             match step {
-                Step::Start(s) | Step::Stop(s) | Step::Lock(s) => {
+                Step::Start(s) | Step::Retire(s) | Step::Lock(s) => {
                     bounds.push((step.name(), s.call.wait_secs));
                 }
                 Step::Switch(s) => {
@@ -1033,7 +1045,7 @@ mod tests {
         // sokdak.yaml: stop.grace 30s.
         assert!(bounds.contains(&("lock", 0)), "{bounds:?}");
         assert!(bounds.contains(&("start", 30 + PORT_FREE_WAIT_SECS)));
-        assert!(bounds.contains(&("stop", 30 + PORT_FREE_WAIT_SECS)));
+        assert!(bounds.contains(&("retire", 30 + PORT_FREE_WAIT_SECS)));
         assert!(bounds.contains(&("switch", SWITCH_WAIT_SECS)));
         assert!(bounds.contains(&("settle", 30)));
     }

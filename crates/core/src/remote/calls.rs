@@ -479,13 +479,75 @@ impl From<Revive> for RemoteCall {
 /// `release`: prints the release that was live before the last switch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Release {
-    /// The proxy's state directory (the state file).
+    /// The proxy's state directory (the state file, the audit log).
     pub state_dir: Word,
+    /// Empty: the release live before the last switch. Otherwise a sha256 prefix or the start of
+    /// a time, matched against the audit log's successful deploys (`rollback --to`).
+    pub want: Word,
 }
 
 impl From<Release> for RemoteCall {
     fn from(a: Release) -> RemoteCall {
-        RemoteCall::new(RemoteFn::Release, vec![a.state_dir])
+        RemoteCall::new(RemoteFn::Release, vec![a.state_dir, a.want])
+    }
+}
+
+/// `retire`: once a switch is final, on an app host: stops the slot that was live (or leaves it
+/// running for the rollback window), then keeps the release now live among the host's releases
+/// and removes the oldest beyond a count (never one a slot holds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retire {
+    /// The deploy directory (the slots' directories, `releases`).
+    pub deploy_dir: Word,
+    /// The slot that was live (`none` on a first deploy).
+    pub old_slot: Word,
+    /// Its port.
+    pub old_port: Word,
+    /// The signal that stops it.
+    pub signal: Word,
+    /// How long it has to exit before it is killed, in seconds.
+    pub grace_secs: u64,
+    /// How long it keeps running instead (`retain`), in seconds; 0: it is stopped now.
+    pub retain_secs: u64,
+    /// The artifact of the slot now live.
+    pub file: Word,
+    /// Its release (sha256).
+    pub release: Word,
+    /// How many releases to keep (`keep_releases`).
+    pub keep: u64,
+}
+
+impl From<Retire> for RemoteCall {
+    fn from(a: Retire) -> RemoteCall {
+        let wait = a.grace_secs + PORT_FREE_WAIT_SECS;
+        RemoteCall::new(
+            RemoteFn::Retire,
+            vec![
+                a.deploy_dir,
+                a.old_slot,
+                a.old_port,
+                a.signal,
+                number(a.grace_secs),
+                number(a.retain_secs),
+                a.file,
+                a.release,
+                number(a.keep),
+            ],
+        )
+        .waiting(wait)
+    }
+}
+
+/// `releases`: lists an app host's kept releases, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Releases {
+    /// The deploy directory (its `releases` directory, its slots).
+    pub deploy_dir: Word,
+}
+
+impl From<Releases> for RemoteCall {
+    fn from(a: Releases) -> RemoteCall {
+        RemoteCall::new(RemoteFn::Releases, vec![a.deploy_dir])
     }
 }
 

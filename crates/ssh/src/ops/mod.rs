@@ -11,11 +11,13 @@
 
 mod history;
 mod lock;
+mod releases;
 mod repair;
 mod status;
 
 pub use history::{history, history_line};
 pub use lock::{lock_release, lock_show, LockStatus};
+pub use releases::{releases, ReleaseInfo, ReleasesReport};
 pub use repair::{repair, Repair};
 pub use status::{status, HostStatus, SlotStatus, StatusReport};
 

@@ -605,12 +605,12 @@ impl Ctx<'_> {
             | Step::Inspect(s)
             | Step::Audit(s)
             | Step::Stop(s)
+            | Step::Retire(s)
             | Step::Unlock(s) => self.remote(step, s, em),
             Step::Copy(c) => self.copy(c, em),
             Step::Health(h) => self.health(h, em),
             Step::Switch(s) => self.switch(s, em),
             Step::Drain(d) => self.drain(d, em),
-            Step::Retain(r) => Ok(self.retain(r)),
             Step::Notify(n) => Ok(self.notify_success(n)),
             Step::Hook(h) => self.hook(h, em),
         };

@@ -9,9 +9,7 @@ use crate::http;
 use crate::runtime::{lookup, resolve, Live};
 use bluegreen_core::config::ProbeFrom;
 use bluegreen_core::plan::Action;
-use bluegreen_core::plan::{
-    CopyStep, DrainStep, HealthStep, RemoteStep, RetainStep, SwitchStep, When,
-};
+use bluegreen_core::plan::{CopyStep, DrainStep, HealthStep, RemoteStep, SwitchStep, When};
 use bluegreen_core::wording::{self, ProbeOutcome};
 use bluegreen_core::{RemoteCall, Step};
 use std::path::PathBuf;
@@ -474,20 +472,6 @@ impl Ctx<'_> {
             "waited {} for in-flight requests",
             human(t)
         )))
-    }
-
-    /// Says how long the old slot keeps running for a rollback.
-    pub(super) fn retain(&self, r: &RetainStep) -> Done {
-        let rt = self.rt();
-        match rt.live {
-            Some(live @ (Live::Blue | Live::Green)) => Done::ok(format!(
-                "{} keeps running on port {} for the {}s rollback window (the next deploy to it stops it)",
-                live.name(),
-                rt.get(bluegreen_core::RuntimeVar::LivePort).unwrap_or_default(),
-                r.seconds
-            )),
-            _ => Done::skip("no old slot to retain (first deploy)"),
-        }
     }
 }
 
