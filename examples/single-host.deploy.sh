@@ -398,22 +398,24 @@ bg_keep() {
 # or left running for RETAIN_SECS (the rollback window: the next deploy to it, or `retire`, stops
 # it); then the release now live (FILE) is kept (bg_keep).
 bg_retire() {
-  local base=$1 old=$2 port=$3 signal=$4 grace=$5 retain=$6
+  local base=$1 old=$2 port=$3 signal=$4 grace=$5 retain=$6 said kept
   case $old in
     blue | green)
       if [ "$retain" -gt 0 ]; then
-        echo "$old keeps running on port $port for the ${retain}s rollback window (the next deploy to it stops it)"
+        said="$old keeps running on port $port for the ${retain}s rollback window (the next deploy to it stops it)"
       else
-        bg_stop "$base/$old" "$port" "$signal" "$grace"
+        said=$(bg_stop "$base/$old" "$port" "$signal" "$grace")
       fi
       ;;
-    *) echo "no slot was live before this deploy" ;;
+    *) said="no slot was live before this deploy" ;;
   esac
-  bg_keep "$base" "$7" "$8" "$9"
+  # One last line that says both (what a step shows is its last line).
+  kept=$(bg_keep "$base" "$7" "$8" "$9")
+  printf '%s; %s\n' "$said" "$kept"
 }
 
-# releases DEPLOY_DIR: one line per kept release, newest first: SHA256 EPOCH (when it was
-# installed) and the slots holding it.
+# releases DEPLOY_DIR: one line per kept release, newest first: SHA256, when it was kept (epoch
+# seconds, three decimals) and the slots holding it.
 bg_releases() {
   local base=$1 f name slots t s
   for f in $(ls -1t -- "$base/releases" 2>/dev/null || true); do
@@ -1147,6 +1149,134 @@ bg_breaklock() {
   echo "lock of ${holder:-unknown} removed"
 }
 
+# The checks of `bluegreen check --remote` and `bluegreen setup`: one line per check, TAB-separated:
+# STATUS (ok, fixed, warn, problem), what was found, and for a problem the fix.
+bg_check_line() {
+  printf '%s\t%s\t%s\n' "$1" "$2" "${3:-}"
+}
+
+# checkhost DEPLOY_DIR BLUE_PORT GREEN_PORT PROGRAM NEED_CURL SUPERVISOR APP FIX: checks an app host:
+# the slots' directories (created when FIX is `yes`), the start command's program, curl (needed
+# when health is probed from the host), what holds each slot's port (a process bluegreen did not
+# start: a hand-written deployment to take over), and for `supervisor: systemd` systemd and the
+# sudo rights. Changes nothing but the directories.
+bg_checkhost() {
+  local base=$1 blue=$2 green=$3 program=$4 need_curl=$5 supervisor=$6 app=$7 fix=$8 slot port pid holder me
+  me=$(id -un)
+  for slot in blue green; do
+    if [ -d "$base/$slot" ]; then
+      if [ -w "$base/$slot" ]; then
+        bg_check_line ok "$base/$slot exists, writable by $me"
+      else
+        bg_check_line problem "$base/$slot is not writable by $me" "sudo chown $me -- $base/$slot"
+      fi
+    elif [ "$fix" = yes ] && mkdir -p -- "$base/$slot" 2>/dev/null; then
+      bg_check_line fixed "created $base/$slot"
+    elif [ "$fix" = yes ]; then
+      bg_check_line problem "$base/$slot cannot be created by $me" "sudo install -d -o $me -- $base/$slot"
+    else
+      bg_check_line problem "$base/$slot does not exist" "bluegreen setup (or: mkdir -p -- $base/$slot)"
+    fi
+  done
+  if [ -z "$program" ]; then
+    :
+  elif command -v -- "$program" >/dev/null 2>&1; then
+    bg_check_line ok "the start command's program $program is $(command -v -- "$program")"
+  else
+    bg_check_line problem "the start command's program $program is not found on $me's PATH ($PATH)" \
+      "install it (Debian: apt-get install default-jre-headless for java), or name it by its full path in start:"
+  fi
+  if command -v curl >/dev/null 2>&1; then
+    bg_check_line ok "curl is $(command -v curl)"
+  elif [ "$need_curl" = yes ]; then
+    bg_check_line problem "curl is missing (health.from: host probes with it)" "apt-get install curl"
+  else
+    bg_check_line warn "curl is missing (only health.from: host and hooks that use it need it)" "apt-get install curl"
+  fi
+  for slot in blue green; do
+    if [ "$slot" = blue ]; then port=$blue; else port=$green; fi
+    if pid=$(bg_slot_pid "$base/$slot"); then
+      bg_check_line ok "port $port: the $slot instance bluegreen started (pid $pid)"
+    elif bg_port_busy "$port"; then
+      holder=""
+      if command -v ss >/dev/null 2>&1; then
+        holder=$(ss -Hltnp "sport = :$port" 2>/dev/null | sed -n 's/.*users:((\(.*\))).*/\1/p' | head -n 1)
+      fi
+      bg_check_line problem "port $port (the $slot slot's) is held by a process bluegreen did not start${holder:+: $holder}" \
+        "a hand-written deployment? Take it over without downtime: let proxy.upstream_file be the file that points nginx at it, so that the first deploy starts on the other port and switches there; then stop the old process yourself (kill PID), and the next deploy can use port $port"
+    else
+      bg_check_line ok "port $port (the $slot slot's) is free"
+    fi
+  done
+  if [ "$supervisor" = systemd ]; then
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+      bg_check_line ok "systemd is this host's init"
+    else
+      bg_check_line problem "supervisor: systemd, but systemd is not this host's init" "use supervisor: none on this host's config, or run it under systemd"
+    fi
+    if [ "$(id -u)" = 0 ] || sudo -n -l -- /usr/bin/systemctl daemon-reload >/dev/null 2>&1; then
+      bg_check_line ok "$me may run systemctl as root"
+    else
+      bg_check_line problem "$me may not run \`sudo -n systemctl\`" "add the sudoers lines of the README's \"Running under systemd\" (for app $app)"
+    fi
+  fi
+}
+
+# checkproxy STATE_DIR UPSTREAM_FILE UPSTREAM_NAME SUDO DUMP_COMMAND APP FIX: checks the proxy: the
+# state directory (created, owned by the deploy user, when FIX is `yes`: under `sudo -n` when SUDO
+# is `yes`), the managed upstream file (written with a placeholder server when missing), and, in
+# the configuration nginx dumps (DUMP_COMMAND: `nginx -T`), an `upstream UPSTREAM_NAME` block that
+# includes it; when there is none, the exact snippet to add.
+bg_checkproxy() {
+  local dir=$1 file=$2 name=$3 sudo=$4 dump_cmd=$5 app=$6 fix=$7 me out exists
+  me=$(id -un)
+  if [ -d "$dir" ] && [ -w "$dir" ]; then
+    bg_check_line ok "state directory $dir exists, writable by $me"
+  elif [ "$fix" = yes ] && mkdir -p -- "$dir" 2>/dev/null; then
+    bg_check_line fixed "created state directory $dir"
+  elif [ "$fix" = yes ] && [ "$sudo" = yes ] && sudo -n -- install -d -o "$me" -m 755 -- "$dir" 2>/dev/null; then
+    bg_check_line fixed "created state directory $dir, owned by $me (sudo)"
+  elif [ -d "$dir" ]; then
+    bg_check_line problem "state directory $dir is not writable by $me" "sudo chown $me -- $dir"
+  else
+    bg_check_line problem "state directory $dir does not exist and $me cannot create it" \
+      "sudo install -d -o $me -- $dir (or bluegreen setup with proxy.sudo: true)"
+  fi
+  if ! exists=$( (bg_upstream_exists "$file" "$sudo") 2>&1); then
+    bg_check_line problem "${exists#bluegreen: }" "let $me search $(dirname -- "$file"), or set proxy.sudo: true"
+  elif [ "$exists" = yes ]; then
+    bg_check_line ok "upstream file $file exists"
+  elif [ "$fix" = yes ] && bg_put "$file" "# managed by bluegreen for $app
+server 127.0.0.1:9 down;
+" "$sudo" 2>/dev/null; then
+    bg_check_line fixed "wrote $file with a placeholder server (nginx needs one in an upstream block; the first deploy replaces it)"
+  else
+    bg_check_line problem "upstream file $file does not exist" "bluegreen setup (it writes one with the placeholder \`server 127.0.0.1:9 down;\`)"
+  fi
+  local -a words
+  read -r -a words <<<"$dump_cmd"
+  if ! out=$(bg_run "$sudo" "${words[@]}" 2>&1); then
+    bg_check_line problem "'$dump_cmd' failed: $(printf '%s\n' "$out" | tail -n 3 | tr '\n' ' ')" "fix nginx's configuration (nginx -t says what is wrong), or set proxy.sudo: true if it needs root"
+    return 0
+  fi
+  # In the dump, the upstream block NAME and an include of FILE inside it.
+  local found
+  found=$(printf '%s\n' "$out" | awk -v name="$name" -v file="$file" '
+    { sub(/#.*/, "") }
+    !inside && $1 == "upstream" && ($2 == name || $2 == name "{") { inside = 1; depth = 0 }
+    inside {
+      if ($1 == "include") { inc = $2; sub(/;$/, "", inc); if (inc == file) seen = 1 }
+      n = gsub(/\{/, "{"); m = gsub(/\}/, "}"); depth += n - m
+      if (depth <= 0 && (n || m)) { inside = 0; blocks++ }
+    }
+    END { if (seen) print "included"; else if (blocks) print "block"; else print "none" }')
+  case $found in
+    included) bg_check_line ok "nginx's upstream $name includes $file" ;;
+    block) bg_check_line problem "nginx's upstream $name does not include $file" "put the line  include $file;  inside  upstream $name { ... }  in place of its server lines, then reload nginx" ;;
+    *) bg_check_line problem "nginx has no upstream $name" "add  upstream $name { include $file; }  in the http block, and  proxy_pass http://$name;  in the location that serves the app, then reload nginx" ;;
+  esac
+}
+
 # serve: runs one call after another on this one shell, so the library is read once per
 # connection, not once per call. Each call arrives on standard input ended by a NUL byte (a call
 # line never holds one) and runs in a subshell of its own, as a fresh `bash -s` would run it: with
@@ -1197,7 +1327,7 @@ bg_main() {
 
 # The functions a call may name (see bg_main), generated by bluegreen from its own list of
 # remote functions: what a backend calls and what the library runs are one list.
-BG_FUNCTIONS=(lock beat unlock detect reconcile intent prepare install stop start alive probe switch settle record revive release audit history releases retire hoststatus proxystatus hook breaklock)
+BG_FUNCTIONS=(lock beat unlock detect reconcile intent prepare install stop start alive probe switch settle record revive release audit history releases retire hoststatus checkhost checkproxy proxystatus hook breaklock)
 BG_REMOTE_LIBRARY_EOF
 )
 
@@ -1462,7 +1592,7 @@ bg_remote() {
   {
     printf '%s\n' "$BG_LIB"
     printf '%s\n' "$line"
-  } | bg_ssh "$id" "bash -c 'eval \"\$(head -c 49804)\" && { IFS= read -r -d \"\" c || true; eval \"\$c\"; }'"
+  } | bg_ssh "$id" "bash -c 'eval \"\$(head -c 57255)\" && { IFS= read -r -d \"\" c || true; eval \"\$c\"; }'"
 }
 
 # bg_shell_open HOST: opens a shell on HOST that serves this phase's calls to it one after another,
@@ -1477,7 +1607,7 @@ bg_shell_open() {
   BG_SHELL_ERR[$id]=$base.err
   rm -f -- "$base.in" "$base.out"
   mkfifo -m 600 -- "$base.in" "$base.out"
-  bg_ssh "$id" "bash -c 'eval \"\$(head -c 49804)\" && bg_serve'" <"$base.in" >"$base.out" 2>"$base.err" &
+  bg_ssh "$id" "bash -c 'eval \"\$(head -c 57255)\" && bg_serve'" <"$base.in" >"$base.out" 2>"$base.err" &
   exec {fd}>"$base.in"
   BG_SHELL_IN[$id]=$fd
   exec {fd}<"$base.out"
@@ -2146,6 +2276,12 @@ bg_abort() {
     return 0
   fi
   bg_load
+  # A run whose finish phase completed has nothing to undo, whatever fails after it (Jenkins runs
+  # `post { failure }` when a later post step throws).
+  if [ -f "$BG_RUN_DIR/summary" ]; then
+    bg_log "abort: this $BG_ACTION finished (its finish phase completed): nothing to undo"
+    return 0
+  fi
   bg_check_env "$BG_ACTION"
   bg_init
   mkdir -p -- "$BG_CTL_DIR"

@@ -720,6 +720,12 @@ bg_abort() {
     return 0
   fi
   bg_load
+  # A run whose finish phase completed has nothing to undo, whatever fails after it (Jenkins runs
+  # `post { failure }` when a later post step throws).
+  if [ -f "$BG_RUN_DIR/summary" ]; then
+    bg_log "abort: this $BG_ACTION finished (its finish phase completed): nothing to undo"
+    return 0
+  fi
   bg_check_env "$BG_ACTION"
   bg_init
   mkdir -p -- "$BG_CTL_DIR"

@@ -42,7 +42,7 @@ fn base_configs_are_valid() {
 fn unknown_key_suggests_the_right_one() {
     check(
         &format!("{BASE}helth:\n  path: /x\n"),
-        "error: bluegreen.yaml:9:1: unknown field `helth`, expected one of `app`, `artifact`, `ssh`, `proxy`, `servers`, `slots`, `deploy_dir`, `start`, `health`, `drain`, `stop`, `retain`, `slack`, `jenkins`, `lock`, `max_parallel`, `env`, `secrets`, `hooks`, `supervisor`\n  hint: did you mean `health`?\n",
+        "error: bluegreen.yaml:9:1: unknown field `helth`, expected one of `app`, `artifact`, `ssh`, `proxy`, `servers`, `slots`, `deploy_dir`, `start`, `health`, `drain`, `stop`, `retain`, `slack`, `jenkins`, `lock`, `max_parallel`, `env`, `secrets`, `hooks`, `supervisor`, `keep_releases`\n  hint: did you mean `health`?\n",
     );
 }
 

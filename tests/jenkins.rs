@@ -57,6 +57,131 @@ fn gate_waits_for_a_person_and_a_rejection_undoes_the_switch() {
     assert_eq!(post.len(), 1, "{post:?}");
 }
 
+/// The sokdak example's harness arguments: its two credentials bound to a dummy key, and `extra`.
+fn sokdak_args(dir: &TempDir, extra: &[&str]) -> Vec<String> {
+    let k = dir.write("key", "not a key\n");
+    let mut args = vec![
+        "--cred".to_string(),
+        format!("back-key={}", k.display()),
+        "--cred".to_string(),
+        format!("known-hosts={}", k.display()),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn scripts_of<'a>(json: &'a Value, pred: &dyn Fn(&str) -> bool) -> Vec<&'a str> {
+    json["sh"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["script"].as_str())
+        .filter(|s| pred(s))
+        .collect()
+}
+
+/// Issue 12, item 2: Jenkins runs `failure` after `success` (the harness models the post
+/// conditions' real order), so a Slack notification that throws after a good deploy must neither
+/// fail the build nor send it to `abort`.
+#[test]
+fn a_failing_success_notification_neither_fails_the_build_nor_undoes_the_deploy() {
+    let jf = root().join("examples/sokdak.Jenkinsfile");
+    let dir = TempDir::new("postorder");
+    let args = sokdak_args(
+        &dir,
+        &["--env", "BRANCH_NAME=main", "--fail-step", "slackSend"],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, json, err) = harness(&jf, &args);
+    assert_eq!(code, 0, "{err}");
+    let json = json.unwrap();
+    assert_eq!(json["result"], "SUCCESS", "{err}");
+    let post: Vec<&str> = json["post"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["condition"].as_str())
+        .collect();
+    assert_eq!(post, ["success"], "{err}");
+    assert!(
+        scripts_of(&json, &|s| s
+            .starts_with("#!/bin/bash\nif [ -f .bluegreen/deploy.sh ]"))
+        .is_empty(),
+        "abort ran after a good deploy"
+    );
+    assert!(
+        json["echo"].as_array().unwrap().iter().any(|e| e
+            .as_str()
+            .unwrap()
+            .starts_with("bluegreen: the Slack notification failed (the deploy succeeded)")),
+        "{}",
+        json["echo"]
+    );
+}
+
+/// Issue 12, item 3: a pipeline job whose script is inline sets neither BRANCH_NAME nor
+/// GIT_BRANCH. Such a build fails saying why instead of succeeding having deployed nothing; with
+/// `jenkins.branch: any` it deploys.
+#[test]
+fn a_build_without_a_branch_fails_saying_why_unless_every_build_deploys() {
+    let jf = root().join("examples/sokdak.Jenkinsfile");
+    let dir = TempDir::new("nobranch");
+    let args = sokdak_args(&dir, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, json, err) = harness(&jf, &args);
+    assert_eq!(code, 0, "{err}");
+    let json = json.unwrap();
+    assert_eq!(json["result"], "FAILURE", "{err}");
+    let st = stages(&json);
+    assert!(has(&st, "Setup", "failed"), "{st:?}");
+    assert!(!has(&st, "Prepare", "success"), "{st:?}");
+    assert!(
+        json["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("this build has no branch (neither BRANCH_NAME nor GIT_BRANCH is set"),
+        "{}",
+        json["errors"]
+    );
+    assert!(scripts_of(&json, &|s| s
+        .starts_with("#!/bin/bash\nexec bash .bluegreen/deploy.sh run deploy"))
+    .is_empty());
+
+    // A branch that is not the deploying one still skips, quietly: that is a feature branch.
+    let args = sokdak_args(&dir, &["--env", "BRANCH_NAME=feature/x"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (_, json, err) = harness(&jf, &args);
+    let json = json.unwrap();
+    assert_eq!(json["result"], "SUCCESS", "{err}");
+    assert!(has(&stages(&json), "Deploy", "skipped"));
+
+    // jenkins.branch: any: the same job deploys.
+    let config = std::fs::read_to_string(root().join("examples/sokdak.yaml")).unwrap();
+    let any = config.replace("  branch: main\n", "  branch: any\n");
+    assert_ne!(any, config, "examples/sokdak.yaml has no `branch: main`");
+    let cfg = dir.write("bluegreen.yaml", &any);
+    let out = crate::util::bluegreen_in(
+        dir.path(),
+        &[
+            "-c",
+            cfg.to_str().unwrap(),
+            "render",
+            "jenkinsfile",
+            "-o",
+            "Jenkinsfile",
+        ],
+    );
+    assert!(out.status.success(), "{}", crate::util::stderr(&out));
+    let args = sokdak_args(&dir, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, json, err) = harness(&dir.path().join("Jenkinsfile"), &args);
+    assert_eq!(code, 0, "{err}");
+    let json = json.unwrap();
+    assert_eq!(json["result"], "SUCCESS", "{err}");
+    let st = stages(&json);
+    assert!(has(&st, "Finish", "success"), "{st:?}");
+}
+
 #[test]
 fn rollback_parameter_runs_only_the_rollback() {
     let jf = root().join("examples/sokdak.Jenkinsfile");
@@ -259,21 +384,30 @@ fn gate_rejection_and_rollback_parameter_on_the_testbed() {
         assert!(tb.port_open(host, 8081), "{host}: v2 still up");
     }
 
-    // ROLLBACK=true now refuses: the previous slot holds the rejected v3, not v1, and traffic stays.
+    // ROLLBACK=true: the previous slot holds the rejected v3, but v1 (the release live before v2)
+    // is kept on every host (keep_releases): it is restored into that slot, health-checked and
+    // switched to, with no failed request.
+    let traffic = Traffic::start(&tb, 2);
+    traffic.allow(&["v1", "v2"]);
     let json = run_jenkins(&tb, &wd, &jf, &["--param", "ROLLBACK=true"]);
-    assert_eq!(json["result"], "FAILURE");
-    assert!(has(&stages(&json), "Rollback", "failed"));
-    assert_eq!(tb.state(), before);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (nc, ka) = traffic.stop();
+    assert_eq!(json["result"], "SUCCESS", "{:?}", stages(&json));
+    assert!(has(&stages(&json), "Rollback", "success"));
+    assert_eq!(nc.failures(), 0, "{}\n{:?}", nc.line(), nc.samples);
+    assert_eq!(ka.http_errors(), 0, "{}", ka.line());
+    assert_eq!(tb.version_via_proxy(), "v1");
+    assert_eq!(tb.state()["live"], "blue");
     tb.assert_lock_free();
 
-    // After a good deploy of v4 (into blue), ROLLBACK=true goes back to v2: its instance was stopped,
-    // so it is restarted from the release kept in the green slot.
+    // After a good deploy of v4 (into green), ROLLBACK=true goes back to v1: its instance was
+    // stopped, so it is restarted from the release kept in the blue slot.
     wd.stage("v4");
     assert!(deploy(Backend::Exec, &tb, &wd, 4).success);
     let traffic = Traffic::start(&tb, 2);
-    traffic.allow(&["v2", "v4"]);
+    traffic.allow(&["v1", "v4"]);
     let json = run_jenkins(&tb, &wd, &jf, &["--param", "ROLLBACK=true"]);
-    traffic.allow(&["v2"]);
+    traffic.allow(&["v1"]);
     std::thread::sleep(std::time::Duration::from_millis(300));
     let (nc, ka) = traffic.stop();
     assert_eq!(json["result"], "SUCCESS");
@@ -281,11 +415,11 @@ fn gate_rejection_and_rollback_parameter_on_the_testbed() {
     assert_eq!(nc.failures(), 0, "{}\n{:?}", nc.line(), nc.samples);
     assert_eq!(ka.http_errors(), 0, "{}", ka.line());
     let state = tb.state();
-    assert_eq!(state["live"], "green", "{state:?}");
-    assert_eq!(state["previous"], "blue", "{state:?}");
+    assert_eq!(state["live"], "blue", "{state:?}");
+    assert_eq!(state["previous"], "green", "{state:?}");
     for host in ["app1", "app2"] {
         assert!(
-            !tb.port_open(host, 8080),
+            !tb.port_open(host, 8081),
             "{host}: v4 retired after the rollback"
         );
     }
@@ -293,7 +427,7 @@ fn gate_rejection_and_rollback_parameter_on_the_testbed() {
     let line: Value = serde_json::from_str(&audit).unwrap();
     assert_eq!(line["event"], "rollback");
     assert_eq!(line["outcome"], "success");
-    assert_eq!(line["target"], "green");
+    assert_eq!(line["target"], "blue");
 }
 
 #[test]

@@ -377,7 +377,7 @@ fn the_script_calls_each_host_through_one_shell_per_phase() {
     for app in ["10.9.0.11", "10.9.0.12"] {
         assert_eq!(
             of(app),
-            words(&[&["prepare", "install"], &["start"], &["stop"]]),
+            words(&[&["prepare", "install"], &["start"], &["retire"]]),
             "{app}: one shell for each phase that calls it"
         );
     }

@@ -15,6 +15,8 @@
 //!   directory, symlinked deploy dirs, recycled pids, instances that die booting, a cut link mid-call,
 //!   `~/` paths and defaults, 32 app hosts (testbed).
 //! - `releases`: `keep_releases`, `bluegreen releases`, `rollback --to` by sha prefix and by time (testbed).
+//! - `setup`: `check --remote` and `setup` on bare hosts, a foreign process on a slot port, nginx
+//!   without the include (testbed).
 //! - `supervisor`: `supervisor: systemd` on a host that runs systemd as its init: units per slot,
 //!   enabled and disabled, a killed instance restarted, the live slot back after a reboot (testbed).
 //! - `newcomer`: `init`, shell completions, the man page.
@@ -43,6 +45,7 @@ mod releases;
 mod render;
 mod scale;
 mod script_calls;
+mod setup;
 mod supervisor;
 mod testbed;
 mod util;

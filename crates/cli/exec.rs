@@ -105,6 +105,20 @@ pub(crate) fn rollback(config_path: &Path, args: &RollbackArgs) -> Result<(), Fa
     )
 }
 
+/// `check --remote` (`fix` false) and `setup` (`fix` true).
+pub(crate) fn check_remote(config_path: &Path, fix: bool, accept_new: bool) -> Result<(), Failure> {
+    let mut config = load(config_path, Action::Retire)?;
+    if accept_new {
+        config.ssh.host_key_policy = bluegreen_core::config::HostKeyPolicy::AcceptNew;
+    }
+    let report = ops::check(&config, &ExecOptions::default(), fix)?;
+    println!("{report}");
+    if report.problems() > 0 {
+        return Err(Failure::Quiet(1));
+    }
+    Ok(())
+}
+
 /// `releases [--json]`.
 pub(crate) fn releases(config_path: &Path, json: bool) -> Result<(), Failure> {
     let config = load(config_path, Action::Retire)?;

@@ -29,8 +29,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate the config; exit 0 when it is good, 2 when it is not.
-    Check,
+    /// Validate the config; exit 0 when it is good, 2 when it is not. With --remote, also check
+    /// every host (changing nothing) and list each problem with its fix; exit 1 when there is one.
+    Check {
+        /// Connect to every host and check it: directories, the start command's program, curl,
+        /// what holds the slot ports, the state directory, the upstream file and nginx's include
+        /// of it, systemd and sudo for `supervisor: systemd`.
+        #[arg(long)]
+        remote: bool,
+    },
+    /// Make every host ready, idempotently: what `check --remote` checks, with the slots' and
+    /// state directories and the managed upstream file created; exit 1 while a problem is left.
+    Setup {
+        /// Record the host key of a host neither known_hosts file knows (`ssh.host_key_policy:
+        /// accept-new` for this run); a changed key is still refused.
+        #[arg(long)]
+        accept_new: bool,
+    },
     /// Print the plan: every phase and step, with the remote commands.
     Plan {
         /// Print it as JSON.
@@ -185,7 +200,9 @@ fn load(path: &Path) -> Result<(Config, Plan), Failure> {
 fn run(cli: Cli) -> Result<(), Failure> {
     let source = cli.config.display().to_string();
     match cli.command {
-        Command::Check => {
+        Command::Check { remote: true } => exec::check_remote(&cli.config, false, false)?,
+        Command::Setup { accept_new } => exec::check_remote(&cli.config, true, accept_new)?,
+        Command::Check { remote: false } => {
             let (_, plan) = load(&cli.config)?;
             println!(
                 "{source}: ok ({} app host(s), {} phases)",

@@ -156,8 +156,15 @@ class StageFrame {
 class Interp {
     static Interp current
 
-    static final List POST_CONDITIONS = ['always', 'changed', 'fixed', 'regression', 'aborted', 'failure', 'success',
-                                         'unstable', 'unsuccessful', 'cleanup']
+    // Post conditions run in the order Jenkins runs them, not the order the Jenkinsfile writes them:
+    // pipeline-model-definition's BuildCondition extensions (org.jenkinsci.plugins.pipeline.
+    // modeldefinition.model.conditions: Always, Changed, Fixed, Regression, Aborted, Success,
+    // Unsuccessful, Unstable, Failure, NotBuilt, Cleanup), which the post section walks in the
+    // order of their @Extension ordinals, each run when its condition holds for the result at
+    // that moment (../shared/facts/jenkins-groovy.md, "Runtime semantics"). So a `success` block
+    // that throws makes `failure` run in the same build.
+    static final List POST_CONDITIONS = ['always', 'changed', 'fixed', 'regression', 'aborted', 'success',
+                                         'unsuccessful', 'unstable', 'failure', 'notBuilt', 'cleanup']
     static final List RESULT_ORDER = ['SUCCESS', 'UNSTABLE', 'FAILURE', 'NOT_BUILT', 'ABORTED']
     static final List PIPELINE_SECTIONS = ['agent', 'tools', 'options', 'parameters', 'environment', 'stages', 'post',
                                            'triggers', 'libraries']
@@ -202,6 +209,7 @@ class Interp {
     String previousResult
     List<List> mockSh = []
     List<String> failSh = []
+    List<String> failSteps = []
     boolean quiet = false
 
     // ---- state
@@ -683,6 +691,7 @@ class Interp {
             case 'success': return res == 'SUCCESS'
             case 'unstable': return res == 'UNSTABLE'
             case 'unsuccessful': return res != 'SUCCESS'
+            case 'notBuilt': return res == 'NOT_BUILT'
         }
         return false
     }
@@ -897,6 +906,7 @@ class Interp {
                 if (body == null) throw new StructuralError("script requires a { } block")
                 return withFrame('script', null) { body.call() }
             case 'slackSend':
+                if (failSteps.contains('slackSend')) throw new StepFailure("slackSend failed (--fail-step slackSend)")
                 Map m = (Map) plain(named)
                 if (pos && !named) m = [message: plain(pos[0])]
                 m.stage = curStageName()
@@ -1203,6 +1213,7 @@ usage: groovy tests/groovy/harness.groovy [options] Jenkinsfile
   --previous-result R     result of the "previous build" (for changed/fixed/regression)
   --mock-sh REGEX=OUT     dry mode: sh whose script matches REGEX returns OUT as stdout
   --fail-sh REGEX         dry mode: sh whose script matches REGEX exits 1
+  --fail-step NAME        the step NAME throws (slackSend: a Slack outage)
   --result-file FILE      write the JSON result to FILE
   --quiet                 less logging on stderr
   --library DIR           a Jenkins shared library folder: its vars/NAME.groovy become steps
@@ -1259,6 +1270,7 @@ try {
                 break
             case '--mock-sh': def (k, v) = kv(o, next(o)); interp.mockSh << [k, v]; break
             case '--fail-sh': interp.failSh << next(o); break
+            case '--fail-step': interp.failSteps << next(o); break
             case '--result-file': resultFile = next(o); break
             case '--quiet': interp.quiet = true; break
             case '--library':

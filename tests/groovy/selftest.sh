@@ -144,6 +144,18 @@ check string-false-main 0 "
 assert st['Main only']['status'] == 'success'
 " -- --env BRANCH_NAME=main "$FX/string-false.Jenkinsfile"
 
+# --- post conditions in Jenkins' order (by extension ordinal), whatever the file's order: a
+# `success` that throws makes `failure` run after it.
+check post-order 0 "
+assert d['result'] == 'SUCCESS', d['result']
+assert [p['condition'] for p in d['post']] == ['always', 'success'], d['post']
+" -- "$FX/post-order.Jenkinsfile"
+check post-order-success-throws 0 "
+assert d['result'] == 'FAILURE', d['result']
+assert [p['condition'] for p in d['post']] == ['always', 'success', 'failure'], d['post']
+assert 'failure ran' in d['echo'], d['echo']
+" -- --fail-step slackSend "$FX/post-order.Jenkinsfile"
+
 # --- structural and compile errors must fail
 for f in step-in-stage missing-agent bad-post when-outside-stage two-agents step-in-pipeline stage-both; do
     check "$f" 4 "assert d['result'] is None and d['error']['kind'] == 'structure'" -- "$FX/$f.Jenkinsfile"

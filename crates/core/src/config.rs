@@ -376,7 +376,8 @@ pub struct Slack {
 /// Options of the rendered Jenkinsfile.
 #[derive(Debug, Clone, Serialize)]
 pub struct Jenkins {
-    /// The branch that deploys.
+    /// The branch that deploys ([`Jenkins::ANY_BRANCH`]: every build deploys, whatever its
+    /// branch, or without one).
     pub branch: String,
     /// A build command run before the deploy, if any.
     pub build: Option<String>,
@@ -392,6 +393,17 @@ pub struct Jenkins {
     /// instances run on their idle ports for people to look at; proceeding switches, rejecting
     /// stops them.
     pub gate_before_switch: bool,
+}
+
+impl Jenkins {
+    /// `jenkins.branch: any`: every build deploys, whatever its branch, and a build that knows no
+    /// branch (a pipeline job whose script is inline, without SCM) too.
+    pub const ANY_BRANCH: &'static str = "any";
+
+    /// Whether every build deploys (`jenkins.branch: any`).
+    pub fn any_branch(&self) -> bool {
+        self.branch == Jenkins::ANY_BRANCH
+    }
 }
 
 mod humantime_serde_compat {

@@ -186,6 +186,10 @@ remote_functions! {
     Retire = "retire",
     /// Print both slots' status on an app host.
     HostStatus = "hoststatus",
+    /// Check (and with setup, prepare) an app host.
+    CheckHost = "checkhost",
+    /// Check (and with setup, prepare) the proxy.
+    CheckProxy = "checkproxy",
     /// Print the proxy's upstream slot, state file and lock.
     ProxyStatus = "proxystatus",
     /// Run a hook's command.

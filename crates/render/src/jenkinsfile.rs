@@ -41,7 +41,10 @@ struct JenkinsView {
     tools: Vec<String>,
     timeout_minutes: u64,
     build: Option<String>,
-    branches: String,
+    /// The `when` condition of the Deploy and Rollback stages: the build's branch deploys.
+    on_branch: String,
+    /// Setup's: the same, failing a build that knows no branch (unless every build deploys).
+    setup_when: String,
     credentials: String,
     setup_parts: Vec<String>,
     stages: Vec<StageView>,
@@ -96,6 +99,9 @@ fn setup_parts(script: &str, max: usize) -> Result<Vec<String>, Error> {
         })
         .collect())
 }
+
+/// Why a build without a branch fails (Setup's `when`).
+const NO_BRANCH: &str = "bluegreen: this build has no branch (neither BRANCH_NAME nor GIT_BRANCH is set, as in a pipeline job whose script is inline, without SCM), so it cannot tell whether to deploy: run the job from SCM, or set `jenkins.branch: any` in the config to deploy from every build";
 
 /// Renders the declarative Jenkinsfile.
 pub fn jenkinsfile(plan: &Plan, source: &str) -> Result<String, Error> {
@@ -164,7 +170,19 @@ pub fn jenkinsfile(plan: &Plan, source: &str) -> Result<String, Error> {
             .collect(),
         timeout_minutes: plan.jenkins.timeout.as_secs().div_ceil(60),
         build: plan.jenkins.build.as_ref().map(|b| groovy_escape(b)),
-        branches,
+        on_branch: if plan.jenkins.any_branch() {
+            "expression { return true }".to_string()
+        } else {
+            format!("expression {{ return [{branches}].contains(env.BRANCH_NAME ?: env.GIT_BRANCH ?: '') }}")
+        },
+        setup_when: if plan.jenkins.any_branch() {
+            "// `jenkins.branch: any`: every build deploys, with a branch or without one.\n                expression { return true }".to_string()
+        } else {
+            format!(
+                "// Multibranch jobs set BRANCH_NAME; plain pipeline jobs only GIT_BRANCH (`origin/<branch>`); a\n                // pipeline job whose script is inline (no SCM) neither: it fails here rather than succeed\n                // having deployed nothing.\n                expression {{\n                    if (!(env.BRANCH_NAME ?: env.GIT_BRANCH)) {{\n                        error({})\n                    }}\n                    return [{branches}].contains(env.BRANCH_NAME ?: env.GIT_BRANCH)\n                }}",
+                groovy_str(NO_BRANCH)
+            )
+        },
         credentials,
         setup_parts,
         stages,

@@ -922,6 +922,31 @@ mod tests {
     }
 
     #[test]
+    fn rollback_to_asks_the_proxy_for_that_release_and_is_otherwise_a_rollback() {
+        let c = config("sokdak.yaml");
+        let inspect = |plan: &Plan| -> RemoteCall {
+            let Some(Step::Inspect(s)) = plan.phases[0].steps.last() else {
+                panic!("inspect expected")
+            };
+            s.call.clone()
+        };
+        let to = Plan::rollback_to(&c, "0a1b2c");
+        let back = Plan::rollback(&c);
+        let want = |w: &str| -> RemoteCall {
+            calls::Release {
+                state_dir: Word::lit("/var/lib/bluegreen/sokdak"),
+                want: Word::lit(w),
+            }
+            .into()
+        };
+        assert_eq!(inspect(&to), want("0a1b2c"));
+        assert_eq!(inspect(&back), want(""));
+        let kinds = |p: &Plan| p.phases.iter().map(|p| p.kind.name()).collect::<Vec<_>>();
+        assert_eq!(kinds(&to), kinds(&back));
+        assert_eq!(to.phases.len(), back.phases.len());
+    }
+
+    #[test]
     fn rollback_revives_the_previous_slot_without_uploading() {
         let plan = Plan::rollback(&config("sokdak.yaml"));
         assert_eq!(plan.action, Action::Rollback);

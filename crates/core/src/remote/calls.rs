@@ -605,6 +605,83 @@ impl From<History> for RemoteCall {
     }
 }
 
+/// `checkhost`: checks an app host for `check --remote` and `setup` (which creates the slots'
+/// directories, `fix`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckHost {
+    /// The directory holding one directory per slot.
+    pub deploy_dir: Word,
+    /// The blue slot's port.
+    pub blue_port: u16,
+    /// The green slot's port.
+    pub green_port: u16,
+    /// The start command's program (its first word), empty when it cannot be told.
+    pub program: Word,
+    /// Whether health is probed from the host (curl is then required).
+    pub need_curl: bool,
+    /// `none` or `systemd`.
+    pub supervisor: Word,
+    /// The app's name.
+    pub app: Word,
+    /// Create what is missing (`setup`).
+    pub fix: bool,
+}
+
+impl From<CheckHost> for RemoteCall {
+    fn from(a: CheckHost) -> RemoteCall {
+        RemoteCall::new(
+            RemoteFn::CheckHost,
+            vec![
+                a.deploy_dir,
+                number(a.blue_port),
+                number(a.green_port),
+                a.program,
+                yes_no(a.need_curl),
+                a.supervisor,
+                a.app,
+                yes_no(a.fix),
+            ],
+        )
+    }
+}
+
+/// `checkproxy`: checks the proxy for `check --remote` and `setup` (which creates the state
+/// directory and the upstream file, `fix`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckProxy {
+    /// The state directory.
+    pub state_dir: Word,
+    /// The managed upstream file.
+    pub upstream_file: Word,
+    /// The upstream block's name.
+    pub upstream_name: Word,
+    /// Whether to use `sudo -n`.
+    pub sudo: bool,
+    /// The command that dumps nginx's configuration (`nginx -T`).
+    pub dump_command: Word,
+    /// The app's name.
+    pub app: Word,
+    /// Create what is missing (`setup`).
+    pub fix: bool,
+}
+
+impl From<CheckProxy> for RemoteCall {
+    fn from(a: CheckProxy) -> RemoteCall {
+        RemoteCall::new(
+            RemoteFn::CheckProxy,
+            vec![
+                a.state_dir,
+                a.upstream_file,
+                a.upstream_name,
+                yes_no(a.sudo),
+                a.dump_command,
+                a.app,
+                yes_no(a.fix),
+            ],
+        )
+    }
+}
+
 /// `hoststatus`: prints both slots' status on an app host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostStatus {

@@ -9,12 +9,14 @@
 //! This module holds what the operations share (connecting, one call, reading `key=value`
 //! output); each operation is in its own file: `lock.rs`, `history.rs`, `status.rs`, `repair.rs`.
 
+mod check;
 mod history;
 mod lock;
 mod releases;
 mod repair;
 mod status;
 
+pub use check::{check, Check, CheckReport, HostChecks};
 pub use history::{history, history_line};
 pub use lock::{lock_release, lock_show, LockStatus};
 pub use releases::{releases, ReleaseInfo, ReleasesReport};
