@@ -4,7 +4,8 @@
 //! `nginx -T` that nginx's upstream includes it, and is idempotent; the first deploy then works.
 //! The checks also name a port held by a process bluegreen did not start (a hand-written
 //! deployment), a start command whose program is missing, and an upstream block that does not
-//! include the managed file, each with the fix.
+//! include the managed file, each with the fix; `setup --accept-new` records host keys never
+//! seen; a hand-written deployment is taken over under load without a failed request.
 
 use crate::scale::light_apps;
 use crate::testbed::{serial, Testbed};
@@ -211,6 +212,16 @@ fn setup_makes_bare_hosts_ready_and_check_remote_names_each_problem_with_its_fix
         "{}",
         r.stdout
     );
+    // Stopping it now would take the site down: refused, nothing touched.
+    let r = Cmd::bluegreen(dir, &["takeover", "--port", "8080"]).run();
+    assert_eq!(r.code, Some(2), "{}", r.out());
+    assert!(
+        r.out()
+            .contains("the proxy still sends traffic to port 8080"),
+        "{}",
+        r.out()
+    );
+    assert!(tb.port_open("app1", 8080));
     let traffic = crate::e2e::Traffic::start(&tb, 2);
     traffic.allow(&["v1", "v2"]);
     wd.stage("v2").unwrap();
@@ -230,12 +241,48 @@ fn setup_makes_bare_hosts_ready_and_check_remote_names_each_problem_with_its_fix
         tb.port_open("app1", 8080),
         "the old process was stopped without being told to"
     );
-    tb.sh_ok(
-        "app1",
-        "pkill -f '^perl /tmp/foreign[.]pl'; sleep 0.3; true",
+    // Told to: `takeover` stops it, and the audit log records who asked.
+    let r = Cmd::bluegreen(dir, &["takeover", "--port", "8080"]).run();
+    assert!(r.success(), "{}", r.out());
+    assert!(r.stdout.contains("app1: stopped pid"), "{}", r.stdout);
+    assert!(!tb.port_open("app1", 8080), "the old process still listens");
+    let audit = tb.sh_ok("proxy", &format!("tail -n 1 {state}/audit.log"));
+    let line: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    assert_eq!(line["event"], "takeover", "{audit}");
+    assert_eq!(
+        line["outcome"],
+        "stopped what bluegreen did not start on port 8080, as asked"
     );
+    assert!(!line["deployer"].as_str().unwrap().is_empty(), "{audit}");
+    // The live slot's port (bluegreen's green): refused.
+    let r = Cmd::bluegreen(dir, &["takeover", "--port", "8081"]).run();
+    assert_eq!(r.code, Some(2), "{}", r.out());
     wd.stage("v3").unwrap();
     let r = Cmd::bluegreen(dir, &["exec"]).run();
     assert!(r.success(), "{}", r.out());
     assert_eq!(tb.version_via_proxy(), "v3");
+
+    // 9. Hosts whose keys the runner has never seen: check --remote cannot check them (strict host
+    //    key checking); setup --accept-new records their keys, and from then on they are known.
+    let kh = dir.join("new_known_hosts");
+    std::fs::write(&kh, "").unwrap();
+    let fresh = config.replace(
+        &format!("known_hosts: {}\n", tb.var("KNOWN_HOSTS")),
+        &format!("known_hosts: {}\n", kh.display()),
+    );
+    assert_ne!(fresh, config);
+    std::fs::write(wd.config(), &fresh).unwrap();
+    let r = Cmd::bluegreen(dir, &["check", "--remote"]).run();
+    assert_eq!(r.code, Some(1), "{}", r.out());
+    assert_eq!(
+        r.stdout.matches("PROBLEM  cannot be checked").count(),
+        2,
+        "{}",
+        r.stdout
+    );
+    let r = Cmd::bluegreen(dir, &["setup", "--accept-new"]).run();
+    assert!(r.success(), "{}", r.out());
+    assert_eq!(std::fs::read_to_string(&kh).unwrap().lines().count(), 2);
+    let r = Cmd::bluegreen(dir, &["check", "--remote"]).run();
+    assert!(r.success(), "{}", r.out());
 }

@@ -99,7 +99,9 @@ fn until_served(tb: &Testbed, version: &str, secs: u64) -> Duration {
     }
 }
 
-const ODD: &str = r#"a "quoted" $HOME \ ` value"#;
+/// A value with what a shell or systemd could take apart: quotes, `$`, a backslash, a backtick,
+/// and a second line.
+const ODD: &str = "a \"quoted\" $HOME \\ ` value\nand a second line";
 
 #[test]
 fn systemd_supervises_the_slots_restarts_a_killed_instance_and_brings_the_live_slot_back_after_a_reboot(
@@ -109,9 +111,13 @@ fn systemd_supervises_the_slots_restarts_a_killed_instance_and_brings_the_live_s
     let host = SystemdHost::up(&tb);
     // Java from this machine is bound into the host at its real path (not /usr/bin's alternatives).
     let java = std::fs::canonicalize(tb.var("JAVA")).unwrap();
+    // A block scalar: YAML keeps the text as it is, newline included.
     let extra = format!(
-        "supervisor: systemd\nenv:\n  ODD: '{}'\n",
-        ODD.replace('\'', "''")
+        "supervisor: systemd\nenv:\n  ODD: |-\n{}\n",
+        ODD.lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let wd = Workdir::with(&tb, &DeployOptions::new("60s").grace("10s").extra(&extra));
     let config_path = wd.dir.path().join("bluegreen.yaml");
@@ -160,7 +166,7 @@ fn systemd_supervises_the_slots_restarts_a_killed_instance_and_brings_the_live_s
     let pid = host.main_pid("blue");
     assert_eq!(
         host.sh(&format!(
-            "tr '\\0' '\\n' </proc/{pid}/environ | sed -n 's/^ODD=//p'"
+            "perl -0ne 'print $1 if /^ODD=(.*)\\0/s' /proc/{pid}/environ"
         )),
         ODD
     );

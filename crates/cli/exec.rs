@@ -119,6 +119,17 @@ pub(crate) fn check_remote(config_path: &Path, fix: bool, accept_new: bool) -> R
     Ok(())
 }
 
+/// `takeover --port PORT`.
+pub(crate) fn takeover(config_path: &Path, port: u16) -> Result<(), Failure> {
+    let config = load(config_path, Action::Retire)?;
+    let report = ops::takeover(&config, &ExecOptions::default(), port)?;
+    println!("{report}");
+    if !report.ok() {
+        return Err(Failure::Quiet(1));
+    }
+    Ok(())
+}
+
 /// `releases [--json]`.
 pub(crate) fn releases(config_path: &Path, json: bool) -> Result<(), Failure> {
     let config = load(config_path, Action::Retire)?;

@@ -68,6 +68,14 @@ enum Command {
     /// Put traffic back on the previous slot: kept running (retained) or restarted from its kept
     /// release, health-checked, then switched to. With --to, an older release kept on the hosts.
     Rollback(exec::RollbackArgs),
+    /// Once bluegreen's slot serves the traffic a hand-written deployment used to: stop that
+    /// deployment's process on a slot port on every app host (stop.signal, SIGKILL after
+    /// stop.grace), recorded in the audit log. Refused while the proxy still sends traffic there.
+    Takeover {
+        /// The slot port the old process listens on.
+        #[arg(long)]
+        port: u16,
+    },
     /// The releases kept on the app hosts (`keep_releases`), newest first, with their last deploy.
     Releases {
         /// Print it as JSON.
@@ -266,6 +274,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Exec(args) => exec::run(&cli.config, Action::Deploy, &args)?,
         Command::Rollback(args) => exec::rollback(&cli.config, &args)?,
         Command::Releases { json } => exec::releases(&cli.config, json)?,
+        Command::Takeover { port } => exec::takeover(&cli.config, port)?,
         Command::Retire(args) => exec::retire(&cli.config, &args)?,
         Command::Status { json, fix } => exec::status(&cli.config, json, fix)?,
         Command::Lock {

@@ -190,6 +190,8 @@ remote_functions! {
     CheckHost = "checkhost",
     /// Check (and with setup, prepare) the proxy.
     CheckProxy = "checkproxy",
+    /// Stop a process bluegreen did not start on a slot port (`takeover`).
+    StopForeign = "stopforeign",
     /// Print the proxy's upstream slot, state file and lock.
     ProxyStatus = "proxystatus",
     /// Run a hook's command.

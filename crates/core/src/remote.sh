@@ -1168,7 +1168,7 @@ bg_checkhost() {
         holder=$(ss -Hltnp "sport = :$port" 2>/dev/null | sed -n 's/.*users:((\(.*\))).*/\1/p' | head -n 1)
       fi
       bg_check_line problem "port $port (the $slot slot's) is held by a process bluegreen did not start${holder:+: $holder}" \
-        "a hand-written deployment? Take it over without downtime: let proxy.upstream_file be the file that points nginx at it, so that the first deploy starts on the other port and switches there; then stop the old process yourself (kill PID), and the next deploy can use port $port"
+        "a hand-written deployment? Take it over without downtime: let proxy.upstream_file be the file that points nginx at it, so that the first deploy starts on the other port and switches there; then \`bluegreen takeover --port $port\` stops the old process"
     else
       bg_check_line ok "port $port (the $slot slot's) is free"
     fi
@@ -1195,6 +1195,14 @@ bg_checkhost() {
 bg_checkproxy() {
   local dir=$1 file=$2 name=$3 sudo=$4 dump_cmd=$5 app=$6 fix=$7 me out exists
   me=$(id -un)
+  if [ "$sudo" = yes ]; then
+    # Listing needs no password when an entry is NOPASSWD (sudoers' listpw=any, the default).
+    if sudo -n -l >/dev/null 2>&1; then
+      bg_check_line ok "$me may use sudo -n (proxy.sudo)"
+    else
+      bg_check_line problem "proxy.sudo is set, but $me may not use \`sudo -n\`" "allow it in sudoers (NOPASSWD) for the proxy's test, reload and file commands, or unset proxy.sudo"
+    fi
+  fi
   if [ -d "$dir" ] && [ -w "$dir" ]; then
     bg_check_line ok "state directory $dir exists, writable by $me"
   elif [ "$fix" = yes ] && mkdir -p -- "$dir" 2>/dev/null; then
@@ -1240,6 +1248,42 @@ server 127.0.0.1:9 down;
     block) bg_check_line problem "nginx's upstream $name does not include $file" "put the line  include $file;  inside  upstream $name { ... }  in place of its server lines, then reload nginx" ;;
     *) bg_check_line problem "nginx has no upstream $name" "add  upstream $name { include $file; }  in the http block, and  proxy_pass http://$name;  in the location that serves the app, then reload nginx" ;;
   esac
+}
+
+# stopforeign DEPLOY_DIR BLUE_PORT GREEN_PORT PORT SIGNAL GRACE_SECS: `bluegreen takeover`: stops the
+# process bluegreen did not start that listens on PORT (a hand-written deployment's, once traffic
+# is off it): SIGNAL, then SIGKILL after GRACE_SECS; then waits until PORT is free. Never a slot's
+# instance (that is `retire`'s, or a deploy's), never a process the deploy user cannot see.
+bg_stopforeign() {
+  local base=$1 blue=$2 green=$3 port=$4 signal=$5 grace=$6 slot slot_port pids killed=""
+  for slot in blue green; do
+    if [ "$slot" = blue ]; then slot_port=$blue; else slot_port=$green; fi
+    if [ "$slot_port" = "$port" ] && bg_slot_pid "$base/$slot" >/dev/null; then
+      bg_die "port $port is the $slot instance bluegreen started: a deploy or \`bluegreen retire\` stops it, not takeover"
+    fi
+  done
+  if ! bg_port_busy "$port"; then
+    echo "port $port is free: nothing to stop"
+    return 0
+  fi
+  command -v ss >/dev/null 2>&1 || bg_die "ss (iproute2) is needed to find the process on port $port"
+  pids=$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u | tr '\n' ' ')
+  pids=${pids% }
+  [ -n "$pids" ] || bg_die "port $port is held by a process $(id -un) cannot see (another user's): stop it as that user, or as root"
+  # shellcheck disable=SC2086
+  kill -s "$signal" $pids 2>/dev/null || true
+  BG_NAPPED=0
+  while bg_port_busy "$port"; do
+    if [ -z "$killed" ] && [ "$BG_NAPPED" -ge $((grace * 1000)) ]; then
+      # shellcheck disable=SC2086
+      kill -s KILL $pids 2>/dev/null || true
+      killed=yes
+      echo "pid $pids still listening after ${grace}s: sent SIGKILL"
+    fi
+    [ "$BG_NAPPED" -lt $(((grace + 10) * 1000)) ] || bg_die "port $port is still held 10s after SIGKILL"
+    bg_nap
+  done
+  echo "stopped pid $pids (port $port) after $(bg_napped)s"
 }
 
 # serve: runs one call after another on this one shell, so the library is read once per

@@ -682,6 +682,41 @@ impl From<CheckProxy> for RemoteCall {
     }
 }
 
+/// `stopforeign`: stops the process bluegreen did not start that listens on a port (`takeover`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopForeign {
+    /// The directory holding one directory per slot (whose instances it never stops).
+    pub deploy_dir: Word,
+    /// The blue slot's port.
+    pub blue_port: u16,
+    /// The green slot's port.
+    pub green_port: u16,
+    /// The port.
+    pub port: u16,
+    /// The signal that asks it to stop.
+    pub signal: Word,
+    /// How long it has before SIGKILL, in seconds.
+    pub grace_secs: u64,
+}
+
+impl From<StopForeign> for RemoteCall {
+    fn from(a: StopForeign) -> RemoteCall {
+        let wait = a.grace_secs + PORT_FREE_WAIT_SECS;
+        RemoteCall::new(
+            RemoteFn::StopForeign,
+            vec![
+                a.deploy_dir,
+                number(a.blue_port),
+                number(a.green_port),
+                number(a.port),
+                a.signal,
+                number(a.grace_secs),
+            ],
+        )
+        .waiting(wait)
+    }
+}
+
 /// `hoststatus`: prints both slots' status on an app host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostStatus {

@@ -3,7 +3,7 @@
 //! (`setup` only: the slots' and state directories, the managed upstream file) and, for every
 //! problem left, how to fix it.
 
-use super::{call, connect, env_only, prepare};
+use super::{call, connect, env_only, on_each, prepare};
 use crate::error::Error;
 use crate::ExecOptions;
 use bluegreen_core::config::{ProbeFrom, StartPart};
@@ -121,50 +121,34 @@ fn dump_command(config: &Config) -> String {
 pub fn check(config: &Config, opts: &ExecOptions, fix: bool) -> Result<CheckReport, Error> {
     let (plan, env) = prepare(config, opts)?;
     let conns = connect(&plan, &env, opts, None)?;
-    let env_ref = &env;
-    let results: Vec<Result<String, String>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = conns
-            .iter()
-            .map(|c| {
-                scope.spawn(move || {
-                    let w = c.worker.as_ref().map_err(|e| e.to_string())?;
-                    let rc = if c.id == bluegreen_core::plan::PROXY_ID {
-                        calls::CheckProxy {
-                            state_dir: Word::lit(&config.proxy.state_dir),
-                            upstream_file: Word::lit(&config.proxy.upstream_file),
-                            upstream_name: Word::lit(&config.proxy.upstream_name),
-                            sudo: config.proxy.sudo,
-                            dump_command: Word::lit(dump_command(config)),
-                            app: Word::lit(&config.app),
-                            fix,
-                        }
-                        .into()
-                    } else {
-                        calls::CheckHost {
-                            deploy_dir: Word::lit(&config.deploy_dir),
-                            blue_port: config.slots.blue,
-                            green_port: config.slots.green,
-                            program: Word::lit(program(config)),
-                            need_curl: config.health.from == ProbeFrom::Host,
-                            supervisor: Word::lit(config.supervisor.name()),
-                            app: Word::lit(&config.app),
-                            fix,
-                        }
-                        .into()
-                    };
-                    call(&c.id, w, "check", &rc, &env_only(env_ref, "check"))
-                        .map(|o| o.stdout)
-                        .map_err(|e| e.to_string())
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("internal error (panic)".into()))
-            })
-            .collect()
+    let results = on_each(&conns, &|c, w| {
+        let rc = if c.id == bluegreen_core::plan::PROXY_ID {
+            calls::CheckProxy {
+                state_dir: Word::lit(&config.proxy.state_dir),
+                upstream_file: Word::lit(&config.proxy.upstream_file),
+                upstream_name: Word::lit(&config.proxy.upstream_name),
+                sudo: config.proxy.sudo,
+                dump_command: Word::lit(dump_command(config)),
+                app: Word::lit(&config.app),
+                fix,
+            }
+            .into()
+        } else {
+            calls::CheckHost {
+                deploy_dir: Word::lit(&config.deploy_dir),
+                blue_port: config.slots.blue,
+                green_port: config.slots.green,
+                program: Word::lit(program(config)),
+                need_curl: config.health.from == ProbeFrom::Host,
+                supervisor: Word::lit(config.supervisor.name()),
+                app: Word::lit(&config.app),
+                fix,
+            }
+            .into()
+        };
+        call(&c.id, w, "check", &rc, &env_only(&env, "check"))
+            .map(|o| o.stdout)
+            .map_err(|e| e.to_string())
     });
     let hosts = conns
         .iter()

@@ -15,6 +15,7 @@ mod lock;
 mod releases;
 mod repair;
 mod status;
+mod takeover;
 
 pub use check::{check, Check, CheckReport, HostChecks};
 pub use history::{history, history_line};
@@ -22,6 +23,7 @@ pub use lock::{lock_release, lock_show, LockStatus};
 pub use releases::{releases, ReleaseInfo, ReleasesReport};
 pub use repair::{repair, Repair};
 pub use status::{status, HostStatus, SlotStatus, StatusReport};
+pub use takeover::{takeover, TakeoverReport};
 
 use crate::conn::{Output, Worker};
 use crate::error::Error;
@@ -40,6 +42,32 @@ fn connect(
     ids: Option<&[&str]>,
 ) -> Result<Vec<Conn>, Error> {
     Ok(Fleet::new(plan, env, opts)?.connect(ids, &mut |_, _| {}))
+}
+
+/// Runs `f` on every host of `conns` at once, each on a thread of its own, in `conns`' order; a
+/// host that could not be connected to gives why, as does one whose `f` panicked.
+fn on_each<T: Send>(
+    conns: &[Conn],
+    f: &(dyn Fn(&Conn, &Worker) -> Result<T, String> + Sync),
+) -> Vec<Result<T, String>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = conns
+            .iter()
+            .map(|c| {
+                scope.spawn(move || match &c.worker {
+                    Ok(w) => f(c, w),
+                    Err(e) => Err(e.to_string()),
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("internal error (panic)".into()))
+            })
+            .collect()
+    })
 }
 
 /// One call of a library function, built from its typed arguments (`bluegreen_core::remote::calls`

@@ -1,7 +1,7 @@
 //! The releases kept on the app hosts (`bluegreen releases`), with what the audit log says of
 //! each: when it was deployed, by whom, and whether that deploy succeeded.
 
-use super::{call, connect, env_only, prepare};
+use super::{call, connect, env_only, on_each, prepare};
 use crate::error::Error;
 use crate::{short, ExecOptions};
 use bluegreen_core::remote::calls;
@@ -90,38 +90,22 @@ impl fmt::Display for ReleasesReport {
 pub fn releases(config: &Config, opts: &ExecOptions) -> Result<ReleasesReport, Error> {
     let (plan, env) = prepare(config, opts)?;
     let conns = connect(&plan, &env, opts, None)?;
-    let env_ref = &env;
-    let results: Vec<Result<String, String>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = conns
-            .iter()
-            .map(|c| {
-                scope.spawn(move || {
-                    let w = c.worker.as_ref().map_err(|e| e.to_string())?;
-                    let rc = if c.id == bluegreen_core::plan::PROXY_ID {
-                        calls::History {
-                            state_dir: Word::lit(&config.proxy.state_dir),
-                            count: 100_000,
-                        }
-                        .into()
-                    } else {
-                        calls::Releases {
-                            deploy_dir: Word::lit(&config.deploy_dir),
-                        }
-                        .into()
-                    };
-                    call(&c.id, w, "releases", &rc, &env_only(env_ref, "releases"))
-                        .map(|o| o.stdout)
-                        .map_err(|e| e.to_string())
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("internal error (panic)".into()))
-            })
-            .collect()
+    let results = on_each(&conns, &|c, w| {
+        let rc = if c.id == bluegreen_core::plan::PROXY_ID {
+            calls::History {
+                state_dir: Word::lit(&config.proxy.state_dir),
+                count: 100_000,
+            }
+            .into()
+        } else {
+            calls::Releases {
+                deploy_dir: Word::lit(&config.deploy_dir),
+            }
+            .into()
+        };
+        call(&c.id, w, "releases", &rc, &env_only(&env, "releases"))
+            .map(|o| o.stdout)
+            .map_err(|e| e.to_string())
     });
 
     let mut kept: BTreeMap<String, (u64, Vec<String>)> = BTreeMap::new();
