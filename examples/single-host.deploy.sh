@@ -414,19 +414,14 @@ bg_retire() {
   printf '%s; %s\n' "$said" "$kept"
 }
 
-# releases DEPLOY_DIR: one line per kept release, newest first: SHA256, when it was kept (epoch
-# seconds, three decimals) and the slots holding it.
+# releases DEPLOY_DIR: one line per kept release, newest first: SHA256 and when it was kept (epoch
+# seconds, three decimals).
 bg_releases() {
-  local base=$1 f name slots t s
+  local base=$1 f name
   for f in $(ls -1t -- "$base/releases" 2>/dev/null || true); do
     name=${f##*/}
     case $name in *[!0-9a-f]* | '') continue ;; esac
-    t=$(stat -c %.3Y -- "$base/releases/$name")
-    slots=""
-    for s in blue green; do
-      [ "$(cat -- "$base/$s/release" 2>/dev/null || true)" = "$name" ] && slots="$slots $s"
-    done
-    echo "$name $t${slots}"
+    echo "$name $(stat -c %.3Y -- "$base/releases/$name")"
   done
 }
 
@@ -1636,7 +1631,7 @@ bg_remote() {
   {
     printf '%s\n' "$BG_LIB"
     printf '%s\n' "$line"
-  } | bg_ssh "$id" "bash -c 'eval \"\$(head -c 59503)\" && { IFS= read -r -d \"\" c || true; eval \"\$c\"; }'"
+  } | bg_ssh "$id" "bash -c 'eval \"\$(head -c 59312)\" && { IFS= read -r -d \"\" c || true; eval \"\$c\"; }'"
 }
 
 # bg_shell_open HOST: opens a shell on HOST that serves this phase's calls to it one after another,
@@ -1651,7 +1646,7 @@ bg_shell_open() {
   BG_SHELL_ERR[$id]=$base.err
   rm -f -- "$base.in" "$base.out"
   mkfifo -m 600 -- "$base.in" "$base.out"
-  bg_ssh "$id" "bash -c 'eval \"\$(head -c 59503)\" && bg_serve'" <"$base.in" >"$base.out" 2>"$base.err" &
+  bg_ssh "$id" "bash -c 'eval \"\$(head -c 59312)\" && bg_serve'" <"$base.in" >"$base.out" 2>"$base.err" &
   exec {fd}>"$base.in"
   BG_SHELL_IN[$id]=$fd
   exec {fd}<"$base.out"

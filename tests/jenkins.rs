@@ -70,6 +70,22 @@ fn sokdak_args(dir: &TempDir, extra: &[&str]) -> Vec<String> {
     args
 }
 
+/// Renders the Jenkinsfile of config `cfg` into `dir` as `name`.
+fn render_jenkinsfile(dir: &TempDir, cfg: &std::path::Path, name: &str) {
+    let out = crate::util::bluegreen_in(
+        dir.path(),
+        &[
+            "-c",
+            cfg.to_str().unwrap(),
+            "render",
+            "jenkinsfile",
+            "-o",
+            name,
+        ],
+    );
+    assert!(out.status.success(), "{}", crate::util::stderr(&out));
+}
+
 fn scripts_of<'a>(json: &'a Value, pred: &dyn Fn(&str) -> bool) -> Vec<&'a str> {
     json["sh"]
         .as_array()
@@ -160,18 +176,7 @@ fn a_build_without_a_branch_fails_saying_why_unless_every_build_deploys() {
     let any = config.replace("  branch: main\n", "  branch: any\n");
     assert_ne!(any, config, "examples/sokdak.yaml has no `branch: main`");
     let cfg = dir.write("bluegreen.yaml", &any);
-    let out = crate::util::bluegreen_in(
-        dir.path(),
-        &[
-            "-c",
-            cfg.to_str().unwrap(),
-            "render",
-            "jenkinsfile",
-            "-o",
-            "Jenkinsfile",
-        ],
-    );
-    assert!(out.status.success(), "{}", crate::util::stderr(&out));
+    render_jenkinsfile(&dir, &cfg, "Jenkinsfile");
     let args = sokdak_args(&dir, &[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, json, err) = harness(&dir.path().join("Jenkinsfile"), &args);
@@ -518,18 +523,7 @@ fn rendered_jenkinsfiles_and_the_shared_library_pass_npm_groovy_lint() {
         "hooks.yaml",
         &hooks.replace("gate: ", "gate_at: before_switch\n  gate: "),
     );
-    let out = crate::util::bluegreen_in(
-        dir.path(),
-        &[
-            "-c",
-            cfg.to_str().unwrap(),
-            "render",
-            "jenkinsfile",
-            "-o",
-            "hooks.Jenkinsfile",
-        ],
-    );
-    assert!(out.status.success(), "{}", crate::util::stderr(&out));
+    render_jenkinsfile(&dir, &cfg, "hooks.Jenkinsfile");
     let broken = dir.write(
         "broken.Jenkinsfile",
         "pipeline {\n  agent any\n  stages {\n    stage('a') { steps { sh 'x' }\n",

@@ -379,19 +379,14 @@ bg_retire() {
   printf '%s; %s\n' "$said" "$kept"
 }
 
-# releases DEPLOY_DIR: one line per kept release, newest first: SHA256, when it was kept (epoch
-# seconds, three decimals) and the slots holding it.
+# releases DEPLOY_DIR: one line per kept release, newest first: SHA256 and when it was kept (epoch
+# seconds, three decimals).
 bg_releases() {
-  local base=$1 f name slots t s
+  local base=$1 f name
   for f in $(ls -1t -- "$base/releases" 2>/dev/null || true); do
     name=${f##*/}
     case $name in *[!0-9a-f]* | '') continue ;; esac
-    t=$(stat -c %.3Y -- "$base/releases/$name")
-    slots=""
-    for s in blue green; do
-      [ "$(cat -- "$base/$s/release" 2>/dev/null || true)" = "$name" ] && slots="$slots $s"
-    done
-    echo "$name $t${slots}"
+    echo "$name $(stat -c %.3Y -- "$base/releases/$name")"
   done
 }
 

@@ -2,7 +2,7 @@
 //! the running slots, and [`judge`] works out the drift and notes of the [`StatusReport`].
 
 use super::lock::{lock_path, LockStatus};
-use super::{ago, call, connect, env_only, parse_kv, prepare, proxystatus};
+use super::{ago, call, connect, env_only, on_each, parse_kv, prepare, proxystatus};
 use crate::error::{human, Error};
 use crate::http;
 use crate::{short, ExecOptions};
@@ -271,40 +271,25 @@ pub fn status(config: &Config, opts: &ExecOptions) -> Result<StatusReport, Error
 
     // One remote call per host, all at once.
     let (plan_ref, env_ref) = (&plan, &env);
-    let results: Vec<Result<BTreeMap<String, String>, String>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = conns
-            .iter()
-            .map(|c| {
-                scope.spawn(move || {
-                    let w = c.worker.as_ref().map_err(|e| e.to_string())?;
-                    let r = if c.id == bluegreen_core::plan::PROXY_ID {
-                        proxystatus(config, plan_ref, env_ref, &c.id, w)
-                    } else {
-                        let hoststatus = calls::HostStatus {
-                            deploy_dir: Word::lit(&config.deploy_dir),
-                            blue_port: config.slots.blue,
-                            green_port: config.slots.green,
-                        };
-                        call(
-                            &c.id,
-                            w,
-                            "hoststatus",
-                            &hoststatus.into(),
-                            &env_only(env_ref, "hoststatus"),
-                        )
-                        .map(|o| parse_kv(&o.stdout))
-                    };
-                    r.map_err(|e| e.to_string())
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("internal error (panic)".into()))
-            })
-            .collect()
+    let results = on_each(&conns, &|c, w| {
+        let r = if c.id == bluegreen_core::plan::PROXY_ID {
+            proxystatus(config, plan_ref, env_ref, &c.id, w)
+        } else {
+            let hoststatus = calls::HostStatus {
+                deploy_dir: Word::lit(&config.deploy_dir),
+                blue_port: config.slots.blue,
+                green_port: config.slots.green,
+            };
+            call(
+                &c.id,
+                w,
+                "hoststatus",
+                &hoststatus.into(),
+                &env_only(env_ref, "hoststatus"),
+            )
+            .map(|o| parse_kv(&o.stdout))
+        };
+        r.map_err(|e| e.to_string())
     });
 
     let mut report = StatusReport {
