@@ -531,10 +531,14 @@ bg_unit_install() {
 
 # env_file FILE [NAME VALUE]...: the app's environment as a file only the deploy user reads, in the
 # one syntax both systemd's EnvironmentFile= and bash (`set -a; . FILE`) read the same way: NAME="VALUE"
-# with \ " $ ` escaped. Without NAME VALUE pairs, FILE is removed.
+# with \ " $ ` escaped. A file secret's pair (`@NAME BASE64`) becomes the file NAME in the directory
+# beside FILE (`app.secrets`, mode 0700), and NAME holds its path. Without NAME VALUE pairs, FILE is
+# removed; the secrets' directory always is, then made anew.
 bg_env_file() {
-  local file=$1 v
+  local file=$1 name v files
   shift
+  files="${file%.env}.secrets"
+  rm -rf -- "$files"
   if [ "$#" -eq 0 ]; then
     rm -f -- "$file"
     return 0
@@ -542,15 +546,31 @@ bg_env_file() {
   (
     umask 077
     while [ "$#" -ge 2 ]; do
-      v=${2//\\/\\\\}
+      name=$1 v=$2
+      if [ "${name#@}" != "$name" ]; then
+        name=${name#@}
+        v=$files/$name
+        bg_secret_put "$v" "$2"
+      fi
+      v=${v//\\/\\\\}
       v=${v//\"/\\\"}
       v=${v//\$/\\\$}
       v=${v//\`/\\\`}
-      printf '%s="%s"\n' "$1" "$v"
+      printf '%s="%s"\n' "$name" "$v"
       shift 2
     done >"$file.tmp"
-  )
+  ) || exit 1
   mv -f -- "$file.tmp" "$file"
+}
+
+# bg_secret_put FILE BASE64: writes a file secret's content (BASE64 decoded) to FILE, which only the
+# deploy user reads (its directory made so, if missing).
+bg_secret_put() {
+  (
+    umask 077
+    mkdir -p -- "${1%/*}"
+    printf '%s' "$2" | base64 -d >"$1"
+  ) || bg_die "cannot write the file secret ${1##*/} to $1"
 }
 
 # The pid of the instance recorded in SLOT_DIR/app.pid (`PID START_TIME`), if it still runs: the
@@ -780,19 +800,29 @@ bg_probe() {
 }
 
 # hook DIR TIMEOUT_SECS COMMAND [NAME VALUE]...: runs a hook's COMMAND (bash text) in DIR (the home
-# directory when DIR does not exist), with each NAME=VALUE in its environment, its output and errors
+# directory when DIR does not exist), with each NAME=VALUE in its environment (a file secret's
+# `@NAME BASE64` as NAME holding the path of a temporary copy of its content), its output and errors
 # on standard output. After TIMEOUT_SECS its processes get SIGTERM, and SIGKILL 5 s later. The same
 # function runs a hook on the runner (bash runs this library there, the environment already in its
 # own), so a hook runs one way wherever it runs.
 bg_hook() {
-  local dir=$1 timeout=$2 command=$3 status=0
+  local dir=$1 timeout=$2 command=$3 status=0 files=""
   shift 3
   while [ "$#" -ge 2 ]; do
-    export "$1=$2"
+    if [ "${1#@}" != "$1" ]; then
+      # A file secret: its content in a file of a directory only the deploy user reads, removed
+      # once the hook is done.
+      [ -n "$files" ] || files=$(umask 077 && mktemp -d "${TMPDIR:-/tmp}/bluegreen-hook.XXXXXX")
+      bg_secret_put "$files/${1#@}" "$2"
+      export "${1#@}=$files/${1#@}"
+    else
+      export "$1=$2"
+    fi
     shift 2
   done
   cd -- "$dir" 2>/dev/null || cd
   timeout -k 5 "$timeout" bash -c "$command" </dev/null 2>&1 8>&- 9>&- || status=$?
+  [ -z "$files" ] || rm -rf -- "$files"
   case $status in
     0) echo "hook ok" ;;
     124) bg_die "hook timed out after ${timeout}s (it was stopped)" ;;
@@ -1526,6 +1556,23 @@ bg_check_var() {
   fi
 }
 
+# bg_secret_file FIELD NAME: ${NAME} (a file secret's, checked) must name a regular file this runner
+# reads, of at most 1048576 bytes; its content, base64-encoded, goes into BG_FILE_NAME (not
+# exported), which the calls that start the app send to the hosts.
+bg_secret_file() {
+  local field=$1 name=$2 value problem="" size
+  value=${!name}
+  if [ ! -f "$value" ] || [ ! -r "$value" ]; then
+    problem="is not a file this runner can read (a file secret's variable holds the path of a file, as Jenkins binds a file credential)"
+  elif size=$(wc -c <"$value") && [ "$size" -gt 1048576 ]; then
+    problem="is larger than 1 MiB (a file secret holds a key, a certificate or a small document)"
+  fi
+  if [ -n "$problem" ]; then
+    bg_fail "${field}: \`${value}\` (from \`\${${name}}\`) ${problem}"
+  fi
+  printf -v "BG_FILE_$name" '%s' "$(base64 -w0 <"$value")"
+}
+
 # The host table, one line per host: ID INDEX PORT HOST ADDRESS USER. INDEX is an app host's place
 # in the config's servers (`-` for the proxy); HOST is the SSH address, ADDRESS the app's (what nginx
 # and the health checks use), USER the SSH user, each as the config writes it: `${NAME}` stands for
@@ -1636,7 +1683,7 @@ bg_remote() {
   {
     printf '%s\n' "$BG_LIB"
     printf '%s\n' "$line"
-  } | bg_ssh "$id" "bash -c 'eval \"\$(head -c 59312)\" && { IFS= read -r -d \"\" c || true; eval \"\$c\"; }'"
+  } | bg_ssh "$id" "bash -c 'eval \"\$(head -c 60551)\" && { IFS= read -r -d \"\" c || true; eval \"\$c\"; }'"
 }
 
 # bg_shell_open HOST: opens a shell on HOST that serves this phase's calls to it one after another,
@@ -1651,7 +1698,7 @@ bg_shell_open() {
   BG_SHELL_ERR[$id]=$base.err
   rm -f -- "$base.in" "$base.out"
   mkfifo -m 600 -- "$base.in" "$base.out"
-  bg_ssh "$id" "bash -c 'eval \"\$(head -c 59312)\" && bg_serve'" <"$base.in" >"$base.out" 2>"$base.err" &
+  bg_ssh "$id" "bash -c 'eval \"\$(head -c 60551)\" && bg_serve'" <"$base.in" >"$base.out" 2>"$base.err" &
   exec {fd}>"$base.in"
   BG_SHELL_IN[$id]=$fd
   exec {fd}<"$base.out"

@@ -85,6 +85,23 @@ bg_check_var() {
   fi
 }
 
+# bg_secret_file FIELD NAME: ${NAME} (a file secret's, checked) must name a regular file this runner
+# reads, of at most {{ file_max }} bytes; its content, base64-encoded, goes into BG_FILE_NAME (not
+# exported), which the calls that start the app send to the hosts.
+bg_secret_file() {
+  local field=$1 name=$2 value problem="" size
+  value=${!name}
+  if [ ! -f "$value" ] || [ ! -r "$value" ]; then
+    problem={{ file_unreadable }}
+  elif size=$(wc -c <"$value") && [ "$size" -gt {{ file_max }} ]; then
+    problem={{ file_too_big }}
+  fi
+  if [ -n "$problem" ]; then
+    bg_fail {{ bad_message }}
+  fi
+  printf -v "BG_FILE_$name" '%s' "$(base64 -w0 <"$value")"
+}
+
 # The host table, one line per host: ID INDEX PORT HOST ADDRESS USER. INDEX is an app host's place
 # in the config's servers (`-` for the proxy); HOST is the SSH address, ADDRESS the app's (what nginx
 # and the health checks use), USER the SSH user, each as the config writes it: `${NAME}` stands for

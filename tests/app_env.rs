@@ -141,3 +141,139 @@ fn env_and_secrets_reach_the_app_and_nothing_else() {
         r.out()
     );
 }
+
+const FILE_SECRET: &str = "APP_TLS_KEY";
+
+#[test]
+fn a_file_secret_reaches_the_app_and_its_hooks_as_a_file_and_nothing_else() {
+    let _g = serial();
+    let tb = Testbed::up(1);
+    let tmp = TempDir::new("file-secret");
+    // Binary content (NUL bytes, newlines, quotes, a `$(...)`): what a keystore or a key is.
+    let marker = format!("FILE-SECRET-{}-MARK", std::process::id());
+    let mut content: Vec<u8> =
+        b"-----BEGIN KEY-----\n\0\x01\xff\"$(touch /tmp/PWNED)\"`x`\n".to_vec();
+    content.extend_from_slice(marker.as_bytes());
+    content.extend((0..=255u8).cycle().take(3000));
+    let key = tmp.path().join("tls.key");
+    std::fs::write(&key, &content).unwrap();
+    let want = crate::util::sha256(&key);
+    let opts = DeployOptions::new("60s").light().extra(&format!(
+        "secrets:\n  - {{ name: {FILE_SECRET}, credential: tls-key, file: true }}\n\
+         hooks:\n\
+         \x20 pre_switch: {{ run: 'echo \"hash=$(sha256sum <\"${FILE_SECRET}\" | cut -c1-64) mode=$(stat -c %a \"${FILE_SECRET}\")\"', on: servers }}\n\
+         \x20 post_switch: 'echo \"runner-path=${FILE_SECRET}\"'\n"
+    ));
+    let wd = bluegreen_testbed::Workdir::with(&tb, tmp.path(), light_apps(), &opts).unwrap();
+    let dir = tmp.path();
+    wd.stage("v1").unwrap();
+    let deploy = tb.var("DEPLOY_DIR");
+
+    // A variable that names no readable file, or too big a file: refused before anything is
+    // touched, by exec and by the script alike.
+    let big = tmp.path().join("big");
+    std::fs::write(&big, vec![b'x'; (1 << 20) + 1]).unwrap();
+    let render = Cmd::bluegreen(dir, &["render", "script", "-o", "deploy.sh"]).run();
+    assert!(render.success(), "{}", render.out());
+    for (path, problem) in [
+        ("/nonexistent/tls.key", "is not a file this runner can read"),
+        ("/tmp", "is not a file this runner can read"),
+        (big.to_str().unwrap(), "is larger than 1 MiB"),
+    ] {
+        let want_msg = format!("secrets[0]: `{path}` (from `${{{FILE_SECRET}}}`) {problem}");
+        let r = Cmd::bluegreen(dir, &["exec"]).env(FILE_SECRET, path).run();
+        assert_eq!(r.code, Some(2), "{}", r.out());
+        assert!(r.out().contains(&want_msg), "{want_msg}\n{}", r.out());
+        let s = Cmd::script(dir, "deploy.sh", &[])
+            .env(FILE_SECRET, path)
+            .run();
+        assert!(!s.success(), "{}", s.out());
+        assert!(s.out().contains(&want_msg), "{want_msg}\n{}", s.out());
+    }
+    assert_eq!(
+        tb.sh_ok(
+            "app1",
+            &format!("ls {deploy}/blue {deploy}/green 2>/dev/null | grep -c app.secrets || true")
+        ),
+        "0"
+    );
+
+    let check = |slot: &str, out: &str, how: &str| {
+        // The app's variable is the path of the slot's copy: the same bytes, the deploy user's alone.
+        let path = format!("{deploy}/{slot}/app.secrets/{FILE_SECRET}");
+        assert_eq!(instance_env(&tb, slot, FILE_SECRET), path, "{how}");
+        assert_eq!(
+            tb.sh_ok("app1", &format!("sha256sum <{path} | cut -c1-64")),
+            want,
+            "{how}"
+        );
+        assert_eq!(
+            tb.sh_ok(
+                "app1",
+                &format!("stat -c '%a %U' {path} {deploy}/{slot}/app.secrets")
+            ),
+            format!("600 {u}\n700 {u}", u = tb.var("SSH_USER")),
+            "{how}"
+        );
+        // The hook on the app host read a copy of the same bytes; the runner's hook its own file.
+        assert!(
+            out.contains(&format!("hash={want} mode=600")),
+            "{how}:\n{out}"
+        );
+        assert!(
+            out.contains(&format!("runner-path={}", key.display())),
+            "{how}:\n{out}"
+        );
+        assert!(
+            !out.contains(&marker),
+            "{how} shows the file's content:\n{out}"
+        );
+        // The hook's copy is gone; the content is nowhere on the hosts but in the slot's copy.
+        assert_eq!(
+            tb.sh_ok("app1", "ls /tmp | grep -c '^bluegreen-hook' || true"),
+            "0",
+            "{how}"
+        );
+        // The marker is written in two halves, so that no command line of the probe's holds it;
+        // the command lines are read before any process is given the marker whole.
+        let (m1, m2) = marker.split_at(5);
+        let probe = format!(
+            "m={m1}'{m2}'; for c in /proc/[0-9]*/cmdline; do tr '\\0' ' ' <\"$c\" 2>/dev/null; echo \" $c\"; done >/tmp/cmdlines; grep -F -- \"$m\" /tmp/cmdlines; grep -rlaF -- \"$m\" {state} 2>/dev/null; grep -rlaF --exclude-dir=app.secrets -- \"$m\" {deploy} 2>/dev/null; true",
+            state = tb.var("STATE_DIR"),
+        );
+        for host in ["proxy", "app1"] {
+            let found = tb.sh_ok(host, &probe);
+            assert!(
+                found.is_empty(),
+                "{how}: the file's content is in {host}: {found}"
+            );
+        }
+        assert!(
+            !std::path::Path::new("/tmp/PWNED").exists(),
+            "{how}: the content ran as code"
+        );
+    };
+
+    let r = Cmd::bluegreen(dir, &["exec", "-v"])
+        .env(FILE_SECRET, key.to_str().unwrap())
+        .run();
+    assert!(r.success(), "{}", r.out());
+    check("blue", &r.out(), "exec");
+
+    // The plan names the secret as a file, never its content.
+    let plan = Cmd::bluegreen(dir, &["plan", "--json"])
+        .env(FILE_SECRET, key.to_str().unwrap())
+        .run();
+    assert!(plan.success(), "{}", plan.out());
+    assert!(plan.out().contains("\"file\": true"), "{}", plan.out());
+    assert!(!plan.out().contains(&marker), "{}", plan.out());
+
+    // The rendered script: the same file on the host, the same hooks' view.
+    wd.stage("v2").unwrap();
+    let r = Cmd::script(dir, "deploy.sh", &[])
+        .env(FILE_SECRET, key.to_str().unwrap())
+        .run();
+    assert!(r.success(), "{}", r.out());
+    check("green", &r.out(), "the script");
+    assert_eq!(tb.version_via_proxy(), "v2");
+}

@@ -456,12 +456,13 @@ fn shared_library_deploys_with_the_cli_on_the_testbed() {
 }
 
 #[test]
-fn secrets_are_bound_from_string_credentials() {
-    // The app's secrets: each a Jenkins string credential bound to the variable the script reads,
-    // in every stage that runs the script; the credential's value is in no step's text.
+fn secrets_are_bound_from_string_and_file_credentials() {
+    // The app's secrets: each a Jenkins string credential (or file credential, for a file secret)
+    // bound to the variable the script reads, in every stage that runs the script; the
+    // credential's value is in no step's text.
     let dir = TempDir::new("jf-secrets");
     let text = std::fs::read_to_string(root().join("examples/sokdak.yaml")).unwrap()
-        + "secrets:\n  - DB_PASSWORD\n  - { name: API_KEY, credential: shop-api-key }\n";
+        + "secrets:\n  - DB_PASSWORD\n  - { name: API_KEY, credential: shop-api-key }\n  - { name: TLS_KEY, credential: tls-key, file: true }\n";
     dir.write("bluegreen.yaml", &text);
     let out =
         crate::util::bluegreen_in(dir.path(), &["render", "jenkinsfile", "-o", "Jenkinsfile"]);
@@ -469,11 +470,13 @@ fn secrets_are_bound_from_string_credentials() {
     let key = dir.write("key", "not a real key\n");
     let db = dir.write("db", "db-pass-value-1234\n");
     let api = dir.write("api", "api-key-value-5678\n");
+    let tls = dir.write("tls", "tls-key-value-9012\n");
     let creds = [
         format!("back-key={}", key.display()),
         format!("known-hosts={}", key.display()),
         format!("DB_PASSWORD={}", db.display()),
         format!("shop-api-key={}", api.display()),
+        format!("tls-key={}", tls.display()),
     ];
     let mut args = vec![
         "--env",
@@ -489,16 +492,26 @@ fn secrets_are_bound_from_string_credentials() {
     let json = json.unwrap();
     assert_eq!(json["result"], "SUCCESS", "{err}");
     let bindings = json["credentialBindings"].as_array().unwrap();
-    for (id, var) in [("DB_PASSWORD", "DB_PASSWORD"), ("shop-api-key", "API_KEY")] {
+    for (id, var, kind) in [
+        ("DB_PASSWORD", "DB_PASSWORD", "string"),
+        ("shop-api-key", "API_KEY", "string"),
+        ("tls-key", "TLS_KEY", "file"),
+    ] {
         let found: Vec<&Value> = bindings.iter().filter(|b| b["id"] == id).collect();
         assert!(!found.is_empty(), "{id} is never bound: {bindings:?}");
         for b in found {
-            assert_eq!(b["type"], "string", "{b}");
+            assert_eq!(b["type"], kind, "{b}");
             assert_eq!(b["variables"]["variable"], var, "{b}");
         }
     }
     let all = json.to_string();
-    assert!(!all.contains("db-pass-value-1234") && !all.contains("api-key-value-5678"));
+    for value in [
+        "db-pass-value-1234",
+        "api-key-value-5678",
+        "tls-key-value-9012",
+    ] {
+        assert!(!all.contains(value), "{value} shows");
+    }
 }
 
 /// Issue 12, item 7: npm-groovy-lint (CodeNarc, its `recommended-jenkinsfile` rules) finds no error

@@ -182,6 +182,9 @@ fn env_map() -> HashMap<String, String> {
         ("NGINX_PRIVATE_IP", "10.9.0.2"),
         ("WAS_1_PRIVATE_IP", "10.9.0.11"),
         ("WAS_2_PRIVATE_IP", "10.9.0.12"),
+        ("APP_SECRET", "it's \"$(touch PWNED)\" `x` ; \\"),
+        // A file secret's file: any small file, binary here.
+        ("APP_FILE", "/bin/true"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -253,6 +256,13 @@ fn expected_calls(plan: &Plan, release: &str) -> Vec<(String, Vec<String>)> {
     let lookup = |v: &Var| -> Result<String, String> {
         Ok(match v {
             Var::Env(n) => env.get(n).cloned().unwrap_or_default(),
+            Var::File(n) => {
+                let out = Command::new("base64")
+                    .args(["-w0", &env[n]])
+                    .output()
+                    .unwrap();
+                String::from_utf8(out.stdout).unwrap()
+            }
             Var::Runtime(RuntimeVar::TargetSlot) => "blue".into(),
             Var::Runtime(RuntimeVar::TargetPort) => plan.slots.blue.to_string(),
             Var::Runtime(RuntimeVar::LiveSlot) => "none".into(),
@@ -325,6 +335,30 @@ fn check_same_calls_as_exec(config_text: &str, artifact: &str) {
 fn script_sends_the_same_calls_as_exec() {
     let text = std::fs::read_to_string(root().join("examples/sokdak.yaml")).unwrap();
     check_same_calls_as_exec(&text, "backend/sokdak/build/libs/sokdak-1.0.jar");
+}
+
+#[test]
+fn script_sends_string_and_file_secrets_as_exec_does() {
+    // A file secret (a binary file) arrives as the same base64 `@NAME` pair exec sends, a string
+    // secret as its value, both byte for byte.
+    let text = std::fs::read_to_string(root().join("examples/sokdak.yaml")).unwrap()
+        + "secrets:\n  - APP_SECRET\n  - { name: APP_FILE, file: true }\n";
+    check_same_calls_as_exec(&text, "backend/sokdak/build/libs/sokdak-1.0.jar");
+    let run = run_script(
+        &text,
+        "backend/sokdak/build/libs/sokdak-1.0.jar",
+        None,
+        "none",
+    );
+    let calls = recorded(&run.dir.path().join("log"));
+    let start = calls.iter().find(|c| c.args[0] == "start").unwrap();
+    let at = start.args.iter().position(|a| a == "@APP_FILE").unwrap();
+    assert!(
+        start.args[at + 1].len() > 1000,
+        "{}",
+        start.args[at + 1].len()
+    );
+    assert!(!run.dir.path().join("PWNED").exists());
 }
 
 #[test]

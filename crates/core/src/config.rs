@@ -205,11 +205,47 @@ impl Hooks {
 pub struct Secret {
     /// The variable's name, in the runner's environment and in the app's.
     pub name: String,
-    /// The Jenkins string credential bound to it (default: the name).
+    /// The Jenkins credential bound to it (default: the name): a string credential, or a file
+    /// credential when [`Secret::file`].
     pub credential_id: String,
-    /// `${NAME}`: the value, read at run time.
+    /// A file secret (`file: true`): the runner's variable holds the path of a file (as Jenkins
+    /// binds a file credential), whose content the app hosts get as a file of the slot's, mode
+    /// 0600, and the app's variable holds that file's path.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub file: bool,
+    /// `${NAME}`: the value (a file secret's: the local file's path), read at run time.
     #[serde(skip)]
     pub value: Word,
+}
+
+/// What is wrong with a file secret's variable that names no file the runner can read (as
+/// [`Error::BadVariable`]'s message).
+pub const SECRET_FILE_UNREADABLE: &str = "is not a file this runner can read (a file secret's variable holds the path of a file, as Jenkins binds a file credential)";
+
+/// What is wrong with a file secret's file larger than [`SECRET_FILE_MAX`].
+pub const SECRET_FILE_TOO_BIG: &str =
+    "is larger than 1 MiB (a file secret holds a key, a certificate or a small document)";
+
+/// The largest file a file secret may name: it holds a key, a certificate or a small JSON
+/// document, and travels inside the SSH session's input.
+pub const SECRET_FILE_MAX: u64 = 1 << 20;
+
+impl Secret {
+    /// What a host gets for it, name and value: the runner's value, or for a file secret the
+    /// file's content, base64-encoded, under the name `@NAME`, which the remote library writes to
+    /// a file and replaces by `NAME` holding that file's path.
+    pub fn host_pair(&self) -> (String, Word) {
+        if self.file {
+            (
+                format!("{}{}", crate::remote::calls::FILE_ENV_MARK, self.name),
+                Word(vec![crate::word::Part::Var(crate::Var::File(
+                    self.name.clone(),
+                ))]),
+            )
+        } else {
+            (self.name.clone(), self.value.clone())
+        }
+    }
 }
 
 /// The deploy lock on the proxy.
@@ -534,6 +570,7 @@ mod raw {
     pub struct FullSecret {
         pub name: String,
         pub credential: Option<String>,
+        pub file: Option<bool>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -1369,9 +1406,9 @@ fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
     }
     let mut secrets = Vec::new();
     for (i, raw_secret) in r.secrets.unwrap_or_default().into_iter().enumerate() {
-        let (name, credential) = match raw_secret {
-            raw::Secret::Name(n) => (n, None),
-            raw::Secret::Full(f) => (f.name, f.credential),
+        let (name, credential, file) = match raw_secret {
+            raw::Secret::Name(n) => (n, None, false),
+            raw::Secret::Full(f) => (f.name, f.credential, f.file.unwrap_or(false)),
         };
         let field = format!("secrets[{i}]");
         c.app_env_name(&field, &name, &names)?;
@@ -1383,6 +1420,7 @@ fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
                 .map_err(|_| c.fail(field.clone(), "is not a variable name"))?,
             name,
             credential_id,
+            file,
         });
     }
     let max_parallel =

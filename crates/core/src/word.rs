@@ -17,6 +17,10 @@ pub enum Var {
     Env(String),
     /// A value the backend computes while the deploy runs.
     Runtime(RuntimeVar),
+    /// The content of the runner's file whose path is in the environment variable of this name,
+    /// base64-encoded (a file secret, for a host to write back into a file): `exec` reads and
+    /// encodes it, the rendered script has it in `$BG_FILE_<NAME>`.
+    File(String),
 }
 
 /// Values that exist only while a deploy runs.
@@ -57,13 +61,17 @@ impl RuntimeVar {
 
 impl Var {
     /// The shell variable name this variable is known by in a rendered script.
-    pub fn shell_name(&self) -> &str {
+    pub fn shell_name(&self) -> std::borrow::Cow<'_, str> {
         match self {
-            Var::Env(name) => name,
-            Var::Runtime(r) => r.shell_name(),
+            Var::Env(name) => name.into(),
+            Var::Runtime(r) => r.shell_name().into(),
+            Var::File(name) => format!("{FILE_VAR_PREFIX}{name}").into(),
         }
     }
 }
+
+/// The rendered script's variable for a [`Var::File`] is this followed by the secret's name.
+pub const FILE_VAR_PREFIX: &str = "BG_FILE_";
 
 /// One piece of a [`Word`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -188,7 +196,7 @@ impl Word {
     /// The environment variables this word refers to, in order.
     pub fn env_vars(&self) -> impl Iterator<Item = &str> {
         self.0.iter().filter_map(|p| match p {
-            Part::Var(Var::Env(n)) => Some(n.as_str()),
+            Part::Var(Var::Env(n) | Var::File(n)) => Some(n.as_str()),
             _ => None,
         })
     }
@@ -231,7 +239,7 @@ impl Word {
                 }
                 Part::Var(v) => {
                     out.push_str("${");
-                    out.push_str(v.shell_name());
+                    out.push_str(&v.shell_name());
                     out.push('}');
                 }
             }
@@ -305,7 +313,7 @@ mod tests {
     #[test]
     fn resolves_variables() {
         let w = Word::parse_env("${A}-${B}").unwrap();
-        let r: Result<String, String> = w.resolve(|v| match v.shell_name() {
+        let r: Result<String, String> = w.resolve(|v| match v.shell_name().as_ref() {
             "A" => Ok("1".into()),
             other => Err(other.to_string()),
         });

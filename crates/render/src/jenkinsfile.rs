@@ -127,11 +127,13 @@ pub fn jenkinsfile(plan: &Plan, source: &str) -> Result<String, Error> {
             groovy_str(k)
         );
     }
-    // The app's secrets: Jenkins string credentials, in the variables the script reads them from.
+    // The app's secrets: Jenkins string (or file) credentials, in the variables the script reads
+    // them from (a file credential's: the path of Jenkins' temporary copy).
     for s in &plan.secrets {
         let _ = write!(
             credentials,
-            ", string(credentialsId: {}, variable: {})",
+            ", {}(credentialsId: {}, variable: {})",
+            if s.file { "file" } else { "string" },
             groovy_str(&s.credential_id),
             groovy_str(&s.name)
         );

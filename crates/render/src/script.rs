@@ -53,8 +53,12 @@ struct ScriptView {
     beat_every: String,
     /// The run's words (core's), as bash functions.
     wording_fns: String,
-    /// The secrets' names, for `bg_mask`.
+    /// The secrets' names, for `bg_mask` (a file secret's value is a path: no secret).
     secret_names: String,
+    /// `bg_secret_file`'s messages and limit.
+    file_unreadable: String,
+    file_too_big: String,
+    file_max: u64,
 }
 
 /// A phase's function, `bg_ACTION_phase_PHASE`.
@@ -340,6 +344,15 @@ fn env_checks(plan: &Plan) -> Result<Vec<String>, Error> {
             e.name,
             ValueRule::for_field(&e.field).name
         );
+        if e.file {
+            lines.push(format!("  {check}"));
+            lines.push(format!(
+                "  bg_secret_file {} {}",
+                Word::lit(&e.field).to_bash(),
+                e.name
+            ));
+            continue;
+        }
         lines.push(match e.field.as_str() {
             "artifact" => format!("  [ \"$1\" != deploy ] || {check}"),
             "ssh.identity_file" => format!("  [ -n \"${{BG_SSH_KEY:-}}\" ] || {check}"),
@@ -547,9 +560,13 @@ pub fn script(plan: &Plan, source: &str) -> Result<String, Error> {
         secret_names: plan
             .secrets
             .iter()
+            .filter(|s| !s.file)
             .map(|s| s.name.as_str())
             .collect::<Vec<_>>()
             .join(" "),
+        file_unreadable: Word::lit(bluegreen_core::config::SECRET_FILE_UNREADABLE).to_bash(),
+        file_too_big: Word::lit(bluegreen_core::config::SECRET_FILE_TOO_BIG).to_bash(),
+        file_max: bluegreen_core::config::SECRET_FILE_MAX,
     };
     let mut out = view.render().map_err(|source| Error::Template {
         what: "the deploy script",

@@ -1,7 +1,9 @@
 //! What the backend works out before and while it runs: the environment, the artifact, the slots.
 
 use crate::error::Error;
-use bluegreen_core::config::{check_variable, Slots};
+use bluegreen_core::config::{
+    check_variable, Slots, SECRET_FILE_MAX, SECRET_FILE_TOO_BIG, SECRET_FILE_UNREADABLE,
+};
 use bluegreen_core::plan::EnvRef;
 use bluegreen_core::{RuntimeVar, Var, Word};
 use sha2::{Digest, Sha256};
@@ -9,14 +11,21 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// The environment variables a plan refers to, looked up once.
+/// The environment variables a plan refers to, looked up once, and the files its file secrets
+/// name, read once.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Env(pub HashMap<String, String>);
+pub(crate) struct Env {
+    /// Each variable's value.
+    pub vars: HashMap<String, String>,
+    /// A file secret's file content, base64-encoded, by its variable's name ([`Var::File`]).
+    pub files: HashMap<String, String>,
+}
 
 impl Env {
     /// Looks up every variable the plan needs, checking values as `Config::check_env` does.
     pub fn resolve(refs: &[EnvRef], lookup: &dyn Fn(&str) -> Option<String>) -> Result<Env, Error> {
         let mut map = HashMap::new();
+        let mut files = HashMap::new();
         for r in refs {
             let mut value = lookup(&r.name);
             if r.name == "HOME" && value.as_deref().is_none_or(str::is_empty) {
@@ -25,26 +34,71 @@ impl Env {
                 value = home_from_passwd();
             }
             let value = check_variable(&r.field, &r.name, value)?;
+            if r.file {
+                files.insert(r.name.clone(), read_secret_file(r, &value)?);
+            }
             map.insert(r.name.clone(), value);
         }
-        Ok(Env(map))
+        Ok(Env { vars: map, files })
+    }
+
+    /// The value of a variable of the environment's (`Var::Runtime`: none).
+    pub fn get(&self, v: &Var) -> Option<&String> {
+        match v {
+            Var::Env(name) => self.vars.get(name),
+            Var::File(name) => self.files.get(name),
+            Var::Runtime(_) => None,
+        }
     }
 
     /// Resolves a word that refers to environment variables only.
     pub fn word(&self, w: &Word, field: &str) -> Result<String, Error> {
-        w.resolve(|v| match v {
-            Var::Env(name) => self.0.get(name).cloned().ok_or_else(|| {
-                Error::from(bluegreen_core::Error::MissingVariable {
-                    field: field.to_string(),
-                    name: name.clone(),
-                })
-            }),
-            Var::Runtime(r) => Err(Error::Runtime {
-                step: field.to_string(),
-                name: r.shell_name().to_string(),
-            }),
-        })
+        w.resolve(|v| env_var(self, v, field))
     }
+}
+
+/// A variable of the environment's, for `step`: an error for a run-time variable or one not set.
+pub(crate) fn env_var(env: &Env, v: &Var, step: &str) -> Result<String, Error> {
+    match (env.get(v), v) {
+        (Some(value), _) => Ok(value.clone()),
+        (None, Var::Runtime(r)) => Err(Error::Runtime {
+            step: step.to_string(),
+            name: r.shell_name().to_string(),
+        }),
+        (None, Var::Env(name) | Var::File(name)) => {
+            Err(Error::from(bluegreen_core::Error::MissingVariable {
+                field: step.to_string(),
+                name: name.clone(),
+            }))
+        }
+    }
+}
+
+/// The content of the file a file secret's variable names (`path`), base64-encoded: a regular
+/// file the runner can read, of at most [`SECRET_FILE_MAX`] bytes, or the same error the rendered
+/// script gives.
+fn read_secret_file(r: &EnvRef, path: &str) -> Result<String, Error> {
+    use base64::Engine as _;
+    let bad = |message: &str| {
+        Error::from(bluegreen_core::Error::BadVariable {
+            field: r.field.clone(),
+            name: r.name.clone(),
+            value: path.to_string(),
+            message: message.to_string(),
+        })
+    };
+    let meta = std::fs::metadata(path).map_err(|_| bad(SECRET_FILE_UNREADABLE))?;
+    if !meta.is_file() {
+        return Err(bad(SECRET_FILE_UNREADABLE));
+    }
+    if meta.len() > SECRET_FILE_MAX {
+        return Err(bad(SECRET_FILE_TOO_BIG));
+    }
+    let bytes = std::fs::read(path).map_err(|_| bad(SECRET_FILE_UNREADABLE))?;
+    if bytes.len() as u64 > SECRET_FILE_MAX {
+        return Err(bad(SECRET_FILE_TOO_BIG));
+    }
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
 /// The slot serving traffic before the deploy.
@@ -143,17 +197,11 @@ pub(crate) fn resolve(w: &Word, env: &Env, rt: &Runtime, step: &str) -> Result<S
 /// One variable's value.
 pub(crate) fn lookup(v: &Var, env: &Env, rt: &Runtime, step: &str) -> Result<String, Error> {
     match v {
-        Var::Env(name) => env.0.get(name).cloned().ok_or_else(|| {
-            bluegreen_core::Error::MissingVariable {
-                field: step.to_string(),
-                name: name.clone(),
-            }
-            .into()
-        }),
         Var::Runtime(r) => rt.get(*r).ok_or_else(|| Error::Runtime {
             step: step.to_string(),
             name: r.shell_name().to_string(),
         }),
+        _ => env_var(env, v, step),
     }
 }
 
@@ -258,6 +306,7 @@ pub fn runner_paths(
                 .map(|n| EnvRef {
                     name: n.to_string(),
                     field: field.to_string(),
+                    file: false,
                 })
                 .collect::<Vec<_>>(),
             lookup,
@@ -388,10 +437,12 @@ mod tests {
             EnvRef {
                 name: "WAS_1".into(),
                 field: "servers[0].host".into(),
+                file: false,
             },
             EnvRef {
                 name: "DEPLOY_USER".into(),
                 field: "ssh.user".into(),
+                file: false,
             },
         ];
         let e = Env::resolve(&refs, &|n| (n == "WAS_1").then(|| "10.0.0.1".into())).unwrap_err();

@@ -552,7 +552,7 @@ impl<'a> Builder<'a> {
         if let Some(p) = failed {
             env.push(("BG_FAILED_PHASE".into(), Word::lit(p.name())));
         }
-        env.extend(self.app_env());
+        env.extend(self.app_env_where(on.is_none()));
         let timeout_secs = secs_ceil(hook.timeout);
         let dir = match on {
             None => Word::lit("."),
@@ -580,18 +580,26 @@ impl<'a> Builder<'a> {
         })
     }
 
-    /// The app's environment: `env:`, then the secrets (each the `${NAME}` of the runner's).
+    /// The app's environment as a host gets it: `env:`, then the secrets (each the `${NAME}` of
+    /// the runner's; a file secret the file's content, see [`crate::config::Secret::host_pair`]).
     fn app_env(&self) -> Vec<(String, Word)> {
+        self.app_env_where(false)
+    }
+
+    /// The app's environment on a host, or on the runner (`runner`), where a file secret is the
+    /// runner's own file, its path as it is.
+    fn app_env_where(&self, runner: bool) -> Vec<(String, Word)> {
         self.c
             .app_env
             .iter()
             .map(|(n, v)| (n.clone(), Word::lit(v)))
-            .chain(
-                self.c
-                    .secrets
-                    .iter()
-                    .map(|s| (s.name.clone(), s.value.clone())),
-            )
+            .chain(self.c.secrets.iter().map(|s| {
+                if runner {
+                    (s.name.clone(), s.value.clone())
+                } else {
+                    s.host_pair()
+                }
+            }))
             .collect()
     }
 
@@ -802,6 +810,8 @@ fn env_refs(c: &Config, known_hosts: &Word, identity_file: Option<&Word>) -> Vec
                 env.push(EnvRef {
                     name: name.to_string(),
                     field: field.clone(),
+                    file: field.starts_with("secrets[")
+                        && c.secrets.iter().any(|s| s.file && s.name == name),
                 });
             }
         }

@@ -185,6 +185,10 @@ pub struct EnvRef {
     pub name: String,
     /// The config field that refers to it.
     pub field: String,
+    /// It names a file (a file secret's), which the runner reads: it must be a regular file of at
+    /// most [`crate::config::SECRET_FILE_MAX`] bytes.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub file: bool,
 }
 
 /// What a phase is for; one Jenkins stage each.

@@ -248,6 +248,12 @@ impl From<Stop> for RemoteCall {
     }
 }
 
+/// In the NAME VALUE pairs of an app's environment (`start`, `revive`, `hook`), a name that begins
+/// with this is a file secret's: the value is the file's content, base64-encoded, which the library
+/// writes to a file only the deploy user reads, giving the app the name (without the mark) holding
+/// that file's path.
+pub const FILE_ENV_MARK: &str = "@";
+
 /// `start`: starts a slot's instance, after stopping one still running in the slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Start {

@@ -110,19 +110,7 @@ pub fn ago(secs: u64) -> String {
 /// Resolves a call's environment variables (`${NGINX_PRIVATE_IP}`); an operation knows no run's
 /// values, so a run-time variable is an error.
 fn env_only<'a>(env: &'a Env, step: &'a str) -> impl Fn(&Var) -> Result<String, Error> + 'a {
-    move |v| match v {
-        Var::Env(name) => env.0.get(name).cloned().ok_or_else(|| {
-            bluegreen_core::Error::MissingVariable {
-                field: step.to_string(),
-                name: name.clone(),
-            }
-            .into()
-        }),
-        Var::Runtime(r) => Err(Error::Runtime {
-            step: step.to_string(),
-            name: r.shell_name().to_string(),
-        }),
-    }
+    move |v| crate::runtime::env_var(env, v, step)
 }
 
 /// The plan and environment of a config, for the operations here.

@@ -119,12 +119,14 @@ impl Ctx<'_> {
         Ok((status.code().unwrap_or(128), stdout, stderr))
     }
 
-    /// The values of the run's secrets, which nothing it shows may hold.
+    /// The values of the run's secrets, which nothing it shows may hold (a file secret's value is
+    /// a path, no secret; its content is never in bluegreen's own output).
     fn secret_values(&self) -> Vec<String> {
         self.plan
             .secrets
             .iter()
-            .filter_map(|s| self.env.0.get(&s.name))
+            .filter(|s| !s.file)
+            .filter_map(|s| self.env.vars.get(&s.name))
             .filter(|v| !v.is_empty())
             .cloned()
             .collect()

@@ -581,7 +581,9 @@ impl Ctx<'_> {
                 // A secret's value never shows: the command line says `***` for it.
                 started.command = c
                     .call_line(|v| match v {
-                        Var::Env(n) if self.plan.secrets.iter().any(|s| &s.name == n) => {
+                        Var::Env(n) | Var::File(n)
+                            if self.plan.secrets.iter().any(|s| &s.name == n) =>
+                        {
                             Ok("***".to_string())
                         }
                         _ => lookup(v, &self.env, &rt, name),
