@@ -1310,12 +1310,30 @@ server 127.0.0.1:9 down;
   esac
 }
 
-# stopforeign DEPLOY_DIR BLUE_PORT GREEN_PORT PORT SIGNAL GRACE_SECS: `bluegreen takeover`: stops the
-# process bluegreen did not start that listens on PORT (a hand-written deployment's, once traffic
-# is off it): SIGNAL, then SIGKILL after GRACE_SECS; then waits until PORT is free. Never a slot's
-# instance (that is `retire`'s, or a deploy's), never a process the deploy user cannot see.
+# bg_proc_field PID N: field N of /proc/PID/stat, counted after the command name (1: the state,
+# 4: the session), which may hold spaces and parentheses.
+bg_proc_field() {
+  local stat="" n=$2
+  { IFS= read -r stat <"/proc/$1/stat"; } 2>/dev/null || [ -n "$stat" ] || return 1
+  stat=${stat##*) }
+  # shellcheck disable=SC2086
+  set -- $stat
+  [ -n "${!n:-}" ] || return 1
+  printf '%s\n' "${!n}"
+}
+
+# stopforeign DEPLOY_DIR BLUE_PORT GREEN_PORT PORT SIGNAL GRACE_SECS [PID LIVE_PORT]: `bluegreen
+# takeover`: stops the process bluegreen did not start that listens on PORT (a hand-written
+# deployment's, once traffic is off it): SIGNAL, then SIGKILL after GRACE_SECS; then waits until
+# PORT is free. With PID: that process, wherever it listens, unless it listens on LIVE_PORT (where
+# the proxy sends traffic); then waits until it is gone. Never a slot's instance (that is
+# `retire`'s, or a deploy's), never a process the deploy user cannot signal.
 bg_stopforeign() {
   local base=$1 blue=$2 green=$3 port=$4 signal=$5 grace=$6 slot slot_port pids killed=""
+  if [ -n "${7:-}" ]; then
+    bg_stopforeign_pid "$base" "$7" "${8:-}" "$signal" "$grace"
+    return
+  fi
   for slot in blue green; do
     if [ "$slot" = blue ]; then slot_port=$blue; else slot_port=$green; fi
     if [ "$slot_port" = "$port" ] && bg_slot_pid "$base/$slot" >/dev/null; then
@@ -1344,6 +1362,43 @@ bg_stopforeign() {
     bg_nap
   done
   echo "stopped pid $pids (port $port) after $(bg_napped)s"
+}
+
+# bg_stopforeign_pid DEPLOY_DIR PID LIVE_PORT SIGNAL GRACE_SECS: stopforeign's PID form.
+bg_stopforeign_pid() {
+  local base=$1 pid=$2 live=$3 signal=$4 grace=$5 sid slot own killed="" owner st
+  case "$pid" in '' | *[!0-9]*) bg_die "pid $pid is not a process id" ;; esac
+  sid=$(bg_proc_field "$pid" 4) || bg_die "no process $pid on this host: nothing to stop"
+  if ! kill -0 "$pid" 2>/dev/null; then
+    owner=$(stat -c %U "/proc/$pid" 2>/dev/null) || owner="another user"
+    bg_die "process $pid is $owner's, not $(id -un)'s: stop it as that user, or as root"
+  fi
+  for slot in blue green; do
+    own=$(bg_slot_pid "$base/$slot") || continue
+    if [ "$own" = "$pid" ] || [ "$(bg_proc_field "$own" 4)" = "$sid" ]; then
+      bg_die "process $pid is the $slot instance bluegreen started: a deploy or \`bluegreen retire\` stops it, not takeover"
+    fi
+  done
+  if grep -q 'bluegreen-.*@.*[.]service' "/proc/$pid/cgroup" 2>/dev/null; then
+    bg_die "process $pid runs in a unit bluegreen installed: a deploy or \`bluegreen retire\` stops it, not takeover"
+  fi
+  if [ -n "$live" ] && command -v ss >/dev/null 2>&1 &&
+    ss -Hltnp "sport = :$live" 2>/dev/null | grep -q "pid=$pid,"; then
+    bg_die "process $pid listens on port $live, where the proxy sends traffic: deploy first, so that bluegreen's slot serves, then take over"
+  fi
+  kill -s "$signal" "$pid" 2>/dev/null || true
+  BG_NAPPED=0
+  # Gone, or a zombie (it has exited; its parent has not reaped it yet).
+  while st=$(bg_proc_field "$pid" 1) && [ "$st" != Z ]; do
+    if [ -z "$killed" ] && [ "$BG_NAPPED" -ge $((grace * 1000)) ]; then
+      kill -s KILL "$pid" 2>/dev/null || true
+      killed=yes
+      echo "pid $pid still running after ${grace}s: sent SIGKILL"
+    fi
+    [ "$BG_NAPPED" -lt $(((grace + 10) * 1000)) ] || bg_die "pid $pid still runs 10s after SIGKILL"
+    bg_nap
+  done
+  echo "stopped pid $pid after $(bg_napped)s"
 }
 
 # serve: runs one call after another on this one shell, so the library is read once per
@@ -1683,7 +1738,7 @@ bg_remote() {
   {
     printf '%s\n' "$BG_LIB"
     printf '%s\n' "$line"
-  } | bg_ssh "$id" "bash -c 'eval \"\$(head -c 60551)\" && { IFS= read -r -d \"\" c || true; eval \"\$c\"; }'"
+  } | bg_ssh "$id" "bash -c 'eval \"\$(head -c 63126)\" && { IFS= read -r -d \"\" c || true; eval \"\$c\"; }'"
 }
 
 # bg_shell_open HOST: opens a shell on HOST that serves this phase's calls to it one after another,
@@ -1698,7 +1753,7 @@ bg_shell_open() {
   BG_SHELL_ERR[$id]=$base.err
   rm -f -- "$base.in" "$base.out"
   mkfifo -m 600 -- "$base.in" "$base.out"
-  bg_ssh "$id" "bash -c 'eval \"\$(head -c 60551)\" && bg_serve'" <"$base.in" >"$base.out" 2>"$base.err" &
+  bg_ssh "$id" "bash -c 'eval \"\$(head -c 63126)\" && bg_serve'" <"$base.in" >"$base.out" 2>"$base.err" &
   exec {fd}>"$base.in"
   BG_SHELL_IN[$id]=$fd
   exec {fd}<"$base.out"

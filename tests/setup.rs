@@ -262,6 +262,86 @@ fn setup_makes_bare_hosts_ready_and_check_remote_names_each_problem_with_its_fix
     assert!(r.success(), "{}", r.out());
     assert_eq!(tb.version_via_proxy(), "v3");
 
+    // 8b. Taking over by pid, on one host: a hand-written deployment's process on a port that is
+    //     no slot's, the deploy user's, stops (and the audit log says so); bluegreen's own live
+    //     instance, another user's process, a pid that does not exist and a host that is not an
+    //     app host are refused, and nothing is stopped.
+    let spawn = |as_user: bool, port: u16| -> String {
+        let run = if as_user {
+            format!(
+                "setpriv --reuid={u} --regid={u} --init-groups ",
+                u = tb.var("SSH_USER")
+            )
+        } else {
+            String::new()
+        };
+        tb.sh_ok(
+            "app1",
+            &format!(
+                "setsid {run}perl /tmp/foreign.pl --server.port={port} </dev/null >/dev/null 2>&1 & echo $!; for i in $(seq 50); do (true </dev/tcp/127.0.0.1/{port}) 2>/dev/null && break; sleep 0.1; done"
+            ),
+        )
+    };
+    let foreign = spawn(true, 8095);
+    let roots = spawn(false, 8096);
+    let live_pid = tb.sh_ok(
+        "app1",
+        &format!(
+            "read -r pid _ <{}/blue/app.pid && echo $pid",
+            tb.var("DEPLOY_DIR")
+        ),
+    );
+    let takeover = |pid: &str, host: &str| {
+        Cmd::bluegreen(dir, &["takeover", "--pid", pid, "--host", host]).run()
+    };
+    for (pid, host, code, says) in [
+        (
+            live_pid.as_str(),
+            "app1",
+            1,
+            "is the blue instance bluegreen started",
+        ),
+        (roots.as_str(), "app1", 1, "is root's, not"),
+        ("999999", "app1", 1, "no process 999999 on this host"),
+        (
+            foreign.as_str(),
+            "app9",
+            2,
+            "`app9` is not one of the app hosts (app1)",
+        ),
+    ] {
+        let r = takeover(pid, host);
+        assert_eq!(r.code, Some(code), "{pid} on {host}: {}", r.out());
+        assert!(
+            r.out().contains(says),
+            "{pid} on {host}: {says}\n{}",
+            r.out()
+        );
+    }
+    let r = Cmd::bluegreen(dir, &["takeover", "--pid", &foreign]).run();
+    assert_eq!(r.code, Some(2), "{}", r.out());
+    assert!(r.out().contains("--host"), "{}", r.out());
+    assert!(tb.port_open("app1", 8095) && tb.port_open("app1", 8096));
+    assert_eq!(tb.version_via_proxy(), "v3");
+    let r = takeover(&foreign, "app1");
+    assert!(r.success(), "{}", r.out());
+    assert!(
+        r.stdout.contains(&format!("app1: stopped pid {foreign}")),
+        "{}",
+        r.stdout
+    );
+    assert!(!tb.port_open("app1", 8095), "the old process still listens");
+    assert!(tb.port_open("app1", 8096), "root's process was stopped");
+    let audit = tb.sh_ok("proxy", &format!("tail -n 1 {state}/audit.log"));
+    let line: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    assert_eq!(
+        line["outcome"],
+        format!("stopped process {foreign} on app1, which bluegreen did not start, as asked"),
+        "{audit}"
+    );
+    tb.sh_ok("app1", &format!("kill {roots}"));
+    assert_eq!(tb.version_via_proxy(), "v3");
+
     // 9. Hosts whose keys the runner has never seen: check --remote cannot check them (strict host
     //    key checking); setup --accept-new records their keys, and from then on they are known.
     let kh = dir.join("new_known_hosts");

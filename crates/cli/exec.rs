@@ -119,10 +119,10 @@ pub(crate) fn check_remote(config_path: &Path, fix: bool, accept_new: bool) -> R
     Ok(())
 }
 
-/// `takeover --port PORT`.
-pub(crate) fn takeover(config_path: &Path, port: u16) -> Result<(), Failure> {
+/// `takeover --port PORT` or `takeover --pid PID --host HOST`.
+pub(crate) fn takeover(config_path: &Path, what: &ops::Takeover) -> Result<(), Failure> {
     let config = load(config_path, Action::Retire)?;
-    let report = ops::takeover(&config, &ExecOptions::default(), port)?;
+    let report = ops::takeover(&config, &ExecOptions::default(), what)?;
     println!("{report}");
     if !report.ok() {
         return Err(Failure::Quiet(1));

@@ -69,12 +69,20 @@ enum Command {
     /// release, health-checked, then switched to. With --to, an older release kept on the hosts.
     Rollback(exec::RollbackArgs),
     /// Once bluegreen's slot serves the traffic a hand-written deployment used to: stop that
-    /// deployment's process on a slot port on every app host (stop.signal, SIGKILL after
-    /// stop.grace), recorded in the audit log. Refused while the proxy still sends traffic there.
+    /// deployment's process on a slot port on every app host, or one process by its pid on one
+    /// host (stop.signal, SIGKILL after stop.grace), recorded in the audit log. Refused while the
+    /// proxy still sends traffic to it, and for bluegreen's own instances.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["port", "pid"])))]
     Takeover {
         /// The slot port the old process listens on.
         #[arg(long)]
-        port: u16,
+        port: Option<u16>,
+        /// The old process's id (with --host).
+        #[arg(long, requires = "host")]
+        pid: Option<u32>,
+        /// The app host the process runs on: its id (`app1`, as `status` shows) or its address.
+        #[arg(long, requires = "pid")]
+        host: Option<String>,
     },
     /// The releases kept on the app hosts (`keep_releases`), newest first, with their last deploy.
     Releases {
@@ -274,7 +282,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Exec(args) => exec::run(&cli.config, Action::Deploy, &args)?,
         Command::Rollback(args) => exec::rollback(&cli.config, &args)?,
         Command::Releases { json } => exec::releases(&cli.config, json)?,
-        Command::Takeover { port } => exec::takeover(&cli.config, port)?,
+        Command::Takeover { port, pid, host } => {
+            let what = match (port, pid, host) {
+                (Some(port), _, _) => bluegreen_ssh::ops::Takeover::Port(port),
+                (None, Some(pid), Some(host)) => bluegreen_ssh::ops::Takeover::Pid { pid, host },
+                _ => unreachable!("clap requires --port, or --pid with --host"),
+            };
+            exec::takeover(&cli.config, &what)?
+        }
         Command::Retire(args) => exec::retire(&cli.config, &args)?,
         Command::Status { json, fix } => exec::status(&cli.config, json, fix)?,
         Command::Lock {

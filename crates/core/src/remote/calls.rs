@@ -697,12 +697,16 @@ pub struct StopForeign {
     pub blue_port: u16,
     /// The green slot's port.
     pub green_port: u16,
-    /// The port.
+    /// The port (unused when `pid` is given).
     pub port: u16,
     /// The signal that asks it to stop.
     pub signal: Word,
     /// How long it has before SIGKILL, in seconds.
     pub grace_secs: u64,
+    /// The process to stop, rather than what listens on `port`.
+    pub pid: Option<u32>,
+    /// The port the proxy sends traffic to, which a process stopped by pid must not listen on.
+    pub live_port: Option<u16>,
 }
 
 impl From<StopForeign> for RemoteCall {
@@ -717,6 +721,8 @@ impl From<StopForeign> for RemoteCall {
                 number(a.port),
                 a.signal,
                 number(a.grace_secs),
+                a.pid.map(number).unwrap_or_default(),
+                a.live_port.map(number).unwrap_or_default(),
             ],
         )
         .waiting(wait)

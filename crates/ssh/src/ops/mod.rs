@@ -23,7 +23,7 @@ pub use lock::{lock_release, lock_show, LockStatus};
 pub use releases::{releases, ReleaseInfo, ReleasesReport};
 pub use repair::{repair, Repair};
 pub use status::{status, HostStatus, SlotStatus, StatusReport};
-pub use takeover::{takeover, TakeoverReport};
+pub use takeover::{takeover, Takeover, TakeoverReport};
 
 use crate::conn::{Output, Worker};
 use crate::error::Error;
