@@ -4,6 +4,7 @@
 #
 # Usage: deploy.sh            run every phase; any failure undoes what it must and exits non-zero
 #        deploy.sh rollback   traffic back on the previous slot (kept running, or restarted)
+#        deploy.sh rollback RELEASE   traffic on an older kept release (sha256 prefix or time)
 #        deploy.sh retire     stop the previous slot kept for the rollback window
 #        deploy.sh run deploy PHASE   run one deploy phase (prepare upload start verify switch drain retire finish), as Jenkins stages do
 #        deploy.sh abort      undo the phase that failed (stop new instances, restore the proxy,
@@ -2292,7 +2293,7 @@ bg_rollback_phase_prepare() {
   bg_at 2
   bg_on proxy reconcile "/var/lib/bluegreen/sokdak" "sokdak" "${BG_LIVE_SLOT}" "yes" "nginx -t" "nginx -s reload"
   bg_at 3
-  BG_RELEASE=$(bg_remote proxy release "/var/lib/bluegreen/sokdak" "")
+  BG_RELEASE=$(bg_remote proxy release "/var/lib/bluegreen/sokdak" "${BG_ROLLBACK_TO}")
   bg_log "[$BG_APP] release to roll back to: $BG_RELEASE"
 }
 
@@ -2578,10 +2579,32 @@ bg_run_all() {
   bg_log "$action of $BG_APP done: $(cat -- "$BG_RUN_DIR/summary" 2>/dev/null || true)"
 }
 
+# bg_rollback_to RELEASE: the release a rollback goes back to (empty: the previous one), checked as
+# `bluegreen rollback --to` checks it (a sha256 prefix, lowercased, or the start of a deploy time),
+# exported in BG_ROLLBACK_TO for the rollback's phases.
+bg_rollback_to() {
+  local to=$1
+  if [ -z "$to" ]; then
+    BG_ROLLBACK_TO=""
+  elif [ "${#to}" -ge 4 ] && [[ $to =~ ^[0-9a-fA-F]+$ ]]; then
+    BG_ROLLBACK_TO=${to,,}
+  elif [ "${#to}" -ge 4 ] && [[ $to =~ ^[0-9][-0-9T:Z]*$ ]]; then
+    BG_ROLLBACK_TO=$to
+  else
+    echo "rollback --to: \`${to}\` is neither a release (4 or more hex digits of its sha256) nor the start of a deploy time (2026-12-02T13:30)
+  hint: \`bluegreen releases\` lists the kept releases" >&2
+    exit 2
+  fi
+  export BG_ROLLBACK_TO
+}
+
 bg_usage() {
   cat >&2 <<'BG_USAGE_EOF'
 usage: deploy.sh [deploy]         deploy: every phase; a failure is undone
-       deploy.sh rollback         traffic back on the previous slot
+       deploy.sh rollback [RELEASE]
+                                  traffic back on the previous slot, or on RELEASE (a
+                                  kept release's sha256 prefix or deploy time, as
+                                  `bluegreen releases` lists them)
        deploy.sh retire           stop the previous slot kept for the rollback window
        deploy.sh run ACTION PHASE one phase of an action, as Jenkins stages run them
                                   (deploy: prepare upload start verify switch drain retire finish)
@@ -2593,12 +2616,18 @@ BG_USAGE_EOF
 bg_main() {
   case "${1:-deploy}" in
     deploy | all) bg_run_all deploy prepare upload start verify switch drain retire finish ;;
-    rollback) bg_run_all rollback prepare start verify switch drain retire finish ;;
+    rollback)
+      bg_rollback_to "${2:-${BG_ROLLBACK_TO:-}}"
+      bg_run_all rollback prepare start verify switch drain retire finish
+      ;;
     retire) bg_run_all retire prepare retire finish ;;
     abort) bg_abort ;;
     run)
       case "${2:-}:${3:-}" in
-        deploy:prepare | deploy:upload | deploy:start | deploy:verify | deploy:switch | deploy:drain | deploy:retire | deploy:finish | rollback:prepare | rollback:start | rollback:verify | rollback:switch | rollback:drain | rollback:retire | rollback:finish | retire:prepare | retire:retire | retire:finish) bg_run_phase "$2" "$3" ;;
+        deploy:prepare | deploy:upload | deploy:start | deploy:verify | deploy:switch | deploy:drain | deploy:retire | deploy:finish | rollback:prepare | rollback:start | rollback:verify | rollback:switch | rollback:drain | rollback:retire | rollback:finish | retire:prepare | retire:retire | retire:finish)
+          [ "$2" != rollback ] || bg_rollback_to "${BG_ROLLBACK_TO:-}"
+          bg_run_phase "$2" "$3"
+          ;;
         *) bg_usage ;;
       esac
       ;;

@@ -4,6 +4,7 @@
 #
 # Usage: deploy.sh            run every phase; any failure undoes what it must and exits non-zero
 #        deploy.sh rollback   traffic back on the previous slot (kept running, or restarted)
+#        deploy.sh rollback RELEASE   traffic on an older kept release (sha256 prefix or time)
 #        deploy.sh retire     stop the previous slot kept for the rollback window
 #        deploy.sh run deploy PHASE   run one deploy phase ({{ phase_names }}), as Jenkins stages do
 #        deploy.sh abort      undo the phase that failed (stop new instances, restore the proxy,
@@ -818,10 +819,31 @@ bg_run_all() {
   bg_log "$action of $BG_APP done: $(cat -- "$BG_RUN_DIR/summary" 2>/dev/null || true)"
 }
 
+# bg_rollback_to RELEASE: the release a rollback goes back to (empty: the previous one), checked as
+# `bluegreen rollback --to` checks it (a sha256 prefix, lowercased, or the start of a deploy time),
+# exported in BG_ROLLBACK_TO for the rollback's phases.
+bg_rollback_to() {
+  local to=$1
+  if [ -z "$to" ]; then
+    BG_ROLLBACK_TO=""
+  elif [ "${#to}" -ge 4 ] && [[ $to =~ ^[0-9a-fA-F]+$ ]]; then
+    BG_ROLLBACK_TO=${to,,}
+  elif [ "${#to}" -ge 4 ] && [[ $to =~ ^[0-9][-0-9T:Z]*$ ]]; then
+    BG_ROLLBACK_TO=$to
+  else
+    echo {{ rollback_to_message }} >&2
+    exit 2
+  fi
+  export BG_ROLLBACK_TO
+}
+
 bg_usage() {
   cat >&2 <<'BG_USAGE_EOF'
 usage: deploy.sh [deploy]         deploy: every phase; a failure is undone
-       deploy.sh rollback         traffic back on the previous slot
+       deploy.sh rollback [RELEASE]
+                                  traffic back on the previous slot, or on RELEASE (a
+                                  kept release's sha256 prefix or deploy time, as
+                                  `bluegreen releases` lists them)
        deploy.sh retire           stop the previous slot kept for the rollback window
        deploy.sh run ACTION PHASE one phase of an action, as Jenkins stages run them
                                   (deploy: {{ phase_names }})
@@ -833,12 +855,18 @@ BG_USAGE_EOF
 bg_main() {
   case "${1:-deploy}" in
     deploy | all) bg_run_all deploy {{ phase_names }} ;;
-    rollback) bg_run_all rollback {{ rollback_phase_names }} ;;
+    rollback)
+      bg_rollback_to "${2:-${BG_ROLLBACK_TO:-}}"
+      bg_run_all rollback {{ rollback_phase_names }}
+      ;;
     retire) bg_run_all retire {{ retire_phase_names }} ;;
     abort) bg_abort ;;
     run)
       case "${2:-}:${3:-}" in
-        {{ run_alternatives }}) bg_run_phase "$2" "$3" ;;
+        {{ run_alternatives }})
+          [ "$2" != rollback ] || bg_rollback_to "${BG_ROLLBACK_TO:-}"
+          bg_run_phase "$2" "$3"
+          ;;
         *) bg_usage ;;
       esac
       ;;

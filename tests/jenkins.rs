@@ -223,9 +223,10 @@ fn rollback_parameter_runs_only_the_rollback() {
         .collect();
     assert_eq!(
         sh,
-        ["#!/bin/bash\nexec bash .bluegreen/deploy.sh rollback\n"]
+        ["#!/bin/bash\nexec bash .bluegreen/deploy.sh rollback \"${ROLLBACK_TO:-}\"\n"]
     );
     assert_eq!(json["parameters"][0]["name"], "ROLLBACK");
+    assert_eq!(json["parameters"][1]["name"], "ROLLBACK_TO");
 }
 
 #[test]
@@ -433,6 +434,36 @@ fn gate_rejection_and_rollback_parameter_on_the_testbed() {
     assert_eq!(line["event"], "rollback");
     assert_eq!(line["outcome"], "success");
     assert_eq!(line["target"], "blue");
+
+    // ROLLBACK_TO: an older kept release by its sha prefix (v2, kept on every host), with no
+    // failed request; a value that is no release is refused before anything changes.
+    wd.stage("v2");
+    let v2 = crate::util::sha256(&wd.path().join("artifact/demo.jar"));
+    let json = run_jenkins(
+        &tb,
+        &wd,
+        &jf,
+        &[
+            "--param",
+            "ROLLBACK=true",
+            "--param",
+            "ROLLBACK_TO=last-week",
+        ],
+    );
+    assert_eq!(json["result"], "FAILURE", "{:?}", stages(&json));
+    assert_eq!(tb.version_via_proxy(), "v1");
+    let traffic = Traffic::start(&tb, 2);
+    traffic.allow(&["v1", "v2"]);
+    let to = format!("ROLLBACK_TO={}", &v2[..8]);
+    let json = run_jenkins(&tb, &wd, &jf, &["--param", "ROLLBACK=true", "--param", &to]);
+    traffic.allow(&["v2"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (nc, ka) = traffic.stop();
+    assert_eq!(json["result"], "SUCCESS", "{:?}", stages(&json));
+    assert_eq!(nc.failures(), 0, "{}\n{:?}", nc.line(), nc.samples);
+    assert_eq!(ka.http_errors(), 0, "{}", ka.line());
+    assert_eq!(tb.version_via_proxy(), "v2");
+    assert_eq!(tb.state()["release"], v2.as_str());
 }
 
 #[test]

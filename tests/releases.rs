@@ -148,4 +148,33 @@ fn hosts_keep_the_last_good_releases_and_rollback_to_goes_back_to_any_of_them() 
     let r = Cmd::bluegreen(dir, &["rollback", "--to", "last-week"]).run();
     assert_eq!(r.code, Some(2), "{}", r.out());
     assert!(r.out().contains("bluegreen releases"), "{}", r.out());
+    let exec_says = r.stderr.trim_start_matches("error: ").to_string();
+
+    // 7. The rendered script's `rollback RELEASE` (the Jenkinsfile's ROLLBACK_TO) does the same:
+    //    the same refusal word for word, a release no deploy succeeded with refused with traffic
+    //    unchanged, then v2 by an upper-case sha prefix, and a plain rollback back to v3.
+    let render = Cmd::bluegreen(dir, &["render", "script", "-o", "deploy.sh"]).run();
+    assert!(render.success(), "{}", render.out());
+    let r = Cmd::script(dir, "deploy.sh", &["rollback", "last-week"]).run();
+    assert_eq!(r.code, Some(2), "{}", r.out());
+    assert!(r.out().contains(&exec_says), "{exec_says}\n{}", r.out());
+    let r = Cmd::script(dir, "deploy.sh", &["rollback", &rel("v4")[..10]]).run();
+    assert!(!r.success(), "{}", r.out());
+    assert!(
+        r.out().contains("no successful deploy in the audit log"),
+        "{}",
+        r.out()
+    );
+    assert_eq!(tb.version_via_proxy(), "v3");
+    let r = Cmd::script(
+        dir,
+        "deploy.sh",
+        &["rollback", &rel("v2")[..8].to_uppercase()],
+    )
+    .run();
+    assert!(r.success(), "{}", r.out());
+    assert_eq!(tb.version_via_proxy(), "v2");
+    let r = Cmd::script(dir, "deploy.sh", &["rollback"]).run();
+    assert!(r.success(), "{}", r.out());
+    assert_eq!(tb.version_via_proxy(), "v3");
 }

@@ -83,26 +83,12 @@ pub(crate) fn rollback(config_path: &Path, args: &RollbackArgs) -> Result<(), Fa
     let Some(to) = &args.to else {
         return run(config_path, Action::Rollback, &args.run);
     };
-    let hex = to.len() >= 4 && to.chars().all(|c| c.is_ascii_hexdigit());
-    let time = to.len() >= 4
-        && to.starts_with(|c: char| c.is_ascii_digit())
-        && to.chars().all(|c| c.is_ascii_digit() || "-T:Z".contains(c));
-    if !hex && !time {
-        return Err(Failure::Input(format!(
-            "rollback --to: `{to}` is neither a release (4 or more hex digits of its sha256) nor the start of a deploy time (2026-12-02T13:30)\n  hint: `bluegreen releases` lists the kept releases"
-        )));
-    }
+    // Checked before the config is read or any host touched.
+    let to =
+        bluegreen_core::plan::rollback_target(to).map_err(|e| Failure::Input(e.to_string()))?;
     let config = load(config_path, Action::Rollback)?;
-    let to = if hex {
-        to.to_ascii_lowercase()
-    } else {
-        to.clone()
-    };
-    execute(
-        &Plan::rollback_to(&config, &to),
-        Action::Rollback,
-        &args.run,
-    )
+    let plan = Plan::rollback_to(&config, &to).map_err(|e| Failure::Input(e.to_string()))?;
+    execute(&plan, Action::Rollback, &args.run)
 }
 
 /// `check --remote` (`fix` false) and `setup` (`fix` true).

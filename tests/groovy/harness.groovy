@@ -746,7 +746,10 @@ class Interp {
         }
         params = Collections.unmodifiableMap(p)
         nodeAvailable = pm.agent.type != 'none'
+        // Jenkins exposes the build's parameters as environment variables too (ParametersAction
+        // contributes them), so a sh step reads $NAME as well as Groovy's params.NAME.
         Map<String, String> topEnv = [:]
+        params.each { k, v -> if (v != null) topEnv[k.toString()] = v.toString() }
         withEnvLayer(topEnv) {
             try {
                 if (pm.envClosure != null) evalEnvironment(pm.envClosure, topEnv)

@@ -60,6 +60,12 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// `rollback --to` names neither a release nor a deploy time.
+    #[error("rollback --to: `{to}` is neither a release (4 or more hex digits of its sha256) nor the start of a deploy time (2026-12-02T13:30)\n  hint: `bluegreen releases` lists the kept releases")]
+    RollbackTarget {
+        /// What was given.
+        to: String,
+    },
 }
 
 fn hint_suffix(hint: &Option<String>) -> String {

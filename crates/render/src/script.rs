@@ -53,6 +53,8 @@ struct ScriptView {
     beat_every: String,
     /// The run's words (core's), as bash functions.
     wording_fns: String,
+    /// `bg_rollback_to`'s message.
+    rollback_to_message: String,
     /// The secrets' names, for `bg_mask` (a file secret's value is a path: no secret).
     secret_names: String,
     /// `bg_secret_file`'s messages and limit.
@@ -467,11 +469,17 @@ fn rule_cases() -> String {
     out
 }
 
+/// The script's variable holding `rollback`'s release (`deploy.sh rollback RELEASE`).
+const ROLLBACK_TO_VAR: &str = "BG_ROLLBACK_TO";
+
 /// Renders the standalone bash script.
 pub fn script(plan: &Plan, source: &str) -> Result<String, Error> {
     let mut phases = Vec::new();
     let mut abort_cases = Vec::new();
-    let rollback = plan.to_rollback();
+    // `deploy.sh rollback [RELEASE]`: the release (checked by bg_rollback_to) in $BG_ROLLBACK_TO.
+    let rollback = plan.to_rollback_to(Word(vec![bluegreen_core::word::Part::Var(Var::Env(
+        ROLLBACK_TO_VAR.into(),
+    ))]));
     let retire = plan.to_retire();
     let mut run_alternatives = Vec::new();
     for p in [plan, &rollback, &retire] {
@@ -564,6 +572,9 @@ pub fn script(plan: &Plan, source: &str) -> Result<String, Error> {
             .map(|s| s.name.as_str())
             .collect::<Vec<_>>()
             .join(" "),
+        rollback_to_message: message_template(&bluegreen_core::Error::RollbackTarget {
+            to: mark("to"),
+        }),
         file_unreadable: Word::lit(bluegreen_core::config::SECRET_FILE_UNREADABLE).to_bash(),
         file_too_big: Word::lit(bluegreen_core::config::SECRET_FILE_TOO_BIG).to_bash(),
         file_max: bluegreen_core::config::SECRET_FILE_MAX,

@@ -54,9 +54,9 @@ pub(super) fn proxy_status_call(config: &Config) -> RemoteCall {
 
 /// The rollback plan: the deploy's phases without the upload (the slot keeps its release), the
 /// gate and the `pre_deploy` hook (nothing new is deployed).
-pub(super) fn rollback(config: &Config, to: Option<&str>) -> Plan {
+pub(super) fn rollback(config: &Config, to: Word) -> Plan {
     let mut b = Builder::new(config, Action::Rollback);
-    b.rollback_to = to.map(str::to_string);
+    b.rollback_to = to;
     let mut phases = vec![b.prepare(), b.start(), b.verify()];
     phases.extend(b.hook_phase(HookKind::PreSwitch));
     phases.push(b.switch());
@@ -110,7 +110,7 @@ struct Builder<'a> {
     jar_name: String,
     state_dir: Word,
     /// `rollback --to`: the release asked for (a sha256 prefix or the start of a deploy's time).
-    rollback_to: Option<String>,
+    rollback_to: Word,
 }
 
 impl<'a> Builder<'a> {
@@ -133,7 +133,7 @@ impl<'a> Builder<'a> {
             servers,
             jar_name: format!("{}.jar", c.app),
             state_dir: Word::lit(&c.proxy.state_dir),
-            rollback_to: None,
+            rollback_to: Word::default(),
         }
     }
 
@@ -146,7 +146,7 @@ impl<'a> Builder<'a> {
         if self.action == Action::Rollback {
             steps.push(Step::Inspect(self.on_proxy(calls::Release {
                 state_dir: self.state_dir.clone(),
-                want: Word::lit(self.rollback_to.as_deref().unwrap_or_default()),
+                want: self.rollback_to.clone(),
             })));
         }
         Phase {

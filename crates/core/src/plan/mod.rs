@@ -191,6 +191,24 @@ pub struct EnvRef {
     pub file: bool,
 }
 
+/// What `rollback --to` accepts, as the remote library matches it against the audit log: a
+/// release (4 or more hex digits of its sha256, lowercased here) or the start of a deploy's time
+/// (`2026-12-02T13:30`: digits, then digits and `-T:Z`). The rendered script applies the same rule
+/// (`bg_rollback_to`).
+pub fn rollback_target(to: &str) -> Result<String, crate::Error> {
+    let hex = to.len() >= 4 && to.chars().all(|c| c.is_ascii_hexdigit());
+    let time = to.len() >= 4
+        && to.starts_with(|c: char| c.is_ascii_digit())
+        && to.chars().all(|c| c.is_ascii_digit() || "-T:Z".contains(c));
+    if hex {
+        Ok(to.to_ascii_lowercase())
+    } else if time {
+        Ok(to.to_string())
+    } else {
+        Err(crate::Error::RollbackTarget { to: to.to_string() })
+    }
+}
+
 /// What a phase is for; one Jenkins stage each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -537,14 +555,14 @@ impl Plan {
     /// running (retained) or restarted from the release kept in its directory, health-checked, and
     /// switched to; the slot rolled back from is then retired like an old slot after a deploy.
     pub fn rollback(config: &Config) -> Plan {
-        build::rollback(config, None)
+        build::rollback(config, Word::default())
     }
 
     /// The plan of `bluegreen rollback --to RELEASE`: like [`Plan::rollback`], to a release the
     /// audit log records as deployed successfully (`to`: a sha256 prefix or the start of that
     /// deploy's time), started from the slot or from the hosts' kept releases.
-    pub fn rollback_to(config: &Config, to: &str) -> Plan {
-        build::rollback(config, Some(to))
+    pub fn rollback_to(config: &Config, to: &str) -> Result<Plan, crate::Error> {
+        Ok(build::rollback(config, Word::lit(rollback_target(to)?)))
     }
 
     /// The plan of `bluegreen retire`: stop the idle slot kept after a switch.
@@ -555,6 +573,13 @@ impl Plan {
     /// The rollback plan of the config this plan was computed from (see [`Plan::rollback`]).
     pub fn to_rollback(&self) -> Plan {
         Plan::rollback(&self.config)
+    }
+
+    /// The rollback plan of the config this plan was computed from, to the release `to` holds at
+    /// run time (empty: the previous one), already checked with [`rollback_target`]'s rule: the
+    /// rendered script's, whose `rollback [RELEASE]` sets it.
+    pub fn to_rollback_to(&self, to: Word) -> Plan {
+        build::rollback(&self.config, to)
     }
 
     /// The deploy lock as this plan's runs take it, held for `message`: for an operation that
@@ -934,7 +959,7 @@ mod tests {
             };
             s.call.clone()
         };
-        let to = Plan::rollback_to(&c, "0a1b2c");
+        let to = Plan::rollback_to(&c, "0A1b2c").unwrap();
         let back = Plan::rollback(&c);
         let want = |w: &str| -> RemoteCall {
             calls::Release {
@@ -948,6 +973,13 @@ mod tests {
         let kinds = |p: &Plan| p.phases.iter().map(|p| p.kind.name()).collect::<Vec<_>>();
         assert_eq!(kinds(&to), kinds(&back));
         assert_eq!(to.phases.len(), back.phases.len());
+        // A time prefix as it is; anything else refused, with the hint.
+        let at = Plan::rollback_to(&c, "2026-12-02T13:3").unwrap();
+        assert_eq!(inspect(&at), want("2026-12-02T13:3"));
+        for bad in ["abc", "last-week", "0a1b2g", "T13:30", ""] {
+            let e = Plan::rollback_to(&c, bad).unwrap_err().to_string();
+            assert!(e.contains("bluegreen releases"), "{bad}: {e}");
+        }
     }
 
     #[test]
