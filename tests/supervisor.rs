@@ -8,7 +8,8 @@
 //! requests through nginx while the script deploys; a killed live instance is restarted by
 //! systemd; after the host reboots the live slot is back and nginx serves it; an instance that dies
 //! while it is health-checked fails the deploy (systemd's restart does not hide it) and leaves
-//! traffic where it was.
+//! traffic where it was; and the same with `supervisor: systemd-user` (the deploy user's own
+//! systemd, lingering enabled by `setup`), switched to from `systemd` with a deploy.
 
 use crate::e2e::Traffic;
 use crate::testbed::{serial, Testbed, Workdir};
@@ -63,6 +64,21 @@ impl SystemdHost {
     fn unit(&self, slot: &str) -> String {
         self.sh(&format!(
             "u=bluegreen-demo@{slot}.service; echo $(systemctl show -P ActiveState $u) $(systemctl is-enabled $u 2>/dev/null || true)"
+        ))
+    }
+
+    /// Runs bash text as the deploy user, with its systemd's runtime directory.
+    fn sh_user(&self, cmd: &str) -> String {
+        self.sh(&format!(
+            "runuser -u bgdeploy -- env XDG_RUNTIME_DIR=/run/user/$(id -u bgdeploy) bash -c {}",
+            bluegreen_core::remote::bash_quote(cmd)
+        ))
+    }
+
+    /// `ActiveState UnitFileState` of a slot's unit in the deploy user's own systemd.
+    fn user_unit(&self, slot: &str) -> String {
+        self.sh_user(&format!(
+            "u=bluegreen-demo@{slot}.service; echo $(systemctl --user show -P ActiveState $u) $(systemctl --user is-enabled $u 2>/dev/null || true)"
         ))
     }
 
@@ -258,10 +274,76 @@ fn systemd_supervises_the_slots_restarts_a_killed_instance_and_brings_the_live_s
     );
     std::fs::write(&config_path, dying).unwrap();
     let r = Cmd::bluegreen(dir, &["exec"]).run();
-    std::fs::write(&config_path, config).unwrap();
+    std::fs::write(&config_path, &config).unwrap();
     assert_eq!(r.code, Some(1), "{}", r.out());
     assert!(r.out().contains("the green instance exited"), "{}", r.out());
     assert_eq!(tb.version_via_proxy(), "v1");
     assert_eq!(host.unit("green"), "inactive disabled");
     assert_eq!(host.unit("blue"), "active enabled");
+
+    // 7. `supervisor: systemd-user`: check --remote names lingering as the problem, setup enables
+    //    it (the one sudo line the README gives), and the next deploy starts green as a unit of
+    //    the deploy user's own systemd (no User=, default.target; systemd-analyze accepts it)
+    //    while blue, a system unit, is stopped and disabled by the systemd that ran it.
+    let user_config = config.replace("supervisor: systemd\n", "supervisor: systemd-user\n");
+    assert_ne!(user_config, config);
+    std::fs::write(&config_path, &user_config).unwrap();
+    let r = Cmd::bluegreen(dir, &["check", "--remote"]).run();
+    assert!(
+        r.out().contains("lingering is off for bgdeploy"),
+        "{}",
+        r.out()
+    );
+    let r = Cmd::bluegreen(dir, &["setup"]).run();
+    assert!(
+        r.out().contains("enabled lingering for bgdeploy"),
+        "{}",
+        r.out()
+    );
+    wd.stage("v2");
+    let traffic = Traffic::start(&tb, 2);
+    traffic.allow(&["v1", "v2"]);
+    let r = Cmd::bluegreen(dir, &["exec"]).run();
+    std::thread::sleep(Duration::from_millis(300));
+    let (nc, ka) = traffic.stop();
+    assert!(r.success(), "{}", r.out());
+    assert_eq!(nc.failures(), 0, "{}", nc.line());
+    assert_eq!(ka.http_errors(), 0, "{}", ka.line());
+    assert_eq!(tb.version_via_proxy(), "v2");
+    assert_eq!(host.user_unit("green"), "active enabled");
+    assert_eq!(host.unit("blue"), "inactive disabled");
+    let unit_file = "/home/bgdeploy/.config/systemd/user/bluegreen-demo@.service";
+    let unit = host.sh(&format!("cat {unit_file}"));
+    assert!(!unit.contains("User="), "{unit}");
+    assert!(
+        unit.lines().any(|l| l == "WantedBy=default.target"),
+        "{unit}"
+    );
+    let verify = host.sh_user(&format!(
+        "systemd-analyze --user verify {unit_file} bluegreen-demo@green.service 2>&1; echo rc=$?"
+    ));
+    assert!(
+        verify.ends_with("rc=0"),
+        "systemd-analyze --user verify: {verify}"
+    );
+    let status = Cmd::bluegreen(dir, &["status"]).run();
+    assert!(
+        status
+            .out()
+            .contains("systemd --user bluegreen-demo@green.service enabled"),
+        "{}",
+        status.out()
+    );
+    // Killed: the user's systemd starts it again.
+    let before = host.sh_user("systemctl --user show -P MainPID bluegreen-demo@green.service");
+    host.sh(&format!("kill -KILL {before}"));
+    until_served(&tb, "v2", 20);
+    assert_eq!(
+        host.sh_user("systemctl --user show -P NRestarts bluegreen-demo@green.service"),
+        "1"
+    );
+    // Rebooted: lingering starts the user's systemd, which starts the live slot.
+    host.run(&["reboot", &host.testbed]);
+    until_served(&tb, "v2", 40);
+    assert_eq!(host.user_unit("green"), "active enabled");
 }

@@ -17,10 +17,10 @@
 set -euo pipefail
 
 readonly CACHE=${SYSD_CACHE:-/var/cache/bluegreen-sysd}
-readonly DEBS=$CACHE/bookworm-debs.tgz
-readonly GOLDEN=$CACHE/rootfs-golden.tar
+readonly DEBS=$CACHE/bookworm-debs-2.tgz
+readonly GOLDEN=$CACHE/rootfs-golden-3.tar
 readonly MIRROR=${SYSD_MIRROR:-http://deb.debian.org/debian}
-readonly INCLUDE=systemd,systemd-sysv,openssh-server,dbus,sudo,curl,procps,iproute2
+readonly INCLUDE=systemd,systemd-sysv,libpam-systemd,openssh-server,dbus,sudo,curl,procps,iproute2
 readonly USER_NAME=bgdeploy
 readonly DEPLOY_DIR=/srv/bluegreen
 readonly JAVA_BINDS=(--bind-ro=/usr/lib/jvm --bind-ro=/etc/java-17-openjdk --bind-ro=/etc/ssl/certs/java)
@@ -78,9 +78,9 @@ provision() {
     chroot "$r" useradd --create-home --shell /bin/bash "$USER_NAME"
     chroot "$r" usermod -p '*' "$USER_NAME"
     # What the README documents for `supervisor: systemd`, and nothing more: the template unit's
-    # file, and systemctl for the app's units.
+    # file, and systemctl for the app's units; for `systemd-user`, enabling lingering.
     cat >"$r/etc/sudoers.d/bluegreen" <<EOF
-$USER_NAME ALL=(root) NOPASSWD: /usr/bin/systemctl daemon-reload, /usr/bin/systemctl * bluegreen-demo@*, /usr/bin/tee -- /etc/systemd/system/bluegreen-demo@.service.bluegreen-*, /usr/bin/mv -f -- /etc/systemd/system/bluegreen-demo@.service.bluegreen-* /etc/systemd/system/bluegreen-demo@.service, /usr/bin/chmod 644 -- /etc/systemd/system/bluegreen-demo@.service, /usr/bin/rm -f -- /etc/systemd/system/bluegreen-demo@.service.bluegreen-*
+$USER_NAME ALL=(root) NOPASSWD: /usr/bin/systemctl daemon-reload, /usr/bin/systemctl * bluegreen-demo@*, /usr/bin/tee -- /etc/systemd/system/bluegreen-demo@.service.bluegreen-*, /usr/bin/mv -f -- /etc/systemd/system/bluegreen-demo@.service.bluegreen-* /etc/systemd/system/bluegreen-demo@.service, /usr/bin/chmod 644 -- /etc/systemd/system/bluegreen-demo@.service, /usr/bin/rm -f -- /etc/systemd/system/bluegreen-demo@.service.bluegreen-*, /usr/bin/loginctl enable-linger $USER_NAME
 EOF
     chmod 440 "$r/etc/sudoers.d/bluegreen"
     mkdir -p "$r$DEPLOY_DIR"

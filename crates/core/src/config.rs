@@ -81,6 +81,9 @@ pub enum Supervisor {
     /// A systemd unit per slot (the template `bluegreen-<app>@.service`): restarted when it
     /// fails, the live slot started at boot.
     Systemd,
+    /// The same, as units of the deploy user's own systemd (`systemctl --user`, the unit in
+    /// `~/.config/systemd/user`), which lingering starts at boot: no sudo rights for systemctl.
+    SystemdUser,
 }
 
 impl Supervisor {
@@ -89,6 +92,7 @@ impl Supervisor {
         match self {
             Supervisor::None => "none",
             Supervisor::Systemd => "systemd",
+            Supervisor::SystemdUser => "systemd-user",
         }
     }
 }
@@ -1435,11 +1439,12 @@ fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
     let supervisor = match r.supervisor.as_deref() {
         None | Some("none") => Supervisor::None,
         Some("systemd") => Supervisor::Systemd,
+        Some("systemd-user") => Supervisor::SystemdUser,
         Some(other) => {
             return Err(c.fail_hint(
                 "supervisor",
                 format!("`{other}` is not a supervisor bluegreen knows"),
-                "use `systemd` (a unit per slot: restarted when it fails, the live slot started at boot) or `none` (the default: started detached, nothing restarts it)",
+                "use `systemd` (a unit per slot: restarted when it fails, the live slot started at boot), `systemd-user` (the same as units of the deploy user's own systemd, with lingering) or `none` (the default: started detached, nothing restarts it)",
             ))
         }
     };

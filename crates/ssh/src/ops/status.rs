@@ -41,6 +41,8 @@ pub struct SlotStatus {
 pub struct UnitStatus {
     /// `bluegreen-<app>@<slot>.service`.
     pub name: String,
+    /// Whose systemd runs it: `system`, or `user` (the deploy user's, `supervisor: systemd-user`).
+    pub scope: String,
     /// `enabled` (started at boot), `disabled`, ...
     pub enabled: String,
     /// How often systemd restarted it since it was started.
@@ -138,6 +140,7 @@ impl StatusReport {
                             "health": health_words(&s.health),
                             "unit": s.unit.as_ref().map(|u| json!({
                                 "name": u.name,
+                                "scope": u.scope,
                                 "enabled": u.enabled,
                                 "restarts": u.restarts,
                             })),
@@ -235,7 +238,8 @@ impl fmt::Display for StatusReport {
                 if let Some(u) = &s.unit {
                     writeln!(
                         f,
-                        "         systemd {} {}{}",
+                        "         systemd{} {} {}{}",
+                        if u.scope == "user" { " --user" } else { "" },
                         u.name,
                         u.enabled,
                         match u.restarts {
@@ -353,6 +357,7 @@ pub fn status(config: &Config, opts: &ExecOptions) -> Result<StatusReport, Error
                             .filter(|u| !u.is_empty())
                             .map(|name| UnitStatus {
                                 name,
+                                scope: g("unit_scope"),
                                 enabled: g("unit_enabled"),
                                 restarts: g("restarts").parse().unwrap_or(0),
                             }),
@@ -484,8 +489,9 @@ fn judge(r: &mut StatusReport, config: &Config) {
                 }
                 if let Some(u) = s.unit.as_ref().filter(|u| u.enabled != "enabled") {
                     r.drift.push(format!(
-                        "{}: the live slot's unit {} is {}, not enabled: it will not start when the host boots (the next deploy enables it; by hand: sudo systemctl enable {})",
-                        h.id, u.name, if u.enabled.is_empty() { "unknown" } else { &u.enabled }, u.name
+                        "{}: the live slot's unit {} is {}, not enabled: it will not start when the host boots (the next deploy enables it; by hand: {} enable {})",
+                        h.id, u.name, if u.enabled.is_empty() { "unknown" } else { &u.enabled },
+                        if u.scope == "user" { "systemctl --user" } else { "sudo systemctl" }, u.name
                     ));
                 }
                 live_releases.push((h.id.clone(), s.release.clone()));
