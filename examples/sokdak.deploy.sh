@@ -10,8 +10,10 @@
 #        deploy.sh abort      undo the phase that failed (stop new instances, restore the proxy,
 #                             release the lock); used by the Jenkinsfile's post section
 #
-# Environment: BG_SSH_KEY (private key file), BG_KNOWN_HOSTS (known_hosts file), BG_RUN_ID (the
-# run's id; Jenkins' BUILD_TAG by default), BG_RUN_DIR (where run state is kept, default .bluegreen).
+# Environment: BG_SSH_KEY (private key file), BLUEGREEN_SSH_PASSPHRASE (its passphrase, if it has
+# one: the key is loaded into an ssh-agent of this run's, stopped when the script exits),
+# BG_KNOWN_HOSTS (known_hosts file), BG_RUN_ID (the run's id; Jenkins' BUILD_TAG by default),
+# BG_RUN_DIR (where run state is kept, default .bluegreen).
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -439,10 +441,21 @@ bg_proc_start() {
 }
 
 # With `supervisor: systemd` a slot's instance is the unit named in SLOT_DIR/app.unit (an instance
-# of the template bluegreen-APP@.service): true, with BG_UNIT set, when the slot has one.
+# of the template bluegreen-APP@.service): true, with BG_UNIT set, when the slot has one. The file
+# says `user UNIT` for a unit of the deploy user's own systemd (`supervisor: systemd-user`); it
+# sets BG_UNIT_SCOPE (system or user), which bg_systemctl and bg_unit_show follow.
 bg_unit_of() {
-  BG_UNIT=""
-  [ -f "$1/app.unit" ] && IFS= read -r BG_UNIT <"$1/app.unit" && [ -n "$BG_UNIT" ]
+  BG_UNIT="" BG_UNIT_SCOPE=system
+  [ -f "$1/app.unit" ] && IFS= read -r BG_UNIT <"$1/app.unit" && [ -n "$BG_UNIT" ] || return 1
+  case $BG_UNIT in
+    'user '*) BG_UNIT=${BG_UNIT#user } BG_UNIT_SCOPE=user ;;
+  esac
+}
+
+# bg_user_systemctl ARGS...: the deploy user's own systemd (its runtime directory found from the
+# uid when the session set none, as a non-interactive SSH session may not).
+bg_user_systemctl() {
+  XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/run/user/$(id -u)} systemctl --user "$@"
 }
 
 # bg_unit_show UNIT: sets BG_MAINPID (0: no process), BG_ACTIVE (active, activating, failed,
@@ -459,37 +472,53 @@ bg_unit_show() {
       ExecMainStatus=*) BG_STATUS=${line#*=} ;;
       UnitFileState=*) BG_ENABLED=${line#*=} ;;
     esac
-  done < <(systemctl show -p MainPID -p ActiveState -p NRestarts -p ExecMainStatus -p UnitFileState -- "$1" 2>/dev/null)
+  done < <(
+    if [ "${BG_UNIT_SCOPE:-system}" = user ]; then
+      bg_user_systemctl show -p MainPID -p ActiveState -p NRestarts -p ExecMainStatus -p UnitFileState -- "$1"
+    else
+      systemctl show -p MainPID -p ActiveState -p NRestarts -p ExecMainStatus -p UnitFileState -- "$1"
+    fi 2>/dev/null
+  )
   case $BG_MAINPID in '' | *[!0-9]*) BG_MAINPID=0 ;; esac
   case $BG_RESTARTS in '' | *[!0-9]*) BG_RESTARTS=0 ;; esac
 }
 
 # bg_systemctl ARGS...: systemctl as root: itself when this is root, through `sudo -n` otherwise
-# (choosing `supervisor: systemd` is what grants the deploy user that).
+# (choosing `supervisor: systemd` is what grants the deploy user that); the deploy user's own
+# systemd when BG_UNIT_SCOPE is `user`.
 bg_systemctl() {
-  bg_run "$(bg_sudo_unless_root)" systemctl "$@"
+  if [ "${BG_UNIT_SCOPE:-system}" = user ]; then
+    bg_user_systemctl "$@"
+  else
+    bg_run "$(bg_sudo_unless_root)" systemctl "$@"
+  fi
 }
 
 bg_sudo_unless_root() {
   if [ "$(id -u)" = 0 ]; then echo no; else echo yes; fi
 }
 
-# unit_text APP BASE SIGNAL GRACE_SECS USER: the template unit bluegreen-APP@.service, one instance per
-# slot (%i: blue or green), its files in BASE/%i.
+# unit_text APP BASE SIGNAL GRACE_SECS USER SCOPE: the template unit bluegreen-APP@.service, one
+# instance per slot (%i: blue or green), its files in BASE/%i. SCOPE `user`: a unit of USER's own
+# systemd (no User=, started with that manager, which lingering starts at boot).
 bg_unit_text() {
-  local app=$1 base=$2 signal=${3#SIG} grace=$4 user=$5
+  local app=$1 base=$2 signal=${3#SIG} grace=$4 user=$5 scope=${6:-system} after="" who="" wanted
+  if [ "$scope" = user ]; then
+    wanted=default.target
+  else
+    after=$'After=network-online.target\nWants=network-online.target\n'
+    who="User=$user"$'\n'
+    wanted=multi-user.target
+  fi
   cat <<UNIT
 # Managed by bluegreen for $app: one instance per slot (bluegreen-$app@blue, bluegreen-$app@green).
 # bluegreen rewrites this file when the config changes; edits are lost.
 [Unit]
 Description=$app, %i slot (bluegreen)
-After=network-online.target
-Wants=network-online.target
-
+${after}
 [Service]
 Type=simple
-User=$user
-WorkingDirectory=$base/%i
+${who}WorkingDirectory=$base/%i
 EnvironmentFile=-$base/%i/app.env
 ExecStart=/bin/bash $base/%i/app.sh
 StandardInput=null
@@ -502,14 +531,16 @@ Restart=on-failure
 RestartSec=1
 
 [Install]
-WantedBy=multi-user.target
+WantedBy=$wanted
 UNIT
 }
 
-# unit_install APP BASE SIGNAL GRACE_SECS: writes /etc/systemd/system/bluegreen-APP@.service when it
-# is missing or differs, then reloads systemd; sets BG_UNIT_FILE.
+# unit_install APP BASE SIGNAL GRACE_SECS SCOPE: writes /etc/systemd/system/bluegreen-APP@.service
+# (SCOPE `user`: ~/.config/systemd/user/bluegreen-APP@.service, once lingering is on for the deploy
+# user and its systemd runs) when it is missing or differs, then reloads systemd; sets
+# BG_UNIT_FILE.
 bg_unit_install() {
-  local app=$1 base=$2 text sudo
+  local app=$1 base=$2 scope=${5:-system} text sudo me
   case $base in
     /*) ;;
     *) bg_die "the deploy directory '$base' is not an absolute path" ;;
@@ -521,7 +552,22 @@ bg_unit_install() {
   [ -d /run/systemd/system ] || bg_die "supervisor: systemd, but systemd is not this host's init (no /run/systemd/system)"
   sudo=$(bg_sudo_unless_root)
   BG_UNIT_FILE=/etc/systemd/system/bluegreen-$app@.service
-  text=$(bg_unit_text "$app" "$base" "$3" "$4" "$(id -un)")
+  if [ "$scope" = user ]; then
+    me=$(id -un)
+    [ -e "/var/lib/systemd/linger/$me" ] ||
+      bg_die "supervisor: systemd-user, but lingering is off for $me: its units would stop when it logs out and not start at boot (run \`sudo loginctl enable-linger $me\`, or \`bluegreen setup\`)"
+    # Lingering just enabled: logind starts the user's systemd soon after.
+    BG_NAPPED=0
+    until bg_user_systemctl show-environment >/dev/null 2>&1; do
+      [ "$BG_NAPPED" -lt 10000 ] ||
+        bg_die "supervisor: systemd-user, but $me's systemd does not answer (is user@$(id -u).service running? \`loginctl user-status $me\`)"
+      bg_nap
+    done
+    BG_UNIT_FILE=$HOME/.config/systemd/user/bluegreen-$app@.service
+    sudo=no
+    mkdir -p -- "${BG_UNIT_FILE%/*}"
+  fi
+  text=$(bg_unit_text "$app" "$base" "$3" "$4" "$(id -un)" "$scope")
   if [ "$(cat -- "$BG_UNIT_FILE" 2>/dev/null || true)" != "$text" ]; then
     bg_put "$BG_UNIT_FILE" "$text"$'\n' "$sudo" || bg_die "could not write $BG_UNIT_FILE (sudo -n tee: does the deploy user have sudo?)"
     bg_run "$sudo" chmod 644 -- "$BG_UNIT_FILE"
@@ -662,7 +708,8 @@ bg_stop() {
 # retained from an earlier deploy). Never on LIVE_PORT, the port the proxy's upstream named when the
 # deploy read it. COMMAND is shell text that refers to "$BG_JAR", "$BG_PORT", "$BG_SLOT", "$BG_HOST"
 # and "$BG_DIR". SUPERVISOR `none`: the instance runs under a small shell that records its exit
-# status in SLOT_DIR/app.exit. SUPERVISOR `systemd`: it runs as bluegreen-APP@SLOT.service (see
+# status in SLOT_DIR/app.exit. SUPERVISOR `systemd` (or `systemd-user`, the deploy user's own
+# systemd): it runs as bluegreen-APP@SLOT.service (see
 # bg_unit_text), enabled once it listens.
 bg_start() {
   local dir=$1 slot=$2 port=$3 host=$4 jar=$5 signal=$6 grace=$7 command=$8 live_port=${9:-} \
@@ -688,10 +735,13 @@ bg_start() {
   # reads, which systemd or the instance's shell reads; values never go on a command line.
   shift "$(($# < 11 ? $# : 11))"
   bg_env_file "$dir/app.env" "$@"
-  if [ "$supervisor" = systemd ]; then
-    bg_start_unit "$dir" "$slot" "$port" "$signal" "$grace" "$command" "$app"
-    return
-  fi
+  case $supervisor in
+    systemd | systemd-user)
+      bg_start_unit "$dir" "$slot" "$port" "$signal" "$grace" "$command" "$app" \
+        "$([ "$supervisor" = systemd-user ] && echo user || echo system)"
+      return
+      ;;
+  esac
   # The instance inherits no descriptor of this shell's but its standard ones.
   if [ -n "${BG_SLEEP_FD:-}" ] && [ "$BG_SLEEP_FD" != none ]; then
     exec {BG_SLEEP_FD}>&-
@@ -723,8 +773,9 @@ bg_start() {
 # template unit installed or brought up to date, SLOT_DIR/app.sh (what the unit runs: the start
 # command with the BG_ variables), then the unit started and, once it listens, enabled.
 bg_start_unit() {
-  local dir=$1 slot=$2 port=$3 command=$6 app=$7 unit
-  bg_unit_install "$app" "${PWD%/*}" "$4" "$5"
+  local dir=$1 slot=$2 port=$3 command=$6 app=$7 scope=${8:-system} unit
+  BG_UNIT_SCOPE=$scope
+  bg_unit_install "$app" "${PWD%/*}" "$4" "$5" "$scope"
   [ "${PWD##*/}" = "$slot" ] || bg_die "the $slot slot's directory $PWD is not named $slot (supervisor: systemd names the unit's directory after the slot)"
   unit=bluegreen-$app@$slot.service
   (
@@ -735,7 +786,11 @@ bg_start_unit() {
     printf 'exec bash -c %q\n' "$command"
   ) >"$dir/app.sh.tmp"
   mv -f -- "$dir/app.sh.tmp" "$dir/app.sh"
-  printf '%s\n' "$unit" >"$dir/app.unit"
+  if [ "$scope" = user ]; then
+    printf 'user %s\n' "$unit" >"$dir/app.unit"
+  else
+    printf '%s\n' "$unit" >"$dir/app.unit"
+  fi
   bg_systemctl reset-failed -- "$unit" 2>/dev/null || true
   bg_systemctl start -- "$unit" || bg_exited "$dir" "$slot" "as soon as systemd started it"
   BG_NAPPED=0
@@ -1133,7 +1188,8 @@ bg_hoststatus() {
     printf '%s.release=%s\n' "$slot" "$(cat -- "$dir/release" 2>/dev/null || true)"
     if bg_unit_of "$dir"; then
       bg_unit_show "$BG_UNIT"
-      printf '%s.unit=%s\n%s.unit_enabled=%s\n%s.restarts=%s\n' "$slot" "$BG_UNIT" "$slot" "$BG_ENABLED" "$slot" "$BG_RESTARTS"
+      printf '%s.unit=%s\n%s.unit_scope=%s\n%s.unit_enabled=%s\n%s.restarts=%s\n' "$slot" "$BG_UNIT" \
+        "$slot" "$BG_UNIT_SCOPE" "$slot" "$BG_ENABLED" "$slot" "$BG_RESTARTS"
     fi
   done
 }
@@ -1185,7 +1241,8 @@ bg_check_line() {
 # the slots' directories (created when FIX is `yes`), the start command's program, curl (needed
 # when health is probed from the host), what holds each slot's port (a process bluegreen did not
 # start: a hand-written deployment to take over), and for `supervisor: systemd` systemd and the
-# sudo rights. Changes nothing but the directories.
+# sudo rights (`systemd-user`: lingering, which FIX enables). Changes nothing but the directories
+# and lingering.
 bg_checkhost() {
   local base=$1 blue=$2 green=$3 program=$4 need_curl=$5 supervisor=$6 app=$7 fix=$8 slot port pid holder me
   me=$(id -un)
@@ -1234,17 +1291,40 @@ bg_checkhost() {
       bg_check_line ok "port $port (the $slot slot's) is free"
     fi
   done
-  if [ "$supervisor" = systemd ]; then
-    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-      bg_check_line ok "systemd is this host's init"
+  case $supervisor in systemd | systemd-user) ;; *) return 0 ;; esac
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    bg_check_line ok "systemd is this host's init"
+  else
+    bg_check_line problem "supervisor: $supervisor, but systemd is not this host's init" "use supervisor: none on this host's config, or run it under systemd"
+  fi
+  if [ "$supervisor" = systemd-user ]; then
+    # The deploy user's own systemd runs its units: lingering starts it at boot and keeps it
+    # running without a session.
+    if [ -e "/var/lib/systemd/linger/$me" ]; then
+      bg_check_line ok "lingering is on for $me"
+    elif [ "$fix" = yes ] && { loginctl enable-linger "$me" 2>/dev/null || sudo -n loginctl enable-linger "$me" 2>/dev/null; }; then
+      bg_check_line fixed "enabled lingering for $me (its systemd starts at boot)"
     else
-      bg_check_line problem "supervisor: systemd, but systemd is not this host's init" "use supervisor: none on this host's config, or run it under systemd"
+      bg_check_line problem "lingering is off for $me: its units would not start at boot" "sudo loginctl enable-linger $me (or let $me run it: the README's \"Running under systemd\")"
+      return 0
     fi
-    if [ "$(id -u)" = 0 ] || sudo -n -l -- /usr/bin/systemctl daemon-reload >/dev/null 2>&1; then
-      bg_check_line ok "$me may run systemctl as root"
+    # Lingering just enabled: logind starts the user's systemd soon after.
+    local i
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+      bg_user_systemctl show-environment >/dev/null 2>&1 && break
+      sleep 0.5
+    done
+    if bg_user_systemctl show-environment >/dev/null 2>&1; then
+      bg_check_line ok "$me's systemd runs (user@$(id -u).service)"
     else
-      bg_check_line problem "$me may not run \`sudo -n systemctl\`" "add the sudoers lines of the README's \"Running under systemd\" (for app $app)"
+      bg_check_line problem "$me's systemd does not run although lingering is on" "install libpam-systemd (what starts a user's systemd, on Debian), then: sudo systemctl restart user@$(id -u).service; \`systemctl status user@$(id -u).service\` says why it failed"
     fi
+    return 0
+  fi
+  if [ "$(id -u)" = 0 ] || sudo -n -l -- /usr/bin/systemctl daemon-reload >/dev/null 2>&1; then
+    bg_check_line ok "$me may run systemctl as root"
+  else
+    bg_check_line problem "$me may not run \`sudo -n systemctl\`" "add the sudoers lines of the README's \"Running under systemd\" (for app $app)"
   fi
 }
 
@@ -1693,6 +1773,36 @@ bg_init() {
   bg_hosts bg_add_host
 }
 
+# bg_at_exit COMMAND: runs COMMAND (bash text) when the script exits, after those given before.
+BG_AT_EXIT=""
+bg_at_exit() {
+  BG_AT_EXIT+="$1"$'\n'
+  trap 'eval "$BG_AT_EXIT"' EXIT
+}
+
+# bg_agent KEY: a key with a passphrase (BLUEGREEN_SSH_PASSPHRASE) is loaded into an ssh-agent of
+# this run's own, which ssh is pointed at, offering only that key (its public half, which the agent
+# gives back); the agent is stopped when the script exits. The passphrase reaches ssh-add through
+# an askpass program that prints it from the environment: never on a command line.
+bg_agent() {
+  local key=$1 askpass=$BG_CTL_DIR/askpass out
+  [ -r "$key" ] || bg_fail "the SSH key $key cannot be read"
+  eval "$(ssh-agent -s -a "$BG_CTL_DIR/agent.$$")" >/dev/null
+  # shellcheck disable=SC2016
+  bg_at_exit 'kill "$SSH_AGENT_PID" 2>/dev/null || true; rm -f -- "$BG_CTL_DIR/agent.$$" "$BG_CTL_DIR/id.$$.pub" "$BG_CTL_DIR/askpass.used"'
+  export SSH_AUTH_SOCK
+  # It answers once: ssh-add asks again after a wrong passphrase, and gives up when it gets none.
+  rm -f -- "$askpass.used"
+  # shellcheck disable=SC2016
+  printf '#!/bin/sh\n[ -e "$0.used" ] && exit 1\n: >"$0.used"\nprintf "%%s\\n" "$BLUEGREEN_SSH_PASSPHRASE"\n' >"$askpass"
+  chmod 700 "$askpass"
+  if ! out=$(SSH_ASKPASS=$askpass SSH_ASKPASS_REQUIRE=force DISPLAY=:0 ssh-add -q "$key" 2>&1 </dev/null); then
+    bg_fail "the SSH key $key does not open with BLUEGREEN_SSH_PASSPHRASE: ${out//$'\n'/ }"
+  fi
+  ssh-add -L >"$BG_CTL_DIR/id.$$.pub"
+  BG_SSH_OPTS+=(-i "$BG_CTL_DIR/id.$$.pub" -o IdentitiesOnly=yes -o "IdentityAgent=$SSH_AUTH_SOCK")
+}
+
 bg_ssh_opts() {
   local known_hosts=${BG_KNOWN_HOSTS:-"${HOME}/.ssh/known_hosts"}
   BG_SSH_OPTS=(-o BatchMode=yes -o "ConnectTimeout=$BG_CONNECT_TIMEOUT" -o ServerAliveInterval=15
@@ -1705,7 +1815,9 @@ bg_ssh_opts() {
       BG_SSH_OPTS+=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null) ;;
   esac
   local key=${BG_SSH_KEY:-"${HOME}/.ssh/sokdak_deploy"}
-  if [ -n "$key" ]; then
+  if [ -n "$key" ] && [ -n "${BLUEGREEN_SSH_PASSPHRASE:-}" ]; then
+    bg_agent "$key"
+  elif [ -n "$key" ]; then
     BG_SSH_OPTS+=(-i "$key" -o IdentitiesOnly=yes)
   fi
   # ssh and scp run without the runner's locale: Debian's /etc/ssh/ssh_config sends LANG and LC_*
@@ -1739,7 +1851,7 @@ bg_remote() {
   {
     printf '%s\n' "$BG_LIB"
     printf '%s\n' "$line"
-  } | bg_ssh "$id" "bash -c 'eval \"\$(head -c 63126)\" && { IFS= read -r -d \"\" c || true; eval \"\$c\"; }'"
+  } | bg_ssh "$id" "bash -c 'eval \"\$(head -c 67051)\" && { IFS= read -r -d \"\" c || true; eval \"\$c\"; }'"
 }
 
 # bg_shell_open HOST: opens a shell on HOST that serves this phase's calls to it one after another,
@@ -1754,7 +1866,7 @@ bg_shell_open() {
   BG_SHELL_ERR[$id]=$base.err
   rm -f -- "$base.in" "$base.out"
   mkfifo -m 600 -- "$base.in" "$base.out"
-  bg_ssh "$id" "bash -c 'eval \"\$(head -c 63126)\" && bg_serve'" <"$base.in" >"$base.out" 2>"$base.err" &
+  bg_ssh "$id" "bash -c 'eval \"\$(head -c 67051)\" && bg_serve'" <"$base.in" >"$base.out" 2>"$base.err" &
   exec {fd}>"$base.in"
   BG_SHELL_IN[$id]=$fd
   exec {fd}<"$base.out"
@@ -2105,6 +2217,8 @@ bg_hook_here() {
     for name in $(compgen -A export BG_); do
       export -n "${name?}"
     done
+    # Nor the SSH key's passphrase.
+    unset BLUEGREEN_SSH_PASSPHRASE
     while [ "$#" -ge 2 ]; do
       export "$1=$2"
       shift 2
@@ -2396,8 +2510,7 @@ bg_run_phase() {
   if [ "$2" != prepare ]; then
     # Every phase after the lock was taken keeps it alive while it runs.
     bg_heartbeat &
-    # shellcheck disable=SC2064
-    trap "kill $! 2>/dev/null || true" EXIT
+    bg_at_exit "kill $! 2>/dev/null || true"
   fi
   local phase_start
   phase_start=$(bg_now_ms)
@@ -2436,8 +2549,7 @@ bg_abort() {
   mkdir -p -- "$BG_CTL_DIR"
   bg_ssh_opts
   bg_heartbeat &
-  # shellcheck disable=SC2064
-  trap "kill $! 2>/dev/null || true" EXIT
+  bg_at_exit "kill $! 2>/dev/null || true"
   bg_log "== abort after a failure in the $BG_PHASE phase of a $BG_ACTION: undoing"
   local undo_failed=0 bg_keep_new="" id
   case "$BG_ACTION:$BG_PHASE" in

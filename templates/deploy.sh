@@ -10,8 +10,10 @@
 #        deploy.sh abort      undo the phase that failed (stop new instances, restore the proxy,
 #                             release the lock); used by the Jenkinsfile's post section
 #
-# Environment: BG_SSH_KEY (private key file), BG_KNOWN_HOSTS (known_hosts file), BG_RUN_ID (the
-# run's id; Jenkins' BUILD_TAG by default), BG_RUN_DIR (where run state is kept, default .bluegreen).
+# Environment: BG_SSH_KEY (private key file), BLUEGREEN_SSH_PASSPHRASE (its passphrase, if it has
+# one: the key is loaded into an ssh-agent of this run's, stopped when the script exits),
+# BG_KNOWN_HOSTS (known_hosts file), BG_RUN_ID (the run's id; Jenkins' BUILD_TAG by default),
+# BG_RUN_DIR (where run state is kept, default .bluegreen).
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -167,6 +169,36 @@ bg_init() {
   bg_hosts bg_add_host
 }
 
+# bg_at_exit COMMAND: runs COMMAND (bash text) when the script exits, after those given before.
+BG_AT_EXIT=""
+bg_at_exit() {
+  BG_AT_EXIT+="$1"$'\n'
+  trap 'eval "$BG_AT_EXIT"' EXIT
+}
+
+# bg_agent KEY: a key with a passphrase (BLUEGREEN_SSH_PASSPHRASE) is loaded into an ssh-agent of
+# this run's own, which ssh is pointed at, offering only that key (its public half, which the agent
+# gives back); the agent is stopped when the script exits. The passphrase reaches ssh-add through
+# an askpass program that prints it from the environment: never on a command line.
+bg_agent() {
+  local key=$1 askpass=$BG_CTL_DIR/askpass out
+  [ -r "$key" ] || bg_fail "the SSH key $key cannot be read"
+  eval "$(ssh-agent -s -a "$BG_CTL_DIR/agent.$$")" >/dev/null
+  # shellcheck disable=SC2016
+  bg_at_exit 'kill "$SSH_AGENT_PID" 2>/dev/null || true; rm -f -- "$BG_CTL_DIR/agent.$$" "$BG_CTL_DIR/id.$$.pub" "$BG_CTL_DIR/askpass.used"'
+  export SSH_AUTH_SOCK
+  # It answers once: ssh-add asks again after a wrong passphrase, and gives up when it gets none.
+  rm -f -- "$askpass.used"
+  # shellcheck disable=SC2016
+  printf '#!/bin/sh\n[ -e "$0.used" ] && exit 1\n: >"$0.used"\nprintf "%%s\\n" "$BLUEGREEN_SSH_PASSPHRASE"\n' >"$askpass"
+  chmod 700 "$askpass"
+  if ! out=$(SSH_ASKPASS=$askpass SSH_ASKPASS_REQUIRE=force DISPLAY=:0 ssh-add -q "$key" 2>&1 </dev/null); then
+    bg_fail "the SSH key $key does not open with BLUEGREEN_SSH_PASSPHRASE: ${out//$'\n'/ }"
+  fi
+  ssh-add -L >"$BG_CTL_DIR/id.$$.pub"
+  BG_SSH_OPTS+=(-i "$BG_CTL_DIR/id.$$.pub" -o IdentitiesOnly=yes -o "IdentityAgent=$SSH_AUTH_SOCK")
+}
+
 bg_ssh_opts() {
   local known_hosts=${BG_KNOWN_HOSTS:-{{ known_hosts }}}
   BG_SSH_OPTS=(-o BatchMode=yes -o "ConnectTimeout=$BG_CONNECT_TIMEOUT" -o ServerAliveInterval=15
@@ -179,7 +211,9 @@ bg_ssh_opts() {
       BG_SSH_OPTS+=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null) ;;
   esac
   local key=${BG_SSH_KEY:-{{ identity_file }}}
-  if [ -n "$key" ]; then
+  if [ -n "$key" ] && [ -n "${BLUEGREEN_SSH_PASSPHRASE:-}" ]; then
+    bg_agent "$key"
+  elif [ -n "$key" ]; then
     BG_SSH_OPTS+=(-i "$key" -o IdentitiesOnly=yes)
   fi
   # ssh and scp run without the runner's locale: Debian's /etc/ssh/ssh_config sends LANG and LC_*
@@ -576,6 +610,8 @@ bg_hook_here() {
     for name in $(compgen -A export BG_); do
       export -n "${name?}"
     done
+    # Nor the SSH key's passphrase.
+    unset BLUEGREEN_SSH_PASSPHRASE
     while [ "$#" -ge 2 ]; do
       export "$1=$2"
       shift 2
@@ -709,8 +745,7 @@ bg_run_phase() {
   if [ "$2" != prepare ]; then
     # Every phase after the lock was taken keeps it alive while it runs.
     bg_heartbeat &
-    # shellcheck disable=SC2064
-    trap "kill $! 2>/dev/null || true" EXIT
+    bg_at_exit "kill $! 2>/dev/null || true"
   fi
   local phase_start
   phase_start=$(bg_now_ms)
@@ -749,8 +784,7 @@ bg_abort() {
   mkdir -p -- "$BG_CTL_DIR"
   bg_ssh_opts
   bg_heartbeat &
-  # shellcheck disable=SC2064
-  trap "kill $! 2>/dev/null || true" EXIT
+  bg_at_exit "kill $! 2>/dev/null || true"
   bg_log "== abort after a failure in the $BG_PHASE phase of a $BG_ACTION: undoing"
   local undo_failed=0 bg_keep_new="" id
   case "$BG_ACTION:$BG_PHASE" in

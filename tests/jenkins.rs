@@ -535,6 +535,19 @@ fn secrets_are_bound_from_string_and_file_credentials() {
             assert_eq!(b["variables"]["variable"], var, "{b}");
         }
     }
+    // The deploy key's passphrase, if it has one, goes where exec and the script read it.
+    let key_bindings: Vec<&Value> = bindings
+        .iter()
+        .filter(|b| b["type"] == "sshUserPrivateKey")
+        .collect();
+    assert!(!key_bindings.is_empty(), "{bindings:?}");
+    for b in key_bindings {
+        assert_eq!(
+            b["variables"]["passphraseVariable"], "BLUEGREEN_SSH_PASSPHRASE",
+            "{b}"
+        );
+        assert_eq!(b["variables"]["keyFileVariable"], "BG_SSH_KEY", "{b}");
+    }
     let all = json.to_string();
     for value in [
         "db-pass-value-1234",

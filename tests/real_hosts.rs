@@ -616,3 +616,71 @@ fn deploys_to_32_app_hosts() {
     let (nc, ka) = traffic.stop();
     assert_no_failures(&nc, &ka);
 }
+
+/// Issue 12, item 5: a deploy key with a passphrase, as a Jenkins "SSH Username with private key"
+/// credential holds one (`passphraseVariable`: `BLUEGREEN_SSH_PASSPHRASE`). exec opens it with
+/// libssh2; the rendered script loads it into an ssh-agent of the run's own, which is gone when the
+/// script ends. Without the passphrase both fail and change nothing; the passphrase is in no output
+/// and no hook's environment.
+#[test]
+fn a_deploy_key_with_a_passphrase_works_for_exec_and_the_script() {
+    let _g = serial();
+    let tb = Testbed::up(1);
+    let wd = Workdir::new(
+        &tb,
+        "60s",
+        "hooks:\n  post_switch: 'echo \"hook-sees=${BLUEGREEN_SSH_PASSPHRASE:-nothing}\"'\n",
+    );
+    let pass = "it's a \"pass phrase\" $(touch /tmp/PWNED-PASS)";
+    let key = wd.path().join("id_locked");
+    std::fs::copy(tb.var("SSH_KEY"), &key).unwrap();
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-p", "-P", "", "-N", pass, "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let key = key.to_str().unwrap().to_string();
+    let agents = || {
+        let out = Command::new("pgrep")
+            .args(["-f", "^ssh-agent -s -a .*/bluegreen\\."])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let before = agents();
+
+    wd.stage("v1");
+    let r = bluegreen(&wd, &["exec"], &[("BG_SSH_KEY", &key)]);
+    assert_ne!(r.code, Some(0), "{}", r.out());
+    assert_says(&r, &["BLUEGREEN_SSH_PASSPHRASE"]);
+    let with = [
+        ("BG_SSH_KEY", key.as_str()),
+        ("BLUEGREEN_SSH_PASSPHRASE", pass),
+    ];
+    let r = bluegreen(&wd, &["exec"], &with);
+    assert_code(&r, 0);
+    assert_eq!(tb.version_via_proxy(), "v1");
+    assert_says(&r, &["hook-sees=nothing"]);
+    assert!(!r.out().contains("pass phrase"), "{}", r.out());
+
+    wd.stage("v2");
+    let r = script(&wd, &[("BG_SSH_KEY", &key)]);
+    assert_ne!(r.code, Some(0), "{}", r.out());
+    assert_eq!(tb.version_via_proxy(), "v1");
+    let r = script(&wd, &with);
+    assert_code(&r, 0);
+    assert_eq!(tb.version_via_proxy(), "v2");
+    assert_says(&r, &["hook-sees=nothing"]);
+    assert!(!r.out().contains("pass phrase"), "{}", r.out());
+    assert_eq!(agents(), before, "the run's ssh-agent outlived it");
+    // A wrong passphrase: the script says so before touching a host.
+    let r = script(
+        &wd,
+        &[("BG_SSH_KEY", &key), ("BLUEGREEN_SSH_PASSPHRASE", "wrong")],
+    );
+    assert_ne!(r.code, Some(0), "{}", r.out());
+    assert_says(&r, &["does not open with BLUEGREEN_SSH_PASSPHRASE"]);
+    assert_eq!(agents(), before, "the run's ssh-agent outlived it");
+    assert!(!std::path::Path::new("/tmp/PWNED-PASS").exists());
+}

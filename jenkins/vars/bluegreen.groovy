@@ -24,7 +24,8 @@ def call(Map args = [:]) {
     if (!actions.contains(action)) {
         error("bluegreen: action '${action}' is not one of ${actions.join(', ')}")
     }
-    List bindings = [sshUserPrivateKey(credentialsId: credentialsId, keyFileVariable: 'BG_SSH_KEY')]
+    List bindings = [sshUserPrivateKey(credentialsId: credentialsId, keyFileVariable: 'BG_SSH_KEY',
+                                       passphraseVariable: 'BLUEGREEN_SSH_PASSPHRASE')]
     if (args.knownHostsCredentialId) {
         bindings << file(credentialsId: args.knownHostsCredentialId, variable: 'BG_KNOWN_HOSTS')
     }

@@ -78,12 +78,14 @@ impl Ctx<'_> {
             source,
         };
         let mut cmd = Command::new("bash");
-        // A hook's BG_ variables are the plan's, none the runner's environment happens to hold.
+        // A hook's BG_ variables are the plan's, none the runner's environment happens to hold;
+        // nor does it get the SSH key's passphrase.
         for (var, _) in std::env::vars_os() {
             if var.to_string_lossy().starts_with("BG_") {
                 cmd.env_remove(var);
             }
         }
+        cmd.env_remove(crate::PASSPHRASE_ENV);
         let mut child = cmd
             .arg("-c")
             .arg(format!("{LIBRARY}\nbg_main hook \"$@\""))
