@@ -187,6 +187,70 @@ fn a_build_without_a_branch_fails_saying_why_unless_every_build_deploys() {
     assert!(has(&st, "Finish", "success"), "{st:?}");
 }
 
+/// Issue 12, item 1: the undo never runs inside a timeout. When a deploy stage times out (here:
+/// the gate's input is never answered and its timeout fires; or the switch's step fails), `post`
+/// runs `deploy.sh abort` with no timeout around it, so Jenkins' 60 s grace (which the harness
+/// models: tests/groovy/selftest.sh, `timeout-*`) cannot cut it short; every phase's step runs
+/// inside the Deploy stage's timeout.
+#[test]
+fn the_undo_runs_outside_every_timeout() {
+    let dir = TempDir::new("undo-timeout");
+    let config = std::fs::read_to_string(root().join("examples/sokdak.yaml"))
+        .unwrap()
+        .replacen("jenkins:\n", "jenkins:\n  gate: 5m\n", 1);
+    assert!(config.contains("  gate: 5m\n"));
+    let cfg = dir.write("bluegreen.yaml", &config);
+    render_jenkinsfile(&dir, &cfg, "Jenkinsfile");
+    let jf = dir.path().join("Jenkinsfile");
+    let k = dir.write("key", "not a key\n");
+    let back = format!("back-key={}", k.display());
+    let known = format!("known-hosts={}", k.display());
+    for extra in [["--input", "timeout"], ["--fail-sh", "run deploy switch"]] {
+        let mut args = vec![
+            "--env",
+            "BRANCH_NAME=main",
+            "--cred",
+            &back,
+            "--cred",
+            &known,
+            "--dummy-creds",
+        ];
+        args.extend(extra);
+        let (code, json, err) = harness(&jf, &args);
+        assert_eq!(code, 0, "{err}");
+        let json = json.unwrap();
+        assert_ne!(json["result"], "SUCCESS", "{extra:?}: {err}");
+        let sh = json["sh"].as_array().unwrap();
+        let abort: Vec<&Value> = sh
+            .iter()
+            .filter(|s| {
+                s["stage"].is_null() && s["script"].as_str().unwrap().contains("deploy.sh abort")
+            })
+            .collect();
+        assert!(!abort.is_empty(), "{extra:?}: no undo ran: {sh:?}");
+        for s in abort {
+            assert_eq!(
+                s["timeouts"],
+                serde_json::json!([]),
+                "{extra:?}: the undo is timed"
+            );
+        }
+        for s in sh.iter().filter(|s| {
+            s["script"]
+                .as_str()
+                .unwrap()
+                .starts_with("#!/bin/bash\nexec bash .bluegreen/deploy.sh run deploy ")
+        }) {
+            assert_eq!(
+                s["timeouts"],
+                serde_json::json!(["stage Deploy"]),
+                "{}",
+                s["script"]
+            );
+        }
+    }
+}
+
 #[test]
 fn rollback_parameter_runs_only_the_rollback() {
     let jf = root().join("examples/sokdak.Jenkinsfile");

@@ -722,6 +722,68 @@ class Interp {
         return "${e.class.name}: ${e.message}".toString()
     }
 
+    // ================================================================ timeouts
+    // Models workflow-basic-steps' TimeoutStepExecution: when the time is up the body is
+    // interrupted (the running `sh` is stopped, the build becomes ABORTED: "Timeout has been
+    // exceeded"); what still runs inside the body afterwards (a pipeline-level timeout wraps `post`
+    // too: pipeline-model-definition's ModelInterpreter runs the post section inside the options'
+    // wrappers) has GRACE_PERIOD, 60 s, after which it is killed ("Body did not finish within grace
+    // period; terminating with extreme prejudice"). A stopped `sh` has its whole process tree
+    // killed, found by an environment cookie as Jenkins' ProcessTree finds it (JENKINS_NODE_COOKIE).
+    // --timeout-grace SECS shortens the grace for self-tests.
+    List<Map> timeoutFrames = []
+    long timeoutGraceMs = 60000L
+
+    static long durationMs(Object spec) {
+        Map m = spec instanceof Map ? (Map) spec : [time: spec]
+        long t = ((m.time ?: m.value) as Number).longValue()
+        String unit = (m.unit ?: 'MINUTES').toString()
+        Map<String, Long> per = [NANOSECONDS: 0L, MICROSECONDS: 0L, MILLISECONDS: 1L, SECONDS: 1000L,
+                                 MINUTES: 60000L, HOURS: 3600000L, DAYS: 86400000L]
+        if (!per.containsKey(unit)) throw new StepFailure("timeout: unknown unit ${unit}")
+        return t * per[unit]
+    }
+
+    Object withTimeout(Object spec, String label, Closure body) {
+        Map f = [label: label, deadline: System.currentTimeMillis() + durationMs(spec), firedAt: null]
+        timeoutFrames << f
+        try { return body.call() } finally { timeoutFrames.remove(timeoutFrames.size() - 1) }
+    }
+
+    /** The frame whose limit comes first, and that limit (a fired frame's: its grace's end). */
+    List nextLimit() {
+        Map best = null
+        long at = Long.MAX_VALUE
+        timeoutFrames.each { Map f ->
+            long l = f.firedAt != null ? ((long) f.firedAt) + timeoutGraceMs : (long) f.deadline
+            if (l < at) { at = l; best = f }
+        }
+        return [best, at]
+    }
+
+    /** What reaching a frame's limit does: the first time, the timeout fires; then the grace ends. */
+    AbortError limitReached(Map f) {
+        if (f.firedAt == null) {
+            f.firedAt = System.currentTimeMillis()
+            log("timeout (${f.label}): Timeout has been exceeded")
+            return new AbortError("Timeout has been exceeded (${f.label})")
+        }
+        log("timeout (${f.label}): the grace period is over: killing what still runs")
+        return new AbortError("Body did not finish within grace period; terminating with extreme prejudice (${f.label})")
+    }
+
+    /** Kills every process whose environment holds the cookie, as ProcessTree.killAll does. */
+    static void killByCookie(String cookie) {
+        String mine = "BG_HARNESS_COOKIE=${cookie}".toString()
+        new File('/proc').listFiles().findAll { it.name ==~ /\d+/ }.each { File d ->
+            try {
+                byte[] env = new File(d, 'environ').bytes
+                if (new String(env, 'UTF-8').split('\u0000').contains(mine))
+                    ['kill', '-KILL', d.name].execute().waitFor()
+            } catch (IOException ignored) { }
+        }
+    }
+
     // ================================================================ execution
     void runPipeline(PipelineModel pm) {
         agentOut = pm.agent
@@ -750,7 +812,7 @@ class Interp {
         // contributes them), so a sh step reads $NAME as well as Groovy's params.NAME.
         Map<String, String> topEnv = [:]
         params.each { k, v -> if (v != null) topEnv[k.toString()] = v.toString() }
-        withEnvLayer(topEnv) {
+        Closure whole = {
             try {
                 if (pm.envClosure != null) evalEnvironment(pm.envClosure, topEnv)
                 runStages(pm.stages, null)
@@ -762,6 +824,11 @@ class Interp {
                 setResult('FAILURE'); halted = true; errorsOut << [stage: null, message: msg(e)]
             }
             runPost(pm.post, 'pipeline') { buildResult }
+        }
+        withEnvLayer(topEnv) {
+            // The pipeline's options { timeout } wraps the stages and the post section alike.
+            if (optionsOut.timeout != null) withTimeout(optionsOut.timeout, 'pipeline options', whole)
+            else whole.call()
         }
     }
 
@@ -822,16 +889,21 @@ class Interp {
                 return 'skipped'
             }
             if (abortAtStage != null && abortAtStage == st.name) throw new AbortError("Simulated abort/timeout at stage '${st.name}'")
-            if (st.steps != null) {
-                withFrame('steps', st) { st.steps.call() }
-            } else if (st.stages != null) {
-                String s = runStages(st.stages, st)
-                if (s == 'failed') sf.result = worst(sf.result, 'FAILURE')
-                else if (s == 'aborted') sf.result = worst(sf.result, 'ABORTED')
-                else if (s == 'unstable') sf.result = worst(sf.result, 'UNSTABLE')
-            } else {
-                runParallel(st, sf)
+            Closure run = {
+                if (st.steps != null) {
+                    withFrame('steps', st) { st.steps.call() }
+                } else if (st.stages != null) {
+                    String s = runStages(st.stages, st)
+                    if (s == 'failed') sf.result = worst(sf.result, 'FAILURE')
+                    else if (s == 'aborted') sf.result = worst(sf.result, 'ABORTED')
+                    else if (s == 'unstable') sf.result = worst(sf.result, 'UNSTABLE')
+                } else {
+                    runParallel(st, sf)
+                }
             }
+            // A stage's options { timeout } wraps what the stage runs (its nested stages too).
+            if (st.options?.timeout != null) withTimeout(st.options.timeout, "stage ${st.name}", run)
+            else run.call()
         } catch (StructuralError e) {
             throw e
         } catch (AbortError e) {
@@ -919,7 +991,7 @@ class Interp {
             case 'input': return doInput(pos && !named ? [message: plain(pos[0])] : named)
             case 'timeout':
                 if (body == null) throw new StepFailure("timeout step requires a body")
-                return withFrame('block', 'timeout') { body.call() }
+                return withTimeout(named ?: (pos ? pos[0] : null), 'timeout step') { withFrame('block', 'timeout') { body.call() } }
             case 'writeFile':
                 String f = (named.file ?: (pos ? pos[0] : null))?.toString()
                 String text = named.text?.toString()
@@ -1037,7 +1109,8 @@ class Interp {
         String script = scriptV.toString()
         boolean rs = DefaultTypeTransformation.castToBoolean(named.returnStdout)
         boolean rst = DefaultTypeTransformation.castToBoolean(named.returnStatus)
-        Map rec = [stage: curStageName(), script: script, label: named.label?.toString(), returnStdout: rs, returnStatus: rst]
+        Map rec = [stage: curStageName(), script: script, label: named.label?.toString(), returnStdout: rs, returnStatus: rst,
+                   timeouts: timeoutFrames.collect { it.label }]
         shOut << rec
         log("sh${rec.label ? ' (' + rec.label + ')' : ''}${runMode ? '' : ' [dry]'}: " + script.readLines().take(1).join('') + (script.readLines().size() > 1 ? ' ...' : ''))
         int exit = 0
@@ -1049,6 +1122,7 @@ class Interp {
         } else {
             def r = execSh(script, rs)
             exit = r[0]; out = r[1]
+            if (r[2] != null) { rec.exitCode = exit; rec.stopped = true; throw (AbortError) r[2] }
         }
         rec.exitCode = exit
         if (rst) return exit
@@ -1074,6 +1148,13 @@ class Interp {
         pb.directory(wd)
         Map<String, String> penv = pb.environment()
         envFlat().each { k, v -> penv.put(k, v) }
+        String cookie = UUID.randomUUID().toString()
+        penv.put('BG_HARNESS_COOKIE', cookie)
+        def (Map limitFrame, long limitAt) = nextLimit()
+        if (limitFrame != null && System.currentTimeMillis() >= limitAt) {
+            d.deleteDir()
+            return [143, '', limitReached(limitFrame)]
+        }
         Process p = pb.start()
         p.outputStream.close()
         ByteArrayOutputStream captured = new ByteArrayOutputStream()
@@ -1083,10 +1164,22 @@ class Interp {
             else p.inputStream.eachLine('UTF-8') { System.err.println(tag + it) }
         }
         Thread tErr = Thread.start { p.errorStream.eachLine('UTF-8') { System.err.println(tag + it) } }
-        int rc = p.waitFor()
+        AbortError stopped = null
+        while (true) {
+            (limitFrame, limitAt) = nextLimit()
+            long wait = limitFrame == null ? 3600000L : limitAt - System.currentTimeMillis()
+            if (p.waitFor(Math.max(wait, 1L), java.util.concurrent.TimeUnit.MILLISECONDS)) break
+            if (limitFrame != null && System.currentTimeMillis() >= limitAt) {
+                stopped = limitReached(limitFrame)
+                killByCookie(cookie)
+                p.waitFor()
+                break
+            }
+        }
+        int rc = p.exitValue()
         tOut.join(); tErr.join()
         d.deleteDir()
-        return [rc, new String(captured.toByteArray(), 'UTF-8')]
+        return [rc, new String(captured.toByteArray(), 'UTF-8'), stopped]
     }
 
     Object doInput(Map named) {
@@ -1095,6 +1188,11 @@ class Interp {
         inputOut << rec
         log("input: ${rec.message} -> ${inputAction}")
         if (inputAction == 'abort') throw new AbortError("Rejected by user (input '${rec.message}')")
+        if (inputAction == 'timeout') {
+            // Nobody answers: the innermost timeout around the input fires (without the wait).
+            if (timeoutFrames.isEmpty()) throw new StepFailure("input '${rec.message}' waits forever: no timeout around it")
+            throw limitReached(timeoutFrames[-1])
+        }
         List ps = (List) (named.parameters ?: [])
         if (ps.isEmpty()) return null
         Map vals = [:]
@@ -1212,7 +1310,10 @@ usage: groovy tests/groovy/harness.groovy [options] Jenkinsfile
   --first-build           do not apply declared parameter defaults (params only from --param)
   --workspace DIR         working directory for sh / file steps (default: current dir)
   --abort-at-stage NAME   simulate an abort/timeout when stage NAME starts (result ABORTED)
-  --input proceed|abort   answer to input steps (default proceed)
+  --input proceed|abort|timeout
+                          answer to input steps (default proceed; timeout: nobody answers, the
+                          timeout around the input fires)
+  --timeout-grace SECS    how long a timed-out body may still run (Jenkins: 60)
   --previous-result R     result of the "previous build" (for changed/fixed/regression)
   --mock-sh REGEX=OUT     dry mode: sh whose script matches REGEX returns OUT as stdout
   --fail-sh REGEX         dry mode: sh whose script matches REGEX exits 1
@@ -1263,9 +1364,10 @@ try {
                 if (!w.isDirectory()) throw new UsageError("--workspace: not a directory: ${w}")
                 interp.workspace = w.canonicalFile; break
             case '--abort-at-stage': interp.abortAtStage = next(o); break
+            case '--timeout-grace': interp.timeoutGraceMs = (next(o) as long) * 1000L; break
             case '--input':
                 interp.inputAction = next(o)
-                if (!(interp.inputAction in ['proceed', 'abort'])) throw new UsageError("--input must be proceed or abort")
+                if (!(interp.inputAction in ['proceed', 'abort', 'timeout'])) throw new UsageError("--input must be proceed, abort or timeout")
                 break
             case '--previous-result':
                 interp.previousResult = next(o).toUpperCase()

@@ -45,7 +45,7 @@ assert [s['name'] for s in d['stages']] == ['Build', 'Deploy', 'Pick color', 'Pu
 assert st['Pick color']['parent'] == 'Deploy' and st['Push']['parent'] == 'Deploy'
 assert st['Never on feature branches']['status'] == 'skipped'
 assert d['run'] is False and len(d['sh']) == 3
-assert d['sh'][0] == {'stage': 'Build', 'script': 'echo gradle build', 'label': 'gradle build', 'returnStdout': False, 'returnStatus': False, 'exitCode': 0}
+assert d['sh'][0] == {'stage': 'Build', 'script': 'echo gradle build', 'label': 'gradle build', 'returnStdout': False, 'returnStatus': False, 'exitCode': 0, 'timeouts': ['pipeline options']}
 assert d['sh'][2]['script'].startswith('#!/bin/bash\n')
 assert d['credentials'] == ['back-key', 'known-hosts']
 assert d['options']['timeout'] == {'time': 15, 'unit': 'MINUTES'}
@@ -155,6 +155,44 @@ assert d['result'] == 'FAILURE', d['result']
 assert [p['condition'] for p in d['post']] == ['always', 'success', 'failure'], d['post']
 assert 'failure ran' in d['echo'], d['echo']
 " -- --fail-step slackSend "$FX/post-order.Jenkinsfile"
+
+# --- timeouts (TimeoutStepExecution): a pipeline-level timeout stops the running sh and its whole
+# process tree, and wraps post, whose undo has the grace (--timeout-grace 1 here, 60 s in Jenkins)
+# and is killed after it; a stage-level timeout leaves post outside; an input nobody answers ends
+# with the timeout around it.
+for w in tp1 tp60 ts; do mkdir -p "$TMP/$w"; done
+check timeout-post-grace-over 0 "
+import os
+ws = '$TMP/tp1'
+assert d['result'] == 'ABORTED', d['result']
+assert not os.path.exists(ws + '/deploy-done'), 'the timed-out sh ran to its end'
+assert not os.path.exists(ws + '/undo-done'), 'the undo outlived the grace'
+pid = open(ws + '/orphan.pid').read().strip()
+alive = os.path.exists('/proc/' + pid) and 'State:\tZ' not in open('/proc/' + pid + '/status').read()
+assert not alive, 'a child of the stopped sh survived'
+assert any('grace period' in e['message'] for e in d['errors']), d['errors']
+assert d['sh'][1]['timeouts'] == ['pipeline options'], d['sh'][1]
+" -- --run --workspace "$TMP/tp1" --timeout-grace 1 "$FX/timeout-post.Jenkinsfile"
+check timeout-post-within-grace 0 "
+import os
+assert d['result'] == 'ABORTED', d['result']
+assert os.path.exists('$TMP/tp60/undo-done'), 'the undo did not finish within the 60 s grace'
+" -- --run --workspace "$TMP/tp60" "$FX/timeout-post.Jenkinsfile"
+check timeout-stage-post-outside 0 "
+import os
+assert d['result'] == 'ABORTED', d['result']
+assert os.path.exists('$TMP/ts/undo-done'), 'the undo was cut off'
+assert d['sh'][0]['timeouts'] == ['stage Deploy'], d['sh'][0]
+assert d['sh'][1]['timeouts'] == [], d['sh'][1]
+" -- --run --workspace "$TMP/ts" --timeout-grace 1 "$FX/timeout-stage.Jenkinsfile"
+check gate-timeout 0 "
+assert d['result'] == 'ABORTED', d['result']
+assert 'gate aborted' in d['echo'] and 'promoted' not in d['echo'], d['echo']
+assert any('Timeout has been exceeded' in e['message'] for e in d['errors']), d['errors']
+" -- --input timeout "$FX/gate-timeout.Jenkinsfile"
+check gate-proceed 0 "
+assert d['result'] == 'SUCCESS' and 'promoted' in d['echo'], d
+" -- "$FX/gate-timeout.Jenkinsfile"
 
 # --- structural and compile errors must fail
 for f in step-in-stage missing-agent bad-post when-outside-stage two-agents step-in-pipeline stage-both; do
