@@ -1641,8 +1641,11 @@ bg_secs() {
 }
 
 # bg_check_env ACTION: checks every environment variable the config refers to, as bluegreen exec
-# does: with the same rules, in the same order, with the same messages.
+# does: with the same rules, in the same order, with the same messages. $BG_SSH_USER (what
+# ssh.user is when the config sets none: the Jenkins credential's user name) defaults to
+# `deploy`.
 bg_check_env() {
+  : "${BG_SSH_USER:=deploy}"
   bg_check_var "proxy.host" NGINX_PRIVATE_IP host
   bg_check_var "proxy.check_url" NGINX_PRIVATE_IP text
   bg_hosts bg_check_host

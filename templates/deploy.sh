@@ -66,8 +66,11 @@ bg_secs() {
 }
 
 # bg_check_env ACTION: checks every environment variable the config refers to, as bluegreen exec
-# does: with the same rules, in the same order, with the same messages.
+# does: with the same rules, in the same order, with the same messages. ${{ ssh_user_var }} (what
+# ssh.user is when the config sets none: the Jenkins credential's user name) defaults to
+# `{{ ssh_user_default }}`.
 bg_check_env() {
+  : "${ {{- ssh_user_var }}:={{ ssh_user_default }}}"
 {%- for line in env_checks %}
 {{ line }}
 {%- endfor %}

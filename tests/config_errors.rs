@@ -489,6 +489,6 @@ fn a_gate_before_the_switch_needs_a_gate() {
 fn a_supervisor_bluegreen_does_not_know_is_refused() {
     check(
         &format!("{BASE}supervisor: runit\n"),
-        "error: bluegreen.yaml: supervisor: `runit` is not a supervisor bluegreen knows\n  hint: use `systemd` (a unit per slot: restarted when it fails, the live slot started at boot) or `none` (the default: started detached, nothing restarts it)\n",
+        "error: bluegreen.yaml: supervisor: `runit` is not a supervisor bluegreen knows\n  hint: use `systemd` (a unit per slot: restarted when it fails, the live slot started at boot), `systemd-user` (the same as units of the deploy user's own systemd, with lingering) or `none` (the default: started detached, nothing restarts it)\n",
     );
 }

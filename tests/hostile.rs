@@ -13,7 +13,7 @@ fn hostile_values_survive_groovy_escaping_exactly() {
     assert!(script.status.success(), "{}", stderr(&script));
     let out = bluegreen_in(dir.path(), &["render", "jenkinsfile", "-o", "Jenkinsfile"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let key = dir.write("key", "not a key\n");
+    let key = dir.write("key", crate::util::FAKE_SSH_KEY);
     let cred = format!("shop-ssh={}", key.display());
     let (code, json, err) = harness(
         &dir.path().join("Jenkinsfile"),

@@ -14,7 +14,7 @@ fn has(stages: &[(String, String)], name: &str, status: &str) -> bool {
 fn key(dir: &TempDir) -> String {
     format!(
         "billing-deploy-key={}",
-        dir.write("key", "not a key\n").display()
+        dir.write("key", crate::util::FAKE_SSH_KEY).display()
     )
 }
 
@@ -59,7 +59,7 @@ fn gate_waits_for_a_person_and_a_rejection_undoes_the_switch() {
 
 /// The sokdak example's harness arguments: its two credentials bound to a dummy key, and `extra`.
 fn sokdak_args(dir: &TempDir, extra: &[&str]) -> Vec<String> {
-    let k = dir.write("key", "not a key\n");
+    let k = dir.write("key", crate::util::FAKE_SSH_KEY);
     let mut args = vec![
         "--cred".to_string(),
         format!("back-key={}", k.display()),
@@ -202,7 +202,7 @@ fn the_undo_runs_outside_every_timeout() {
     let cfg = dir.write("bluegreen.yaml", &config);
     render_jenkinsfile(&dir, &cfg, "Jenkinsfile");
     let jf = dir.path().join("Jenkinsfile");
-    let k = dir.write("key", "not a key\n");
+    let k = dir.write("key", crate::util::FAKE_SSH_KEY);
     let back = format!("back-key={}", k.display());
     let known = format!("known-hosts={}", k.display());
     for extra in [["--input", "timeout"], ["--fail-sh", "run deploy switch"]] {
@@ -255,7 +255,7 @@ fn the_undo_runs_outside_every_timeout() {
 fn rollback_parameter_runs_only_the_rollback() {
     let jf = root().join("examples/sokdak.Jenkinsfile");
     let dir = TempDir::new("rbparam");
-    let k = dir.write("key", "not a key\n");
+    let k = dir.write("key", crate::util::FAKE_SSH_KEY);
     let back = format!("back-key={}", k.display());
     let known = format!("known-hosts={}", k.display());
     let (code, json, err) = harness(
@@ -296,7 +296,7 @@ fn rollback_parameter_runs_only_the_rollback() {
 #[test]
 fn shared_library_step_binds_the_key_and_refuses_bad_arguments() {
     let dir = TempDir::new("lib");
-    let k = dir.write("key", "not a key\n");
+    let k = dir.write("key", crate::util::FAKE_SSH_KEY);
     let cred = format!("back-key={}", k.display());
     let fixture = root().join("tests/groovy/fixtures/library-user.Jenkinsfile");
     let lib = root().join("jenkins");
@@ -348,7 +348,7 @@ fn shared_library_step_binds_the_key_and_refuses_bad_arguments() {
 #[test]
 fn shared_library_step_names_a_missing_cli_and_how_to_install_it() {
     let dir = TempDir::new("lib-nobin");
-    let k = dir.write("key", "not a key\n");
+    let k = dir.write("key", crate::util::FAKE_SSH_KEY);
     let cred = format!("back-key={}", k.display());
     let jf = dir.write(
         "Jenkinsfile",
@@ -550,6 +550,63 @@ fn shared_library_deploys_with_the_cli_on_the_testbed() {
     assert_eq!(tb.state()["live"], "blue");
 }
 
+/// Issue 12, item 5: with no `ssh.user` in the config, the user is the Jenkins credential's own
+/// user name (bound to BG_SSH_USER), for the rendered Jenkinsfile and the shared library's exec
+/// alike; outside Jenkins, without BG_SSH_USER, it is `deploy`, which the testbed has not.
+#[test]
+fn the_credentials_user_name_is_the_ssh_user_when_the_config_sets_none() {
+    let _serial = serial();
+    let tb = Testbed::up(1);
+    let wd = Workdir::new(&tb, "60s", "");
+    let config_path = wd.path().join("bluegreen.yaml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    let user_line = format!("  user: {}\n", tb.var("SSH_USER"));
+    assert!(config.contains(&user_line), "{config}");
+    std::fs::write(&config_path, config.replacen(&user_line, "", 1)).unwrap();
+    wd.stage("v1");
+    assert!(std::env::var_os("BG_SSH_USER").is_none());
+    let r = crate::util::Cmd::bluegreen(wd.path(), &["exec"]).run();
+    assert_ne!(r.code, Some(0), "{}", r.out());
+    assert!(
+        r.out().contains("authentication as `deploy` failed"),
+        "{}",
+        r.out()
+    );
+    let out =
+        crate::util::Cmd::bluegreen(wd.path(), &["render", "jenkinsfile", "-o", "Jenkinsfile"])
+            .output();
+    assert!(out.status.success());
+    let cred_user = format!("testbed-key={}", tb.var("SSH_USER"));
+    let jf = wd.path().join("Jenkinsfile");
+    let json = run_jenkins(&tb, &wd, &jf, &["--cred-user", &cred_user]);
+    assert_eq!(json["result"], "SUCCESS", "{:?}", stages(&json));
+    assert_eq!(tb.version_via_proxy(), "v1");
+    // The shared library step (exec) reads the same variable.
+    wd.stage("v2");
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_bluegreen"));
+    let lib_jf = wd.dir.write(
+        "Lib.Jenkinsfile",
+        &format!(
+            "@Library('bluegreen') _\npipeline {{\n  agent any\n  stages {{\n    stage('Deploy') {{\n      steps {{\n        bluegreen(config: 'bluegreen.yaml', credentialsId: 'testbed-key', bin: '{}')\n      }}\n    }}\n  }}\n}}\n",
+            bin.display()
+        ),
+    );
+    let lib = root().join("jenkins");
+    let json = run_jenkins(
+        &tb,
+        &wd,
+        &lib_jf,
+        &[
+            "--library",
+            lib.to_str().unwrap(),
+            "--cred-user",
+            &cred_user,
+        ],
+    );
+    assert_eq!(json["result"], "SUCCESS");
+    assert_eq!(tb.version_via_proxy(), "v2");
+}
+
 #[test]
 fn secrets_are_bound_from_string_and_file_credentials() {
     // The app's secrets: each a Jenkins string credential (or file credential, for a file secret)
@@ -562,7 +619,7 @@ fn secrets_are_bound_from_string_and_file_credentials() {
     let out =
         crate::util::bluegreen_in(dir.path(), &["render", "jenkinsfile", "-o", "Jenkinsfile"]);
     assert!(out.status.success(), "{}", crate::util::stderr(&out));
-    let key = dir.write("key", "not a real key\n");
+    let key = dir.write("key", crate::util::FAKE_SSH_KEY);
     let db = dir.write("db", "db-pass-value-1234\n");
     let api = dir.write("api", "api-key-value-5678\n");
     let tls = dir.write("tls", "tls-key-value-9012\n");

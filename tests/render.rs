@@ -257,7 +257,7 @@ fn jenkinsfiles_evaluate_with_the_exact_script_in_one_stage_per_phase() {
         let cfg =
             bluegreen_core::Config::load(&root().join(format!("examples/{ex}.yaml"))).unwrap();
         let key = TempDir::new("key");
-        let key = key.write("id", "not a real key\n");
+        let key = key.write("id", crate::util::FAKE_SSH_KEY);
         let key = key.display();
         let mut args = vec![
             "--env".to_string(),
@@ -376,7 +376,7 @@ fn jenkinsfiles_evaluate_with_the_exact_script_in_one_stage_per_phase() {
 fn deploy_stage_runs_in_plain_pipeline_jobs_and_skips_other_branches() {
     let jf = root().join("examples/sokdak.Jenkinsfile");
     let dir = TempDir::new("key");
-    let key = dir.write("id", "not a real key\n");
+    let key = dir.write("id", crate::util::FAKE_SSH_KEY);
     let back_key = format!("back-key={}", key.display());
     let known_hosts = format!("known-hosts={}", key.display());
     let creds = ["--cred", back_key.as_str(), "--cred", known_hosts.as_str()];
@@ -646,7 +646,7 @@ fn a_jenkinsfile_for_200_app_hosts_compiles_and_carries_the_exact_script() {
         "{}",
         String::from_utf8_lossy(&parsed.stderr)
     );
-    let key = dir.write("id", "not a real key\n");
+    let key = dir.write("id", crate::util::FAKE_SSH_KEY);
     let (code, json, err) = harness(
         &jf,
         &[
@@ -933,7 +933,7 @@ hooks:
         "{}",
         String::from_utf8_lossy(&parsed.stderr)
     );
-    let key = dir.write("id", "not a real key\n");
+    let key = dir.write("id", crate::util::FAKE_SSH_KEY);
     let cred = format!("billing-deploy-key={}", key.display());
     let (code, json, err) = harness(
         &jf,

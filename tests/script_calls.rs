@@ -723,7 +723,10 @@ fn variables_exec_does_not_need_are_not_checked() {
     drop(script_command(&dir, VARS, "build/app.jar"));
     // A rollback uploads nothing: the artifact's variable may be unset. The key and known_hosts
     // files' variables are not needed when $BG_SSH_KEY and $BG_KNOWN_HOSTS override them.
-    let key = dir.write("key", "not a key\n").display().to_string();
+    let key = dir
+        .write("key", crate::util::FAKE_SSH_KEY)
+        .display()
+        .to_string();
     let kh = dir.write("kh", "").display().to_string();
     for (action, var, extra) in [
         ("rollback", "ART_DIR", None),

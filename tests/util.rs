@@ -278,3 +278,8 @@ pub fn sha256(path: &Path) -> String {
         .expect("sha256sum output")
         .to_string()
 }
+
+/// A private key as a Jenkins "SSH Username with private key" credential holds one, for harness
+/// runs that never connect (the harness checks a bound key looks like one).
+pub const FAKE_SSH_KEY: &str =
+    "-----BEGIN OPENSSH PRIVATE KEY-----\nbm90IGEgcmVhbCBrZXk=\n-----END OPENSSH PRIVATE KEY-----\n";

@@ -25,7 +25,7 @@ def call(Map args = [:]) {
         error("bluegreen: action '${action}' is not one of ${actions.join(', ')}")
     }
     List bindings = [sshUserPrivateKey(credentialsId: credentialsId, keyFileVariable: 'BG_SSH_KEY',
-                                       passphraseVariable: 'BLUEGREEN_SSH_PASSPHRASE')]
+                                       passphraseVariable: 'BLUEGREEN_SSH_PASSPHRASE', usernameVariable: 'BG_SSH_USER')]
     if (args.knownHostsCredentialId) {
         bindings << file(credentialsId: args.knownHostsCredentialId, variable: 'BG_KNOWN_HOSTS')
     }

@@ -1146,7 +1146,16 @@ class Interp {
         if (!wd.isDirectory()) throw new StepFailure("working directory does not exist: ${wd}")
         ProcessBuilder pb = new ProcessBuilder(cmd)
         pb.directory(wd)
+        // A sh step's environment is the agent's own (its PATH, HOME, user and locale) plus what
+        // Jenkins sets and binds, never the caller's whole environment (durable-task's
+        // BourneShellScript runs with the build's EnvVars: an SSH_AUTH_SOCK or a ~/.ssh key of the
+        // developer running the harness must not make a deploy pass).
         Map<String, String> penv = pb.environment()
+        Map<String, String> agent = new HashMap<String, String>(penv)
+        penv.clear()
+        ['PATH', 'HOME', 'USER', 'LOGNAME', 'LANG', 'TMPDIR', 'JAVA_HOME'].each { k ->
+            if (agent[k] != null) penv.put(k, agent[k])
+        }
         envFlat().each { k, v -> penv.put(k, v) }
         String cookie = UUID.randomUUID().toString()
         penv.put('BG_HARNESS_COOKIE', cookie)
@@ -1206,12 +1215,15 @@ class Interp {
     }
 
     // ---------------------------------------------------------------- credentials
+    Set<String> dummyIds = [] as Set
+
     String lookupCred(String id) {
         if (creds.containsKey(id)) return creds[id]
         if (dummyCreds) {
             File f = new File(tmpDir, "dummy-cred-${id}")
             f.text = "dummy-secret-for-${id}\n"
             creds[id] = f.path
+            dummyIds << id
             return f.path
         }
         throw new StepFailure("Could not find credentials entry with ID '${id}'")
@@ -1239,6 +1251,14 @@ class Interp {
                 switch (m.binding) {
                     case 'sshUserPrivateKey':
                         if (!m.keyFileVariable) throw new StepFailure("sshUserPrivateKey requires keyFileVariable")
+                        // Jenkins binds only an "SSH Username with private key" credential here
+                        // (BindingStep: "Credentials 'ID' is of type ... where ... was expected").
+                        String keyPath = lookupCred(id)
+                        if (!dummyIds.contains(id)) {
+                            String head = new File(keyPath).getText('UTF-8').readLines().find { it.trim() } ?: ''
+                            if (!(head ==~ /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/))
+                                throw new StepFailure("Credentials '${id}' is of type 'Secret file' where 'SSH User Private Key' was expected (its file holds no private key)")
+                        }
                         File f = secretCopy(id); temps << f
                         layer[m.keyFileVariable.toString()] = f.path
                         if (m.usernameVariable) layer[m.usernameVariable.toString()] = credUsers[id] ?: 'jenkins'
@@ -1407,6 +1427,16 @@ PipelineBinding binding = new PipelineBinding(interp: interp)
 interp.binding = binding
 interp.envObj = new EnvObj(interp: interp)
 interp.currentBuild = new CurrentBuild(interp: interp)
+// What Jenkins itself sets for every build (core's Run.getEnvironment, EnvVars): the job, the
+// build, the workspace; --env adds to or overrides them (BRANCH_NAME / GIT_BRANCH only as the job
+// type gives them: a multibranch job, or a checkout from SCM).
+String job = interp.initialEnv.JOB_NAME ?: 'bluegreen-job'
+String number = interp.initialEnv.BUILD_NUMBER ?: '1'
+interp.envBase.putAll([JOB_NAME: job, JOB_BASE_NAME: job.tokenize('/')[-1], BUILD_NUMBER: number, BUILD_ID: number,
+                       BUILD_TAG: "jenkins-${job.replace('/', '-')}-${number}".toString(),
+                       BUILD_URL: "http://jenkins.invalid/job/${job}/${number}/".toString(),
+                       JENKINS_URL: 'http://jenkins.invalid/', NODE_NAME: 'built-in',
+                       WORKSPACE: interp.workspace.absolutePath])
 interp.envBase.putAll(interp.initialEnv)
 Interp.current = interp
 

@@ -9,7 +9,8 @@ FX="$HERE/fixtures"
 export JAVA_HOME
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
-printf 'FAKE PRIVATE KEY\n' > "$TMP/key"
+printf -- '-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n-----END OPENSSH PRIVATE KEY-----\n' > "$TMP/key"
+printf 'not a key\n' > "$TMP/not-a-key"
 printf 'back.example.com ssh-ed25519 AAAA\n' > "$TMP/known_hosts"
 mkdir -p "$TMP/ws"
 CREDS=(--cred "back-key=$TMP/key" --cred-user back-key=deploy --cred "known-hosts=$TMP/known_hosts")
@@ -193,6 +194,25 @@ assert any('Timeout has been exceeded' in e['message'] for e in d['errors']), d[
 check gate-proceed 0 "
 assert d['result'] == 'SUCCESS' and 'promoted' in d['echo'], d
 " -- "$FX/gate-timeout.Jenkinsfile"
+
+# --- a sh step's environment: the agent's PATH and HOME, what Jenkins sets (BUILD_TAG from the job
+# and the build number, WORKSPACE ...), the pipeline's environment; nothing else of the caller's.
+mkdir -p "$TMP/env"
+SSH_AUTH_SOCK=/tmp/developer-agent BG_SELFTEST_LEAK=leaked check sh-env 0 "
+e = dict(l.split('=', 1) for l in open('$TMP/env/env.txt').read().splitlines() if '=' in l)
+assert e['BUILD_TAG'] == 'jenkins-shop-deploy-7', e
+assert e['BUILD_NUMBER'] == '7' and e['JOB_NAME'] == 'shop-deploy', e
+assert e['WORKSPACE'] == '$TMP/env', e
+assert e['FROM_PIPELINE'] == 'yes' and 'PATH' in e, e
+assert 'SSH_AUTH_SOCK' not in e and 'BG_SELFTEST_LEAK' not in e, e
+assert 'BRANCH_NAME' not in e and 'GIT_BRANCH' not in e, e
+" -- --run --workspace "$TMP/env" --env JOB_NAME=shop-deploy --env BUILD_NUMBER=7 "$FX/env.Jenkinsfile"
+
+# --- credential types: sshUserPrivateKey binds only a private key
+check ssh-cred-not-a-key 0 "
+assert d['result'] == 'FAILURE', d['result']
+assert any('SSH User Private Key' in e['message'] for e in d['errors']), d['errors']
+" -- --env BRANCH_NAME=main --cred "back-key=$TMP/not-a-key" --cred "known-hosts=$TMP/known_hosts" "$FX/valid.Jenkinsfile"
 
 # --- structural and compile errors must fail
 for f in step-in-stage missing-agent bad-post when-outside-stage two-agents step-in-pipeline stage-both; do

@@ -744,10 +744,32 @@ impl Config {
     }
 }
 
+/// The variable `ssh.user` is when the config does not set it: the user name of the Jenkins
+/// credential that holds the key (its `usernameVariable`), or [`SSH_USER_DEFAULT`] when it is not
+/// set (outside Jenkins).
+pub const SSH_USER_VAR: &str = "BG_SSH_USER";
+
+/// `ssh.user` when neither the config nor [`SSH_USER_VAR`] gives one.
+pub const SSH_USER_DEFAULT: &str = "deploy";
+
+/// The value an environment variable bluegreen itself defines has when it is not set.
+pub fn env_default(name: &str) -> Option<&'static str> {
+    (name == SSH_USER_VAR).then_some(SSH_USER_DEFAULT)
+}
+
 /// Checks the value of environment variable `name`, used by config field `field`: it must be set,
 /// and must pass the [`ValueRule`] of the field (hosts and users hold the characters validation
 /// allows in literal ones). Returns the value.
 pub fn check_variable(field: &str, name: &str, value: Option<String>) -> Result<String, Error> {
+    // A variable with a default has it when unset or empty (as bash's `${NAME:-default}`).
+    let value = match env_default(name) {
+        Some(d) => Some(
+            value
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| d.to_string()),
+        ),
+        None => value,
+    };
     let Some(value) = value else {
         return Err(Error::MissingVariable {
             field: field.to_string(),
@@ -1118,7 +1140,11 @@ fn validate(r: raw::Config, file: &str) -> Result<Config, Error> {
         return Err(c.fail("artifact", "is empty"));
     }
 
-    let user = c.user("ssh.user", r.ssh.user.as_deref().unwrap_or("deploy"))?;
+    // Unset: the Jenkins credential's user name, else `deploy` (see SSH_USER_VAR).
+    let user = match r.ssh.user.as_deref() {
+        Some(u) => c.user("ssh.user", u)?,
+        None => Word::parse_env(&format!("${{{SSH_USER_VAR}}}")).expect("a variable name"),
+    };
     let ssh_port = c.port("ssh.port", r.ssh.port.unwrap_or(22))?;
     let credentials_id = r
         .ssh
@@ -1730,6 +1756,22 @@ fn parse_start(c: &Check<'_>, s: &str) -> Result<Vec<StartPart>, Error> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_unset_ssh_user_is_the_credentials_else_deploy() {
+        assert_eq!(check_variable("ssh.user", SSH_USER_VAR, None).unwrap(), "deploy");
+        assert_eq!(
+            check_variable("ssh.user", SSH_USER_VAR, Some(String::new())).unwrap(),
+            "deploy"
+        );
+        assert_eq!(
+            check_variable("ssh.user", SSH_USER_VAR, Some("ci-deployer".into())).unwrap(),
+            "ci-deployer"
+        );
+        assert!(check_variable("ssh.user", SSH_USER_VAR, Some("a b".into())).is_err());
+        // Other variables have no default.
+        assert!(check_variable("ssh.user", "DEPLOY_USER", None).is_err());
+    }
     #[test]
     fn paths_are_written_one_way() {
         assert_eq!(normal_path("/srv//shop/./app/"), "/srv/shop/app");

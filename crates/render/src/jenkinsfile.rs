@@ -117,7 +117,7 @@ pub fn jenkinsfile(plan: &Plan, source: &str) -> Result<String, Error> {
     .collect::<Vec<_>>()
     .join(", ");
     let mut credentials = format!(
-        "sshUserPrivateKey(credentialsId: {}, keyFileVariable: 'BG_SSH_KEY', passphraseVariable: 'BLUEGREEN_SSH_PASSPHRASE')",
+        "sshUserPrivateKey(credentialsId: {}, keyFileVariable: 'BG_SSH_KEY', passphraseVariable: 'BLUEGREEN_SSH_PASSPHRASE', usernameVariable: 'BG_SSH_USER')",
         groovy_str(&plan.ssh.credentials_id)
     );
     if let Some(k) = &plan.ssh.known_hosts_credential {

@@ -55,6 +55,9 @@ struct ScriptView {
     wording_fns: String,
     /// `bg_rollback_to`'s message.
     rollback_to_message: String,
+    /// The variable `ssh.user` is when the config sets none, and its default.
+    ssh_user_var: &'static str,
+    ssh_user_default: &'static str,
     /// The secrets' names, for `bg_mask` (a file secret's value is a path: no secret).
     secret_names: String,
     /// `bg_secret_file`'s messages and limit.
@@ -572,6 +575,8 @@ pub fn script(plan: &Plan, source: &str) -> Result<String, Error> {
             .map(|s| s.name.as_str())
             .collect::<Vec<_>>()
             .join(" "),
+        ssh_user_var: bluegreen_core::config::SSH_USER_VAR,
+        ssh_user_default: bluegreen_core::config::SSH_USER_DEFAULT,
         rollback_to_message: message_template(&bluegreen_core::Error::RollbackTarget {
             to: mark("to"),
         }),
@@ -597,7 +602,7 @@ mod tests {
 
     fn plan(servers: &str) -> Plan {
         let yaml = format!(
-            "app: shop\nartifact: build/*.jar\n\
+            "app: shop\nartifact: build/*.jar\nssh: {{ user: deploy }}\n\
              proxy: {{ host: 10.0.0.5, upstream_file: /etc/nginx/shop.conf }}\n\
              servers: [ {servers} ]\ndeploy_dir: /srv/shop\n"
         );
