@@ -530,20 +530,25 @@ fn gate_rejection_and_rollback_parameter_on_the_testbed() {
     assert_eq!(tb.state()["release"], v2.as_str());
 }
 
+/// A Jenkinsfile `name` in `wd` that deploys with the shared library's step and this build's CLI.
+fn library_jenkinsfile(wd: &Workdir, name: &str) -> std::path::PathBuf {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_bluegreen"));
+    wd.dir.write(
+        name,
+        &format!(
+            "@Library('bluegreen') _\npipeline {{\n  agent any\n  stages {{\n    stage('Deploy') {{\n      steps {{\n        bluegreen(config: 'bluegreen.yaml', credentialsId: 'testbed-key', bin: '{}')\n      }}\n    }}\n  }}\n}}\n",
+            bin.display()
+        ),
+    )
+}
+
 #[test]
 fn shared_library_deploys_with_the_cli_on_the_testbed() {
     let _serial = serial();
     let tb = Testbed::up(2);
     let wd = Workdir::new(&tb, "60s", "");
     wd.stage("v1");
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_bluegreen"));
-    let jf = wd.dir.write(
-        "Jenkinsfile",
-        &format!(
-            "@Library('bluegreen') _\npipeline {{\n  agent any\n  stages {{\n    stage('Deploy') {{\n      steps {{\n        bluegreen(config: 'bluegreen.yaml', credentialsId: 'testbed-key', bin: '{}')\n      }}\n    }}\n  }}\n}}\n",
-            bin.display()
-        ),
-    );
+    let jf = library_jenkinsfile(&wd, "Jenkinsfile");
     let lib = root().join("jenkins");
     let json = run_jenkins(&tb, &wd, &jf, &["--library", lib.to_str().unwrap()]);
     assert_eq!(json["result"], "SUCCESS");
@@ -583,14 +588,7 @@ fn the_credentials_user_name_is_the_ssh_user_when_the_config_sets_none() {
     assert_eq!(tb.version_via_proxy(), "v1");
     // The shared library step (exec) reads the same variable.
     wd.stage("v2");
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_bluegreen"));
-    let lib_jf = wd.dir.write(
-        "Lib.Jenkinsfile",
-        &format!(
-            "@Library('bluegreen') _\npipeline {{\n  agent any\n  stages {{\n    stage('Deploy') {{\n      steps {{\n        bluegreen(config: 'bluegreen.yaml', credentialsId: 'testbed-key', bin: '{}')\n      }}\n    }}\n  }}\n}}\n",
-            bin.display()
-        ),
-    );
+    let lib_jf = library_jenkinsfile(&wd, "Lib.Jenkinsfile");
     let lib = root().join("jenkins");
     let json = run_jenkins(
         &tb,

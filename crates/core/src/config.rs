@@ -1759,7 +1759,10 @@ mod tests {
 
     #[test]
     fn an_unset_ssh_user_is_the_credentials_else_deploy() {
-        assert_eq!(check_variable("ssh.user", SSH_USER_VAR, None).unwrap(), "deploy");
+        assert_eq!(
+            check_variable("ssh.user", SSH_USER_VAR, None).unwrap(),
+            "deploy"
+        );
         assert_eq!(
             check_variable("ssh.user", SSH_USER_VAR, Some(String::new())).unwrap(),
             "deploy"
