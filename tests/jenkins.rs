@@ -542,6 +542,51 @@ fn library_jenkinsfile(wd: &Workdir, name: &str) -> std::path::PathBuf {
     )
 }
 
+/// While the promotion gate waits for a person, no phase runs to renew the deploy lock: the gate's
+/// phase renews it for as long as the gate may wait, or another run could take it over (it would
+/// look stale) and deploy in the middle of this one. Here the lock goes stale after 2 s, the person answers
+/// after 8 s, and a competing `bluegreen exec` tries to deploy 4 s into the wait: it is refused,
+/// and the gated deploy then completes.
+#[test]
+fn the_gate_holds_the_deploy_lock_while_it_waits() {
+    let _serial = serial();
+    let tb = Testbed::up(1);
+    let wd = Workdir::new(
+        &tb,
+        "60s",
+        "jenkins:\n  gate: 1m\nlock:\n  stale_after: 2s\n",
+    );
+    wd.stage("v1");
+    assert!(deploy(Backend::Exec, &tb, &wd, 1).success);
+    let out =
+        crate::util::Cmd::bluegreen(wd.path(), &["render", "jenkinsfile", "-o", "Jenkinsfile"])
+            .output();
+    assert!(out.status.success());
+    let jf = wd.path().join("Jenkinsfile");
+    wd.stage("v2");
+    let gated = std::thread::scope(|s| {
+        let run = s.spawn(|| run_jenkins(&tb, &wd, &jf, &["--input-wait", "8"]));
+        // Into the gate (after the switch): v2 serves.
+        let t0 = std::time::Instant::now();
+        while tb.version_via_proxy() != "v2" {
+            assert!(
+                t0.elapsed().as_secs() < 60,
+                "the gated deploy never switched"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        std::thread::sleep(std::time::Duration::from_secs(4));
+        let competing = crate::util::Cmd::bluegreen(wd.path(), &["exec"]).run();
+        (run.join().unwrap(), competing)
+    });
+    let (json, competing) = gated;
+    assert_ne!(competing.code, Some(0), "{}", competing.out());
+    assert!(competing.out().contains("is held"), "{}", competing.out());
+    assert_eq!(json["result"], "SUCCESS", "{:?}", stages(&json));
+    assert_eq!(tb.version_via_proxy(), "v2");
+    tb.assert_lock_free();
+}
+
 #[test]
 fn shared_library_deploys_with_the_cli_on_the_testbed() {
     let _serial = serial();

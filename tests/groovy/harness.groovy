@@ -206,6 +206,7 @@ class Interp {
     File workspace = new File('.').canonicalFile
     String abortAtStage
     String inputAction = 'proceed'
+    long inputWaitMs = 0L
     String previousResult
     List<List> mockSh = []
     List<String> failSh = []
@@ -1196,6 +1197,16 @@ class Interp {
                    submitter: plain(named.submitter), parameters: plain(named.parameters ?: []), action: inputAction]
         inputOut << rec
         log("input: ${rec.message} -> ${inputAction}")
+        if (inputWaitMs > 0) {
+            // The person takes this long to answer; a timeout around the input may fire first.
+            def (Map f, long at) = nextLimit()
+            long until = System.currentTimeMillis() + inputWaitMs
+            if (f != null && at < until) {
+                Thread.sleep(Math.max(at - System.currentTimeMillis(), 0L))
+                throw limitReached(f)
+            }
+            Thread.sleep(inputWaitMs)
+        }
         if (inputAction == 'abort') throw new AbortError("Rejected by user (input '${rec.message}')")
         if (inputAction == 'timeout') {
             // Nobody answers: the innermost timeout around the input fires (without the wait).
@@ -1334,6 +1345,7 @@ usage: groovy tests/groovy/harness.groovy [options] Jenkinsfile
                           answer to input steps (default proceed; timeout: nobody answers, the
                           timeout around the input fires)
   --timeout-grace SECS    how long a timed-out body may still run (Jenkins: 60)
+  --input-wait SECS       how long the person takes to answer an input
   --previous-result R     result of the "previous build" (for changed/fixed/regression)
   --mock-sh REGEX=OUT     dry mode: sh whose script matches REGEX returns OUT as stdout
   --fail-sh REGEX         dry mode: sh whose script matches REGEX exits 1
@@ -1385,6 +1397,7 @@ try {
                 interp.workspace = w.canonicalFile; break
             case '--abort-at-stage': interp.abortAtStage = next(o); break
             case '--timeout-grace': interp.timeoutGraceMs = (next(o) as long) * 1000L; break
+            case '--input-wait': interp.inputWaitMs = (next(o) as long) * 1000L; break
             case '--input':
                 interp.inputAction = next(o)
                 if (!(interp.inputAction in ['proceed', 'abort', 'timeout'])) throw new UsageError("--input must be proceed, abort or timeout")
