@@ -202,20 +202,11 @@ fn the_undo_runs_outside_every_timeout() {
     let cfg = dir.write("bluegreen.yaml", &config);
     render_jenkinsfile(&dir, &cfg, "Jenkinsfile");
     let jf = dir.path().join("Jenkinsfile");
-    let k = dir.write("key", crate::util::FAKE_SSH_KEY);
-    let back = format!("back-key={}", k.display());
-    let known = format!("known-hosts={}", k.display());
     for extra in [["--input", "timeout"], ["--fail-sh", "run deploy switch"]] {
-        let mut args = vec![
-            "--env",
-            "BRANCH_NAME=main",
-            "--cred",
-            &back,
-            "--cred",
-            &known,
-            "--dummy-creds",
-        ];
-        args.extend(extra);
+        let mut more = vec!["--env", "BRANCH_NAME=main", "--dummy-creds"];
+        more.extend(extra);
+        let args = sokdak_args(&dir, &more);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (code, json, err) = harness(&jf, &args);
         assert_eq!(code, 0, "{err}");
         let json = json.unwrap();
