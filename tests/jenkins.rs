@@ -60,11 +60,12 @@ fn gate_waits_for_a_person_and_a_rejection_undoes_the_switch() {
 /// The sokdak example's harness arguments: its two credentials bound to a dummy key, and `extra`.
 fn sokdak_args(dir: &TempDir, extra: &[&str]) -> Vec<String> {
     let k = dir.write("key", crate::util::FAKE_SSH_KEY);
+    let kh = dir.write("known_hosts", crate::util::FAKE_KNOWN_HOSTS);
     let mut args = vec![
         "--cred".to_string(),
         format!("back-key={}", k.display()),
         "--cred".to_string(),
-        format!("known-hosts={}", k.display()),
+        format!("known-hosts={}", kh.display()),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     args
@@ -116,6 +117,7 @@ fn a_failing_success_notification_neither_fails_the_build_nor_undoes_the_deploy(
         .as_array()
         .unwrap()
         .iter()
+        .filter(|p| p["scope"] == "pipeline")
         .filter_map(|p| p["condition"].as_str())
         .collect();
     assert_eq!(post, ["success"], "{err}");
@@ -232,12 +234,14 @@ fn the_undo_runs_outside_every_timeout() {
                 .unwrap()
                 .starts_with("#!/bin/bash\nexec bash .bluegreen/deploy.sh run deploy ")
         }) {
-            assert_eq!(
-                s["timeouts"],
-                serde_json::json!(["stage Deploy"]),
-                "{}",
-                s["script"]
-            );
+            // Up to the gate the Deploy stage's timeout; the Promote stage's phase its own.
+            let script = s["script"].as_str().unwrap();
+            let within = if script.ends_with(" promote\n") {
+                "timeout step"
+            } else {
+                "stage Deploy"
+            };
+            assert_eq!(s["timeouts"], serde_json::json!([within]), "{script}");
         }
     }
 }
@@ -248,7 +252,8 @@ fn rollback_parameter_runs_only_the_rollback() {
     let dir = TempDir::new("rbparam");
     let k = dir.write("key", crate::util::FAKE_SSH_KEY);
     let back = format!("back-key={}", k.display());
-    let known = format!("known-hosts={}", k.display());
+    let kh = dir.write("known_hosts", crate::util::FAKE_KNOWN_HOSTS);
+    let known = format!("known-hosts={}", kh.display());
     let (code, json, err) = harness(
         &jf,
         &[
@@ -578,6 +583,116 @@ fn the_gate_holds_the_deploy_lock_while_it_waits() {
     tb.assert_lock_free();
 }
 
+/// Issue 12, item 6: the gate holds no executor. The Jenkinsfile has no top-level agent: the Run
+/// stage's agent builds the artifact (into its own workspace, from a relative `artifact`), writes
+/// the script and deploys up to the gate; Promote renews the lock on a `node` of its own and waits
+/// on none; Promoted drains, retires and finishes on another fresh workspace. The harness gives
+/// every allocation a workspace of its own (the checkout and nothing else), so only the stash
+/// carries the run's state: the deploy completes under load with no failed request. Rejected at
+/// the gate, the undo in `post` runs on yet another node, from the stashed state, and traffic
+/// goes back.
+#[test]
+fn the_gate_waits_on_no_agent_and_the_run_state_crosses_agents_by_stash() {
+    let _serial = serial();
+    let tb = Testbed::up(2);
+    let wd = Workdir::new(&tb, "60s", "");
+    let config_path = wd.path().join("bluegreen.yaml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    let artifact_line = config
+        .lines()
+        .find(|l| l.starts_with("artifact: "))
+        .unwrap()
+        .to_string();
+    let staged = artifact_line.trim_start_matches("artifact: ").to_string();
+    let staged_rel = std::path::Path::new(&staged)
+        .strip_prefix(wd.path())
+        .unwrap()
+        .display()
+        .to_string();
+    // The build makes the artifact in the workspace it runs in; the checkout has none there.
+    let config = config.replacen(&artifact_line, "artifact: out/app.bin", 1)
+        + &format!("jenkins:\n  gate: 5m\n  build: mkdir -p out && cp {staged_rel} out/app.bin\n");
+    std::fs::write(&config_path, config).unwrap();
+    let out =
+        crate::util::Cmd::bluegreen(wd.path(), &["render", "jenkinsfile", "-o", "Jenkinsfile"])
+            .output();
+    assert!(out.status.success(), "{}", crate::util::stderr(&out));
+    let jf = wd.path().join("Jenkinsfile");
+    assert!(!wd.path().join("out").exists());
+
+    for (version, answer) in [("v1", "proceed"), ("v2", "proceed"), ("v3", "abort")] {
+        wd.stage(version);
+        let before = if version == "v1" {
+            None
+        } else {
+            Some(tb.version_via_proxy())
+        };
+        let traffic = before.as_ref().map(|b| {
+            let t = Traffic::start(&tb, 2);
+            t.allow(&[b.as_str(), version]);
+            t
+        });
+        let json = run_jenkins(&tb, &wd, &jf, &["--input", answer]);
+        let agents: Vec<(String, Option<String>)> = json["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["kind"].as_str().unwrap().to_string(),
+                    a["stage"].as_str().map(str::to_string),
+                )
+            })
+            .collect();
+        let workspaces: std::collections::BTreeSet<&str> = json["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["workspace"].as_str().unwrap())
+            .collect();
+        assert_eq!(workspaces.len(), agents.len(), "{agents:?}");
+        assert!(!workspaces.contains(wd.path().to_str().unwrap()));
+        let input = json["input"].as_array().unwrap();
+        assert_eq!(input.len(), 1, "{version}");
+        assert_eq!(input[0]["executor"], false, "{version}: {}", input[0]);
+        let stage = |kind: &str, name: &str| (kind.to_string(), Some(name.to_string()));
+        if answer == "proceed" {
+            assert_eq!(json["result"], "SUCCESS", "{version}: {:?}", stages(&json));
+            assert_eq!(
+                agents,
+                [
+                    stage("stage", "Run"),
+                    stage("node", "Promote"),
+                    stage("stage", "Promoted")
+                ],
+                "{version}"
+            );
+            assert_eq!(tb.version_via_proxy(), version);
+        } else {
+            assert_eq!(json["result"], "ABORTED", "{version}: {:?}", stages(&json));
+            assert_eq!(
+                agents,
+                [
+                    stage("stage", "Run"),
+                    stage("node", "Promote"),
+                    ("node".to_string(), None)
+                ],
+                "{version}: the undo takes a node of its own"
+            );
+            assert_eq!(tb.version_via_proxy(), "v2");
+        }
+        if let Some(t) = traffic {
+            t.allow(&["v1", "v2", "v3"]);
+            let (nc, ka) = t.stop();
+            assert_eq!(nc.failures(), 0, "{version}: {}", nc.line());
+            assert_eq!(ka.http_errors(), 0, "{version}: {}", ka.line());
+        }
+        tb.assert_lock_free();
+    }
+    // The build ran in the Run stage's workspace, never in the checkout.
+    assert!(!wd.path().join("out").exists());
+}
+
 #[test]
 fn shared_library_deploys_with_the_cli_on_the_testbed() {
     let _serial = serial();
@@ -659,7 +774,11 @@ fn secrets_are_bound_from_string_and_file_credentials() {
     let tls = dir.write("tls", "tls-key-value-9012\n");
     let creds = [
         format!("back-key={}", key.display()),
-        format!("known-hosts={}", key.display()),
+        format!(
+            "known-hosts={}",
+            dir.write("known_hosts", crate::util::FAKE_KNOWN_HOSTS)
+                .display()
+        ),
         format!("DB_PASSWORD={}", db.display()),
         format!("shop-api-key={}", api.display()),
         format!("tls-key={}", tls.display()),
@@ -673,6 +792,13 @@ fn secrets_are_bound_from_string_and_file_credentials() {
     for c in &creds {
         args.extend(["--cred", c.as_str()]);
     }
+    // The string secrets are Jenkins "Secret text" credentials; a file secret a "Secret file".
+    args.extend([
+        "--cred-type",
+        "DB_PASSWORD=string",
+        "--cred-type",
+        "shop-api-key=string",
+    ]);
     let (code, json, err) = harness(&dir.path().join("Jenkinsfile"), &args);
     assert_eq!(code, 0, "{err}");
     let json = json.unwrap();

@@ -256,8 +256,8 @@ fn jenkinsfiles_evaluate_with_the_exact_script_in_one_stage_per_phase() {
         let jf = root().join(format!("examples/{ex}.Jenkinsfile"));
         let cfg =
             bluegreen_core::Config::load(&root().join(format!("examples/{ex}.yaml"))).unwrap();
-        let key = TempDir::new("key");
-        let key = key.write("id", crate::util::FAKE_SSH_KEY);
+        let key_dir = TempDir::new("key");
+        let key = key_dir.write("id", crate::util::FAKE_SSH_KEY);
         let key = key.display();
         let mut args = vec![
             "--env".to_string(),
@@ -268,15 +268,18 @@ fn jenkinsfiles_evaluate_with_the_exact_script_in_one_stage_per_phase() {
             format!("{}={key}", cfg.ssh.credentials_id),
         ];
         if let Some(k) = &cfg.ssh.known_hosts_credential {
+            let kh = key_dir.write("known_hosts", crate::util::FAKE_KNOWN_HOSTS);
             args.push("--cred".into());
-            args.push(format!("{k}={key}"));
+            args.push(format!("{k}={}", kh.display()));
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (code, json, err) = harness(&jf, &args);
         assert_eq!(code, 0, "{ex}: {err}");
         let json = json.unwrap();
         assert_eq!(json["result"], "SUCCESS", "{ex}: {err}");
-        let mut expected: Vec<(String, String)> = Vec::new();
+        // The Run stage's agent builds, writes the script and deploys up to the gate; with a
+        // gate, Promote waits on no agent and Promoted takes one again for the rest.
+        let mut expected: Vec<(String, String)> = vec![("Run".into(), "success".into())];
         if cfg.jenkins.build.is_some() {
             expected.push(("Build".into(), "success".into()));
         }
@@ -284,7 +287,7 @@ fn jenkinsfiles_evaluate_with_the_exact_script_in_one_stage_per_phase() {
         expected.push(("Deploy".into(), "success".into()));
         let mut phases = vec!["Prepare", "Upload", "Start", "Verify", "Switch"];
         if cfg.jenkins.gate.is_some() {
-            phases.push("Promote");
+            phases.extend(["Promote", "Promoted"]);
         }
         phases.extend(["Drain", "Retire", "Finish"]);
         for p in phases {
@@ -292,6 +295,12 @@ fn jenkinsfiles_evaluate_with_the_exact_script_in_one_stage_per_phase() {
         }
         expected.push(("Rollback".into(), "skipped".into()));
         assert_eq!(stage_statuses(&json), expected, "{ex}");
+        // Issue 12, item 6: nothing holds an executor for the whole build, and the gate waits
+        // holding none.
+        assert_eq!(json["agent"]["type"], "none", "{ex}");
+        for input in json["input"].as_array().unwrap() {
+            assert_eq!(input["executor"], false, "{ex}: {input}");
+        }
 
         let sh: Vec<&Value> = json["sh"].as_array().unwrap().iter().collect();
         for s in &sh {
@@ -352,13 +361,31 @@ fn jenkinsfiles_evaluate_with_the_exact_script_in_one_stage_per_phase() {
             })
             .collect();
         assert!(!phases_sh.is_empty(), "{ex}");
+        // Each phase's step is under jenkins.timeout: the Deploy stage's up to the gate, the
+        // Promote stage's own around its step, the Promoted stage's after the gate.
+        let mut within = "stage Deploy";
         for s in phases_sh {
+            let script = s["script"].as_str().unwrap();
+            let expected = if script.ends_with(" promote\n") {
+                within = "stage Promoted";
+                "timeout step"
+            } else {
+                within
+            };
             assert_eq!(
                 s["timeouts"],
-                serde_json::json!(["stage Deploy"]),
-                "{ex}: {}",
-                s["script"]
+                serde_json::json!([expected]),
+                "{ex}: {script}"
             );
+        }
+        if cfg.jenkins.gate.is_some() {
+            let promoted = json["stages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == "Promoted")
+                .unwrap();
+            assert_eq!(promoted["options"]["timeout"]["time"], minutes, "{ex}");
         }
         let slack = json["slack"].as_array().unwrap();
         match &cfg.slack {
@@ -378,7 +405,8 @@ fn deploy_stage_runs_in_plain_pipeline_jobs_and_skips_other_branches() {
     let dir = TempDir::new("key");
     let key = dir.write("id", crate::util::FAKE_SSH_KEY);
     let back_key = format!("back-key={}", key.display());
-    let known_hosts = format!("known-hosts={}", key.display());
+    let kh = dir.write("known_hosts", crate::util::FAKE_KNOWN_HOSTS);
+    let known_hosts = format!("known-hosts={}", kh.display());
     let creds = ["--cred", back_key.as_str(), "--cred", known_hosts.as_str()];
     // A plain "Pipeline from SCM" job has no BRANCH_NAME, only GIT_BRANCH=origin/main.
     let mut args = vec!["--env", "GIT_BRANCH=origin/main"];
@@ -657,7 +685,11 @@ fn a_jenkinsfile_for_200_app_hosts_compiles_and_carries_the_exact_script() {
             "--cred",
             &format!("back-key={}", key.display()),
             "--cred",
-            &format!("known-hosts={}", key.display()),
+            &format!(
+                "known-hosts={}",
+                dir.write("known_hosts", crate::util::FAKE_KNOWN_HOSTS)
+                    .display()
+            ),
         ],
     );
     assert_eq!(code, 0, "{err}");
@@ -958,6 +990,7 @@ hooks:
             "Verify",
             "Pre-switch",
             "Promote",
+            "Promoted",
             "Switch",
             "Post-switch",
             "Drain",

@@ -283,3 +283,7 @@ pub fn sha256(path: &Path) -> String {
 /// runs that never connect (the harness checks a bound key looks like one).
 pub const FAKE_SSH_KEY: &str =
     "-----BEGIN OPENSSH PRIVATE KEY-----\nbm90IGEgcmVhbCBrZXk=\n-----END OPENSSH PRIVATE KEY-----\n";
+
+/// A known_hosts file for harness runs that never connect (a Jenkins "Secret file" credential).
+pub const FAKE_KNOWN_HOSTS: &str =
+    "back.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5vdCBhIHJlYWwga2V5IGF0IGFsbA==\n";

@@ -186,13 +186,13 @@ class Interp {
     static final List NODE_STEPS = ['sh', 'bat', 'writeFile', 'readFile', 'fileExists', 'dir', 'checkout', 'git',
                                     'deleteDir', 'cleanWs', 'archiveArtifacts', 'junit', 'stash', 'unstash', 'pwd']
     // recorded no-op steps (dry or run)
-    static final List NOOP_STEPS = ['checkout', 'git', 'junit', 'archiveArtifacts', 'stash', 'unstash', 'deleteDir',
+    static final List NOOP_STEPS = ['checkout', 'git', 'junit', 'archiveArtifacts', 'deleteDir',
                                     'cleanWs', 'milestone', 'build', 'mail', 'emailext', 'properties', 'sleep',
                                     'libraryResource', 'publishHTML', 'recordIssues', 'addBadge', 'cleanupWs']
     static final List KNOWN_STEPS = ['sh', 'echo', 'error', 'input', 'timeout', 'slackSend', 'writeFile', 'readFile',
                                      'fileExists', 'dir', 'withCredentials', 'script', 'withEnv', 'retry', 'catchError',
                                      'warnError', 'unstable', 'sshagent', 'lock', 'node', 'parallel', 'isUnix', 'pwd',
-                                     'tool', 'timestamps', 'ansiColor', 'waitUntil', 'stage'] + NOOP_STEPS
+                                     'tool', 'timestamps', 'ansiColor', 'waitUntil', 'stage', 'stash', 'unstash'] + NOOP_STEPS
 
     // ---- configuration
     boolean runMode = false
@@ -200,6 +200,7 @@ class Interp {
     Map<String, String> creds = [:]
     Map<String, String> credUsers = [:]
     Map<String, String> credPass = [:]
+    Map<String, String> credTypes = [:]
     boolean dummyCreds = false
     Map<String, String> cliParams = [:]
     boolean firstBuild = false
@@ -808,7 +809,15 @@ class Interp {
             else p[k] = v
         }
         params = Collections.unmodifiableMap(p)
-        nodeAvailable = pm.agent.type != 'none'
+        nodeAvailable = false
+        checkout = workspace
+        if (runMode) {
+            // What declarative's implicit `checkout scm` gives each stage's agent: --workspace as
+            // it is when the build starts.
+            checkoutCopy = new File(tmpDir, 'checkout')
+            checkoutCopy.mkdirs()
+            copyTree(workspace, checkoutCopy)
+        }
         // Jenkins exposes the build's parameters as environment variables too (ParametersAction
         // contributes them), so a sh step reads $NAME as well as Groovy's params.NAME.
         Map<String, String> topEnv = [:]
@@ -826,10 +835,12 @@ class Interp {
             }
             runPost(pm.post, 'pipeline') { buildResult }
         }
+        // The top-level agent holds its executor and workspace for the whole build, post included.
+        Closure onTop = pm.agent.type != 'none' ? { onAgent('pipeline', null, true, whole) } : whole
         withEnvLayer(topEnv) {
             // The pipeline's options { timeout } wraps the stages and the post section alike.
-            if (optionsOut.timeout != null) withTimeout(optionsOut.timeout, 'pipeline options', whole)
-            else whole.call()
+            if (optionsOut.timeout != null) withTimeout(optionsOut.timeout, 'pipeline options', onTop)
+            else onTop.call()
         }
     }
 
@@ -867,30 +878,20 @@ class Interp {
         log("stage ${st.name}")
         StageFrame sf = new StageFrame(model: st, entry: entry)
         stageStack << sf
-        boolean savedNode = nodeAvailable
         Map<String, String> layer = [:]
         envLayers << layer
         boolean skipped = false
-        try {
-            boolean whenFirst = st.whenFlags.beforeAgent || st.whenFlags.beforeInput || st.whenFlags.beforeOptions
-            if (st.when != null && whenFirst && !st.when.every { evalCond(it) }) {
-                skipped = true
-            } else {
-                if (st.agent != null) nodeAvailable = st.agent.type != 'none'
+        // The order pipeline-model-definition's ModelInterpreter.evaluateStage runs a stage in: the
+        // stage's options (a timeout) wrap all of it; inside them the input directive waits first,
+        // before any agent is taken; then `when` (before the agent with beforeAgent, else on it);
+        // then the stage's agent, and on it the environment, the steps or nested stages, and the
+        // stage's post (executeSingleStage runs post in a finally, inside the agent and the
+        // options' timeout; a parent's post runs at the end of its nested stages, likewise).
+        Closure onItsAgent = {
+            if (st.when != null && !whenEarly(st) && !st.when.every { evalCond(it) }) { skipped = true; return }
+            try {
                 if (st.envClosure != null) evalEnvironment(st.envClosure, layer)
-                if (st.input != null) doInput((Map) st.input)
-                if (st.when != null && !whenFirst && !st.when.every { evalCond(it) }) skipped = true
-            }
-            if (skipped) {
-                entry.status = 'skipped'
-                entry.reason = 'when'
-                log("stage ${st.name}: skipped due to when conditional")
-                (st.stages ?: []).each { skipStage(it, st, 'parent skipped') }
-                (st.parallel ?: []).each { skipStage(it, st, 'parent skipped') }
-                return 'skipped'
-            }
-            if (abortAtStage != null && abortAtStage == st.name) throw new AbortError("Simulated abort/timeout at stage '${st.name}'")
-            Closure run = {
+                if (abortAtStage != null && abortAtStage == st.name) throw new AbortError("Simulated abort/timeout at stage '${st.name}'")
                 if (st.steps != null) {
                     withFrame('steps', st) { st.steps.call() }
                 } else if (st.stages != null) {
@@ -901,34 +902,198 @@ class Interp {
                 } else {
                     runParallel(st, sf)
                 }
+            } catch (StructuralError e) {
+                throw e
+            } catch (Throwable e) {
+                stageError(st, sf, e)
+            } finally {
+                runPost(st.post, st.name) { worst(sf.result, buildResult) }
             }
-            // A stage's options { timeout } wraps what the stage runs (its nested stages too).
-            if (st.options?.timeout != null) withTimeout(st.options.timeout, "stage ${st.name}", run)
-            else run.call()
+        }
+        Closure inOptions = {
+            if (st.input != null) doInput((Map) st.input)
+            if (st.when != null && whenEarly(st) && !st.whenFlags.beforeOptions && !st.when.every { evalCond(it) }) { skipped = true; return }
+            if (st.agent != null && st.agent.type != 'none') onAgent('stage', st.name, true, onItsAgent)
+            else if (st.agent != null) withoutAgent(onItsAgent)
+            else onItsAgent.call()
+        }
+        try {
+            if (st.when != null && st.whenFlags.beforeOptions && !st.when.every { evalCond(it) }) skipped = true
+            else if (st.options?.timeout != null) withTimeout(st.options.timeout, "stage ${st.name}", inOptions)
+            else inOptions.call()
         } catch (StructuralError e) {
             throw e
-        } catch (AbortError e) {
+        } catch (Throwable e) {
+            stageError(st, sf, e)
+        } finally {
+            envLayers.remove(envLayers.size() - 1)
+            stageStack.remove(stageStack.size() - 1)
+        }
+        if (skipped) {
+            entry.status = 'skipped'
+            entry.reason = 'when'
+            log("stage ${st.name}: skipped due to when conditional")
+            (st.stages ?: []).each { skipStage(it, st, 'parent skipped') }
+            (st.parallel ?: []).each { skipStage(it, st, 'parent skipped') }
+            return 'skipped'
+        }
+        if (rank(sf.result) >= rank('FAILURE') && !halted) halted = true
+        entry.status = statusOf(sf.result)
+        return entry.status
+    }
+
+    static boolean whenEarly(StageModel st) {
+        st.whenFlags.beforeAgent || st.whenFlags.beforeInput || st.whenFlags.beforeOptions
+    }
+
+    void stageError(StageModel st, StageFrame sf, Throwable e) {
+        if (e instanceof AbortError) {
             sf.result = 'ABORTED'; setResult('ABORTED'); halted = true; abortedSeen = true
             errorsOut << [stage: st.name, message: e.message]
             log("stage ${st.name}: aborted: ${e.message}")
-        } catch (Throwable e) {
+        } else {
             sf.result = worst(sf.result, 'FAILURE'); setResult('FAILURE'); halted = true
             errorsOut << [stage: st.name, message: msg(e)]
             log("stage ${st.name}: failed: ${msg(e)}")
+        }
+    }
+
+    // ---------------------------------------------------------------- agents and workspaces
+    // Each agent allocation is an executor and a workspace of its own (workflow-durable-task-step's
+    // ExecutorStep, the `node` step, which declarative's `agent any` runs through
+    // pipeline-model-definition's AnyScript, with `checkout scm` unless skipDefaultCheckout): the
+    // pipeline's top-level agent (ModelInterpreter wraps the whole build in it, post included), a
+    // stage's agent (inDeclarativeAgent: that stage, its nested stages and its post), a `node`
+    // step (its body). The top-level agent's workspace is
+    // --workspace; every other allocation gets a fresh directory, as if it ran on another agent,
+    // holding what declarative's implicit `checkout scm` gives a stage's agent (a copy of
+    // --workspace as it was when the build started; nothing with skipDefaultCheckout) or, for a
+    // `node` step, which checks nothing out, nothing. What one allocation writes reaches another
+    // only through stash/unstash. Each is recorded in `agents`; an `input` records whether it
+    // waited holding an executor.
+    List agentsOut = []
+    File checkout
+    File checkoutCopy
+
+    def onAgent(String kind, String where, boolean scm, Closure body) {
+        File ws
+        if (kind == 'pipeline') {
+            ws = workspace
+        } else {
+            ws = new File(tmpDir, "agent-${agentsOut.size() + 1}/workspace")
+            ws.mkdirs()
+            if (scm && runMode && !optionsOut.containsKey('skipDefaultCheckout')) copyTree(checkoutCopy, ws)
+        }
+        Map rec = [id: agentsOut.size() + 1, kind: kind, stage: where, workspace: ws.path,
+                   checkout: kind == 'pipeline' || (scm && !optionsOut.containsKey('skipDefaultCheckout'))]
+        agentsOut << rec
+        log("agent ${rec.id} (${kind}${where ? ' ' + where : ''}): ${ws}")
+        File savedWs = workspace
+        boolean savedNode = nodeAvailable
+        List<String> savedDirs = dirStack
+        workspace = ws; nodeAvailable = true; dirStack = []
+        try {
+            return withEnvLayer([WORKSPACE: ws.absolutePath]) { body.call() }
         } finally {
-            try {
-                if (!skipped) {
-                    runPost(st.post, st.name) { worst(sf.result, buildResult) }
-                    if (rank(sf.result) >= rank('FAILURE') && !halted) halted = true
-                    entry.status = statusOf(sf.result)
-                }
-            } finally {
-                envLayers.remove(envLayers.size() - 1)
-                nodeAvailable = savedNode
-                stageStack.remove(stageStack.size() - 1)
+            workspace = savedWs; nodeAvailable = savedNode; dirStack = savedDirs
+        }
+    }
+
+    def withoutAgent(Closure body) {
+        boolean savedNode = nodeAvailable
+        nodeAvailable = false
+        try { return body.call() } finally { nodeAvailable = savedNode }
+    }
+
+    static void copyTree(File from, File to) {
+        if (from == null || !from.isDirectory()) return
+        Process p = ['cp', '-a', from.absolutePath + '/.', to.absolutePath].execute()
+        p.consumeProcessOutput(System.err, System.err)
+        if (p.waitFor() != 0) throw new StepFailure("harness: cannot copy the checkout into ${to}")
+    }
+
+    // ---------------------------------------------------------------- stash / unstash
+    // workflow-basic-steps' StashStep and UnstashStep (StashManager): a stash is the files of the
+    // workspace matching `includes` (Ant patterns, comma-separated; all files by default) less
+    // `excludes` and, unless useDefaultExcludes: false, Ant's default excludes, kept for the rest
+    // of the build under its name (a later stash of the name replaces it) and unpacked, file modes
+    // kept, into whatever workspace unstashes it. An empty stash fails ("No files included in stash
+    // ‘NAME’") unless allowEmpty: true; unstashing a name never stashed fails ("No such saved stash
+    // ‘NAME’").
+    static final List DEFAULT_EXCLUDES = ['**/*~', '**/#*#', '**/.#*', '**/%*%', '**/._*', '**/CVS', '**/CVS/**',
+                                          '**/.cvsignore', '**/.svn', '**/.svn/**', '**/.git', '**/.git/**',
+                                          '**/.gitignore', '**/.gitmodules', '**/.hg', '**/.hg/**', '**/.DS_Store']
+    Map<String, File> stashes = [:]
+    List stashesOut = []
+
+    static java.util.regex.Pattern antPattern(String p) {
+        p = p.trim().replace('\\', '/')
+        if (p.endsWith('/')) p += '**'
+        StringBuilder sb = new StringBuilder()
+        int i = 0
+        while (i < p.length()) {
+            if (p.startsWith('**/', i)) { sb.append('(?:.*/)?'); i += 3 }
+            else if (p.startsWith('**', i)) { sb.append('.*'); i += 2 }
+            else if (p.charAt(i) == '*' as char) { sb.append('[^/]*'); i++ }
+            else if (p.charAt(i) == '?' as char) { sb.append('[^/]'); i++ }
+            else { sb.append(java.util.regex.Pattern.quote(p.substring(i, i + 1))); i++ }
+        }
+        java.util.regex.Pattern.compile(sb.toString())
+    }
+
+    static List<java.util.regex.Pattern> antPatterns(Object spec) {
+        (spec ?: '').toString().split(',').findAll { it.trim() }.collect { antPattern(it) }
+    }
+
+    Object stashStep(Map named, List pos) {
+        String name = (named.name ?: (pos ? pos[0] : null))?.toString()
+        if (!name) throw new StepFailure("stash requires a name")
+        List inc = antPatterns(named.includes)
+        if (inc.isEmpty()) inc = [antPattern('**')]
+        List exc = antPatterns(named.excludes)
+        if (named.useDefaultExcludes == null || DefaultTypeTransformation.castToBoolean(named.useDefaultExcludes))
+            exc += DEFAULT_EXCLUDES.collect { antPattern(it) }
+        Map rec = [op: 'stash', name: name, stage: curStageName(), includes: named.includes?.toString()]
+        stashesOut << rec
+        if (!runMode) { stashes[name] = null; return null }
+        File base = cwd()
+        List<String> files = []
+        if (base.isDirectory()) {
+            base.eachFileRecurse { File f ->
+                if (f.isDirectory() && !Files.isSymbolicLink(f.toPath())) return
+                String rel = base.toPath().relativize(f.toPath()).toString()
+                if (inc.any { it.matcher(rel).matches() } && !exc.any { it.matcher(rel).matches() }) files << rel
             }
         }
-        return entry.status
+        rec.files = files.size()
+        if (files.isEmpty() && !DefaultTypeTransformation.castToBoolean(named.allowEmpty))
+            throw new StepFailure("No files included in stash \u2018${name}\u2019")
+        File list = new File(tmpDir, "stash-${UUID.randomUUID()}.list")
+        list.setText(files.sort().join('\u0000') + (files ? '\u0000' : ''), 'UTF-8')
+        File tar = new File(tmpDir, "stash-${name.replaceAll(/[^A-Za-z0-9_.-]/, '_')}-${UUID.randomUUID()}.tar")
+        Process p = ['tar', '-C', base.absolutePath, '--null', '-T', list.absolutePath, '-cf', tar.absolutePath].execute()
+        p.consumeProcessOutput(System.err, System.err)
+        if (p.waitFor() != 0) throw new StepFailure("stash ${name}: tar failed")
+        list.delete()
+        stashes[name]?.delete()
+        stashes[name] = tar
+        log("stash ${name}: ${files.size()} files")
+        return null
+    }
+
+    Object unstashStep(Map named, List pos) {
+        String name = (named.name ?: (pos ? pos[0] : null))?.toString()
+        if (!name) throw new StepFailure("unstash requires a name")
+        stashesOut << [op: 'unstash', name: name, stage: curStageName()]
+        if (!stashes.containsKey(name)) throw new StepFailure("No such saved stash \u2018${name}\u2019")
+        if (!runMode) return null
+        File base = cwd()
+        base.mkdirs()
+        Process p = ['tar', '-C', base.absolutePath, '-xpf', stashes[name].absolutePath].execute()
+        p.consumeProcessOutput(System.err, System.err)
+        if (p.waitFor() != 0) throw new StepFailure("unstash ${name}: tar failed")
+        log("unstash ${name} into ${base}")
+        return null
     }
 
     static String statusOf(String r) {
@@ -1039,11 +1204,15 @@ class Interp {
                 ids.each { String id = it.toString(); lookupCred(id); credentialsOut << id }
                 if (body == null) throw new StepFailure("sshagent requires a body")
                 return withFrame('block', 'sshagent') { body.call() }
-            case 'lock': case 'node': case 'timestamps': case 'ansiColor': case 'stage':
+            case 'node':
+                // A node step allocates an executor and a workspace of its own; it checks nothing out.
+                if (body == null) throw new StepFailure("node requires a body")
+                return onAgent('node', curStageName(), false) { withFrame('block', 'node') { body.call() } }
+            case 'stash': return stashStep(named, pos)
+            case 'unstash': return unstashStep(named, pos)
+            case 'lock': case 'timestamps': case 'ansiColor': case 'stage':
                 if (body == null) throw new StepFailure("${name} requires a body")
-                boolean saved = nodeAvailable
-                if (name == 'node') nodeAvailable = true
-                try { return withFrame('block', name) { body.call() } } finally { nodeAvailable = saved }
+                return withFrame('block', name) { body.call() }
             case 'retry':
                 int n = ((pos ? pos[0] : named.count) ?: 1) as int
                 for (int i = 1; ; i++) {
@@ -1194,7 +1363,8 @@ class Interp {
 
     Object doInput(Map named) {
         Map rec = [stage: curStageName(), message: plain(named.message), ok: plain(named.ok), id: plain(named.id),
-                   submitter: plain(named.submitter), parameters: plain(named.parameters ?: []), action: inputAction]
+                   submitter: plain(named.submitter), parameters: plain(named.parameters ?: []), action: inputAction,
+                   executor: nodeAvailable]
         inputOut << rec
         log("input: ${rec.message} -> ${inputAction}")
         if (inputWaitMs > 0) {
@@ -1250,6 +1420,38 @@ class Interp {
         f
     }
 
+    // Credential types, as Jenkins keeps them: each credential is of one kind, and a binding finds
+    // only its own kind (credentials-binding's MultiBinding.getCredentials looks the id up by the
+    // binding's credential class and fails "Credentials 'ID' is of type ... where ... was
+    // expected"). A --cred's kind is --cred-type's, else what its file holds: a private key is an
+    // "SSH Username with private key", a file with --cred-user a "Username with password",
+    // anything else a "Secret file". A "Secret text" is only ever one given --cred-type ID=string.
+    static final Map<String, String> CRED_KINDS = [sshUserPrivateKey: 'SSH Username with private key',
+                                                   file: 'Secret file', string: 'Secret text',
+                                                   usernamePassword: 'Username with password']
+    static final Map<String, String> BINDING_KIND = [sshUserPrivateKey: 'sshUserPrivateKey', file: 'file',
+                                                     string: 'string', usernamePassword: 'usernamePassword',
+                                                     usernameColonPassword: 'usernamePassword']
+
+    String credKind(String id) {
+        if (credTypes.containsKey(id)) return credTypes[id]
+        String path = lookupCred(id)
+        String head = new File(path).getText('UTF-8').readLines().find { it.trim() } ?: ''
+        if (head ==~ /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/) return 'sshUserPrivateKey'
+        if (credUsers.containsKey(id)) return 'usernamePassword'
+        return 'file'
+    }
+
+    void requireKind(String id, String binding) {
+        String want = BINDING_KIND[binding]
+        if (want == null || dummyIds.contains(id)) return
+        String kind = credKind(id)
+        if (kind == want) return
+        String extra = ''
+        if (want == 'sshUserPrivateKey') extra = ' (its file holds no private key)'
+        throw new StepFailure("Credentials '${id}' is of type '${CRED_KINDS[kind]}' where '${CRED_KINDS[want]}' was expected${extra}")
+    }
+
     Object withCredentials(List bindings, Closure body) {
         Map<String, String> layer = [:]
         List<File> temps = []
@@ -1259,16 +1461,16 @@ class Interp {
                 Map m = (Map) b
                 String id = m.credentialsId?.toString()
                 if (!id) throw new StepFailure("withCredentials: ${m.binding} requires credentialsId")
+                lookupCred(id)
+                requireKind(id, m.binding.toString())
                 switch (m.binding) {
                     case 'sshUserPrivateKey':
                         if (!m.keyFileVariable) throw new StepFailure("sshUserPrivateKey requires keyFileVariable")
-                        // Jenkins binds only an "SSH Username with private key" credential here
-                        // (BindingStep: "Credentials 'ID' is of type ... where ... was expected").
-                        String keyPath = lookupCred(id)
-                        if (!dummyIds.contains(id)) {
-                            String head = new File(keyPath).getText('UTF-8').readLines().find { it.trim() } ?: ''
+                        if (!dummyIds.contains(id) && credTypes[id] == 'sshUserPrivateKey') {
+                            // Declared an SSH key: its file must hold one.
+                            String head = new File(lookupCred(id)).getText('UTF-8').readLines().find { it.trim() } ?: ''
                             if (!(head ==~ /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/))
-                                throw new StepFailure("Credentials '${id}' is of type 'Secret file' where 'SSH User Private Key' was expected (its file holds no private key)")
+                                throw new StepFailure("--cred-type ${id}=sshUserPrivateKey: its file holds no private key")
                         }
                         File f = secretCopy(id); temps << f
                         layer[m.keyFileVariable.toString()] = f.path
@@ -1324,7 +1526,7 @@ class Interp {
          credentials: credentialsOut, credentialBindings: credentialBindingsOut, options: optionsOut,
          parameters: parametersOut, params: plain(params), tools: toolsOut, agent: agentOut, triggers: triggersOut,
          input: inputOut, post: postOut, steps: stepsOut, errors: errorsOut, files: filesOut,
-         env: envBase, run: runMode]
+         env: envBase, run: runMode, agents: agentsOut, stashes: stashesOut]
     }
 }
 
@@ -1336,10 +1538,14 @@ usage: groovy tests/groovy/harness.groovy [options] Jenkinsfile
   --cred ID=PATH          credential file for ID (repeatable)
   --cred-user ID=NAME     username for sshUserPrivateKey/usernamePassword ID (default jenkins)
   --cred-pass ID=PASS     passphrase bound to passphraseVariable (default empty)
+  --cred-type ID=TYPE     the credential's kind: sshUserPrivateKey, file, string or usernamePassword
+                          (default: sshUserPrivateKey for a private key, usernamePassword with
+                          --cred-user, else file); a binding of another kind fails
   --dummy-creds           unknown credential ids bind to a dummy secret instead of failing
   --param K=V             build parameter (repeatable); true/false become booleans
   --first-build           do not apply declared parameter defaults (params only from --param)
-  --workspace DIR         working directory for sh / file steps (default: current dir)
+  --workspace DIR         the checkout: the top-level agent's workspace; each stage agent's
+                          fresh workspace starts as a copy of it (default: current dir)
   --abort-at-stage NAME   simulate an abort/timeout when stage NAME starts (result ABORTED)
   --input proceed|abort|timeout
                           answer to input steps (default proceed; timeout: nobody answers, the
@@ -1388,6 +1594,10 @@ try {
                 interp.creds[k] = new File(v).absolutePath; break
             case '--cred-user': def (k, v) = kv(o, next(o)); interp.credUsers[k] = v; break
             case '--cred-pass': def (k, v) = kv(o, next(o)); interp.credPass[k] = v; break
+            case '--cred-type':
+                def (k, v) = kv(o, next(o))
+                if (!Interp.CRED_KINDS.containsKey(v)) throw new UsageError("--cred-type ${k}: one of ${Interp.CRED_KINDS.keySet().join(', ')}, not '${v}'")
+                interp.credTypes[k] = v; break
             case '--dummy-creds': interp.dummyCreds = true; break
             case '--param': def (k, v) = kv(o, next(o)); interp.cliParams[k] = v; break
             case '--first-build': interp.firstBuild = true; break

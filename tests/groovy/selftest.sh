@@ -208,11 +208,66 @@ assert 'SSH_AUTH_SOCK' not in e and 'BG_SELFTEST_LEAK' not in e, e
 assert 'BRANCH_NAME' not in e and 'GIT_BRANCH' not in e, e
 " -- --run --workspace "$TMP/env" --env JOB_NAME=shop-deploy --env BUILD_NUMBER=7 "$FX/env.Jenkinsfile"
 
-# --- credential types: sshUserPrivateKey binds only a private key
+# --- credential kinds: a binding finds only its own kind (sshUserPrivateKey a private key, file a
+# secret file, string a secret text)
 check ssh-cred-not-a-key 0 "
 assert d['result'] == 'FAILURE', d['result']
-assert any('SSH User Private Key' in e['message'] for e in d['errors']), d['errors']
+assert any(\"is of type 'Secret file' where 'SSH Username with private key' was expected\" in e['message'] for e in d['errors']), d['errors']
 " -- --env BRANCH_NAME=main --cred "back-key=$TMP/not-a-key" --cred "known-hosts=$TMP/known_hosts" "$FX/valid.Jenkinsfile"
+printf 'token-value\n' > "$TMP/token"
+check cred-string-of-a-file 0 "
+assert d['result'] == 'FAILURE', d['result']
+assert any(\"Credentials 'token' is of type 'Secret file' where 'Secret text' was expected\" in e['message'] for e in d['errors']), d['errors']
+" -- --run --workspace "$TMP/ws" --cred "token=$TMP/token" --cred "known-hosts=$TMP/known_hosts" "$FX/cred-kinds.Jenkinsfile"
+check cred-file-of-a-key 0 "
+assert d['result'] == 'FAILURE', d['result']
+assert any(\"Credentials 'known-hosts' is of type 'SSH Username with private key' where 'Secret file' was expected\" in e['message'] for e in d['errors']), d['errors']
+" -- --run --workspace "$TMP/ws" --cred "token=$TMP/token" --cred-type token=string --cred "known-hosts=$TMP/key" "$FX/cred-kinds.Jenkinsfile"
+check cred-kinds-right 0 "
+assert d['result'] == 'SUCCESS', (d['result'], d['errors'])
+" -- --run --workspace "$TMP/ws" --cred "token=$TMP/token" --cred-type token=string --cred "known-hosts=$TMP/known_hosts" "$FX/cred-kinds.Jenkinsfile"
+
+# --- agents (ModelInterpreter's inDeclarativeAgent, the node step) and stash/unstash
+# (workflow-basic-steps' StashManager): with agent none each stage's agent is a workspace of its
+# own, holding the checkout and nothing another stage wrote; only a stash carries files across; an
+# input outside any agent holds no executor, one inside the top-level agent does; a node step
+# checks nothing out.
+mkdir -p "$TMP/ag" "$TMP/ag-out"
+echo yes > "$TMP/ag/checked-out.txt"
+check agents-stash 0 "
+import os
+out = '$TMP/ag-out'
+assert d['result'] == 'SUCCESS', (d['result'], d['errors'])
+assert [a['kind'] for a in d['agents']] == ['stage', 'stage', 'node'], d['agents']
+assert len({a['workspace'] for a in d['agents']}) == 3, d['agents']
+assert '$TMP/ag' not in [a['workspace'] for a in d['agents']], d['agents']
+assert open(out + '/seen-before-unstash').read() == 'fresh\\n', 'state reached another agent without a stash'
+assert open(out + '/seen-after-unstash').read() == 'before\\nclean\\n', open(out + '/seen-after-unstash').read()
+assert open(out + '/post-node').read() == 'empty\\nbefore\\n', open(out + '/post-node').read()
+assert d['input'][0]['executor'] is False, d['input']
+assert [(s['op'], s['name']) for s in d['stashes']] == [('stash', 'state'), ('unstash', 'state'), ('unstash', 'state')], d['stashes']
+assert d['stashes'][0]['files'] == 1, d['stashes']
+" -- --run --workspace "$TMP/ag" --env "OUT=$TMP/ag-out" "$FX/agents-stash.Jenkinsfile"
+check input-holds-executor 0 "
+assert d['input'][0]['executor'] is True, d['input']
+" -- "$FX/gate-timeout.Jenkinsfile"
+check stage-input-before-agent 0 "
+assert d['result'] == 'SUCCESS', (d['result'], d['errors'])
+assert d['input'][0]['executor'] is False, d['input']
+assert [s['timeouts'] for s in d['sh']] == [['stage Promote'], ['stage Promote']], d['sh']
+assert len(d['agents']) == 1, d['agents']
+" -- --run --workspace "$TMP/ws" "$FX/stage-input-agent.Jenkinsfile"
+check stash-empty 0 "
+assert d['result'] == 'FAILURE', d['result']
+assert any('No files included in stash \u2018nothing\u2019' in e['message'] for e in d['errors']), d['errors']
+" -- --run --workspace "$TMP/ws" "$FX/stash-errors.Jenkinsfile"
+check stash-allow-empty 0 "
+assert d['result'] == 'SUCCESS', (d['result'], d['errors'])
+" -- --run --workspace "$TMP/ws" --param CASE=allow-empty "$FX/stash-errors.Jenkinsfile"
+check unstash-missing 0 "
+assert d['result'] == 'FAILURE', d['result']
+assert any('No such saved stash \u2018never-stashed\u2019' in e['message'] for e in d['errors']), d['errors']
+" -- --run --workspace "$TMP/ws" --param CASE=missing "$FX/stash-errors.Jenkinsfile"
 
 # --- structural and compile errors must fail
 for f in step-in-stage missing-agent bad-post when-outside-stage two-agents step-in-pipeline stage-both; do

@@ -15,14 +15,33 @@ const SCRIPT_EOF: &str = "BLUEGREEN_SCRIPT_EOF";
 /// constant (in modified UTF-8 bytes) less what the step adds around the script.
 const SETUP_PART_MAX: usize = GROOVY_MAX_LITERAL - 512;
 
-/// One stage of the Deploy stage: one phase of the plan.
+/// One stage of the Deploy (or Promoted) stage: one phase of the plan.
 struct StageView {
     /// The stage's name.
     title: &'static str,
     /// Its shell step, Groovy-escaped.
     script: String,
-    /// The promotion gate after the step, in minutes (0: none).
-    gate_minutes: u64,
+    /// Whether the stage, the deploy's last, reads the run's summary for the Slack message.
+    summary: bool,
+}
+
+/// The promotion gate: the Promote stage, between the Run and Promoted stages.
+struct GateView {
+    /// The promote phase's shell step, Groovy-escaped.
+    script: String,
+    minutes: u64,
+    message: String,
+    /// The proceed button.
+    ok: String,
+    /// What a rejection undoes, for the comment beside the gate.
+    undo: &'static str,
+}
+
+/// A post condition that undoes the run (`aborted`, `failure`) and its Slack wording.
+struct UndoView {
+    name: &'static str,
+    color: &'static str,
+    word: &'static str,
 }
 
 /// The `slackSend` arguments, as Groovy text.
@@ -38,7 +57,8 @@ struct SlackView {
 struct JenkinsView {
     app: String,
     source: String,
-    tools: Vec<String>,
+    /// The `tools { }` block of each stage that takes an agent (empty: none).
+    tools_block: String,
     timeout_minutes: u64,
     build: Option<String>,
     /// The `when` condition of the Deploy and Rollback stages: the build's branch deploys.
@@ -47,12 +67,12 @@ struct JenkinsView {
     setup_when: String,
     credentials: String,
     setup_parts: Vec<String>,
-    stages: Vec<StageView>,
-    gate_message: String,
-    /// What a rejection undoes, for the comment beside the gate.
-    gate_undo: &'static str,
-    /// The gate's proceed button.
-    gate_ok: String,
+    /// The deploy's phases up to the gate (all of them without one), on the Run stage's agent.
+    before_gate: Vec<StageView>,
+    gate: Option<GateView>,
+    /// The phases after the gate, on the Promoted stage's agent.
+    after_gate: Vec<StageView>,
+    undo: Vec<UndoView>,
     abort_script: String,
     slack: Option<SlackView>,
 }
@@ -142,34 +162,67 @@ pub fn jenkinsfile(plan: &Plan, source: &str) -> Result<String, Error> {
         .iter()
         .map(|p| groovy_escape(p))
         .collect();
-    let stages = plan
-        .phases
-        .iter()
-        .map(|p| StageView {
+    let phase_script =
+        |name: &str| groovy_escape(&format!("exec bash .bluegreen/deploy.sh run deploy {name}"));
+    let last = plan.phases.last().map(|p| p.kind);
+    let mut before_gate = Vec::new();
+    let mut after_gate = Vec::new();
+    let mut gate = None;
+    for p in &plan.phases {
+        if p.kind == PhaseKind::Promote {
+            gate = Some(GateView {
+                script: phase_script(p.kind.name()),
+                minutes: plan.jenkins.gate.unwrap_or(0),
+                message: groovy_str(&if plan.jenkins.gate_before_switch {
+                    format!(
+                        "Switch {} to the new version? It runs on every host's idle port; Abort stops it and leaves traffic where it is.",
+                        plan.app
+                    )
+                } else {
+                    format!(
+                        "Keep {} on the new version? Abort puts traffic back on the old slot.",
+                        plan.app
+                    )
+                }),
+                ok: groovy_str(if plan.jenkins.gate_before_switch {
+                    "Switch"
+                } else {
+                    "Keep it"
+                }),
+                undo: if plan.jenkins.gate_before_switch {
+                    "it stops the new instances, traffic never moved"
+                } else {
+                    "it switches traffic back and stops the new instances"
+                },
+            });
+            continue;
+        }
+        let view = StageView {
             title: p.kind.title(),
-            script: groovy_escape(&format!(
-                "exec bash .bluegreen/deploy.sh run deploy {}",
-                p.kind.name()
-            )),
-            gate_minutes: if p.kind == PhaseKind::Promote {
-                plan.jenkins.gate.unwrap_or(0)
-            } else {
-                0
-            },
-        })
-        .collect();
+            script: phase_script(p.kind.name()),
+            summary: plan.slack.is_some() && Some(p.kind) == last,
+        };
+        if gate.is_some() {
+            after_gate.push(view);
+        } else {
+            before_gate.push(view);
+        }
+    }
+    let mut tools_block = String::new();
+    if !plan.jenkins.tools.is_empty() {
+        tools_block.push_str("\n            tools {");
+        for (k, v) in &plan.jenkins.tools {
+            let _ = write!(tools_block, "\n                {k} {}", groovy_str(v));
+        }
+        tools_block.push_str("\n            }");
+    }
     let abort_script = groovy_escape(
         "if [ -f .bluegreen/deploy.sh ]; then\n  bash .bluegreen/deploy.sh abort\nelse\n  echo 'bluegreen: no deploy to undo'\nfi",
     );
     let view = JenkinsView {
         app: plan.app.clone(),
         source: source.to_string(),
-        tools: plan
-            .jenkins
-            .tools
-            .iter()
-            .map(|(k, v)| format!("{k} {}", groovy_str(v)))
-            .collect(),
+        tools_block,
         timeout_minutes: plan.jenkins.timeout.as_secs().div_ceil(60),
         build: plan.jenkins.build.as_ref().map(|b| groovy_escape(b)),
         on_branch: if plan.jenkins.any_branch() {
@@ -178,37 +231,30 @@ pub fn jenkinsfile(plan: &Plan, source: &str) -> Result<String, Error> {
             format!("expression {{ return [{branches}].contains(env.BRANCH_NAME ?: env.GIT_BRANCH ?: '') }}")
         },
         setup_when: if plan.jenkins.any_branch() {
-            "// `jenkins.branch: any`: every build deploys, with a branch or without one.\n                expression { return true }".to_string()
+            "// `jenkins.branch: any`: every build deploys, with a branch or without one.\n                        expression { return true }".to_string()
         } else {
             format!(
-                "// Multibranch jobs set BRANCH_NAME; plain pipeline jobs only GIT_BRANCH (`origin/<branch>`); a\n                // pipeline job whose script is inline (no SCM) neither: it fails here rather than succeed\n                // having deployed nothing.\n                expression {{\n                    if (!(env.BRANCH_NAME ?: env.GIT_BRANCH)) {{\n                        error({})\n                    }}\n                    return [{branches}].contains(env.BRANCH_NAME ?: env.GIT_BRANCH)\n                }}",
+                "// Multibranch jobs set BRANCH_NAME; plain pipeline jobs only GIT_BRANCH (`origin/<branch>`); a\n                        // pipeline job whose script is inline (no SCM) neither: it fails here rather than succeed\n                        // having deployed nothing.\n                        expression {{\n                            if (!(env.BRANCH_NAME ?: env.GIT_BRANCH)) {{\n                                error({})\n                            }}\n                            return [{branches}].contains(env.BRANCH_NAME ?: env.GIT_BRANCH)\n                        }}",
                 groovy_str(NO_BRANCH)
             )
         },
         credentials,
         setup_parts,
-        stages,
-        gate_message: groovy_str(&if plan.jenkins.gate_before_switch {
-            format!(
-                "Switch {} to the new version? It runs on every host's idle port; Abort stops it and leaves traffic where it is.",
-                plan.app
-            )
-        } else {
-            format!(
-                "Keep {} on the new version? Abort puts traffic back on the old slot.",
-                plan.app
-            )
-        }),
-        gate_undo: if plan.jenkins.gate_before_switch {
-            "it stops the new instances, traffic never moved"
-        } else {
-            "it switches traffic back and stops the new instances"
-        },
-        gate_ok: groovy_str(if plan.jenkins.gate_before_switch {
-            "Switch"
-        } else {
-            "Keep it"
-        }),
+        before_gate,
+        gate,
+        after_gate,
+        undo: vec![
+            UndoView {
+                name: "aborted",
+                color: "warning",
+                word: "ABORTED",
+            },
+            UndoView {
+                name: "failure",
+                color: "danger",
+                word: "FAILED",
+            },
+        ],
         abort_script,
         slack: plan.slack.as_ref().map(|s| SlackView {
             channel: groovy_str(&s.channel),
