@@ -911,8 +911,10 @@ class Interp {
             }
         }
         Closure inOptions = {
+            Map f = st.whenFlags
+            if (st.when != null && f.beforeInput && !f.beforeOptions && !st.when.every { evalCond(it) }) { skipped = true; return }
             if (st.input != null) doInput((Map) st.input)
-            if (st.when != null && whenEarly(st) && !st.whenFlags.beforeOptions && !st.when.every { evalCond(it) }) { skipped = true; return }
+            if (st.when != null && f.beforeAgent && !f.beforeInput && !f.beforeOptions && !st.when.every { evalCond(it) }) { skipped = true; return }
             if (st.agent != null && st.agent.type != 'none') onAgent('stage', st.name, true, onItsAgent)
             else if (st.agent != null) withoutAgent(onItsAgent)
             else onItsAgent.call()
